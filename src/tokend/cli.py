@@ -1,0 +1,494 @@
+"""The ``tokend`` command (DESIGN.md, "CLI contract"). JSON goes to stdout, one object per
+line; messages go to stderr. The only module that imports click."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from tokend.config import DEFAULT_DATABASE_URL, MissingSecretKey, Settings
+from tokend.core.clock import SystemClock
+from tokend.core.models import Client
+from tokend.core.scopes import parse_scope
+from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tokend.keys.ring import SUPPORTED_ALGS
+from tokend.runtime import Runtime, build_runtime
+from tokend.store.engine import create_db_engine, migrate
+from tokend.store.sql import AlreadyExists, SqlStore, User
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
+
+
+def emit(obj: dict[str, Any]) -> None:
+    click.echo(json.dumps(obj, separators=(", ", ": ")))
+
+
+def database_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--database-url",
+        envvar="TOKEND_DATABASE_URL",
+        default=DEFAULT_DATABASE_URL,
+        show_default=True,
+        help="SQLAlchemy URL (sqlite:///path or postgresql://user@host:port/db).",
+    )(fn)
+
+
+def _runtime(database_url: str, **overrides: Any) -> Runtime:
+    try:
+        return build_runtime(Settings(database_url=database_url, **overrides), prepare=True)
+    except MissingSecretKey as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _store(database_url: str) -> SqlStore:
+    engine = create_db_engine(database_url)
+    migrate(engine)
+    return SqlStore(engine)
+
+
+@click.group()
+@click.version_option(package_name="tokend")
+def main() -> None:
+    """tokend: OpenID Connect / OAuth 2.0 token service."""
+
+
+# -- serve / migrate --------------------------------------------------------------------------
+
+
+@main.command()
+@database_option
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="TOKEND_HOST")
+@click.option("--port", default=8000, show_default=True, type=int, envvar="TOKEND_PORT")
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), envvar="TOKEND_WORKERS"
+)
+@click.option("--issuer", envvar="TOKEND_ISSUER", help="Defaults to http://HOST:PORT.")
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(
+    database_url: str, host: str, port: int, workers: int, issuer: str | None, access_log: bool
+) -> None:
+    """Migrate, make a signing key if there is none, and serve HTTP."""
+    import uvicorn
+
+    rt = _runtime(database_url, host=host, port=port, issuer=issuer)
+    issuer_url = rt.policy.issuer
+    if rt.store.count_clients() == 0:
+        _print_next_steps(issuer_url, database_url)
+    rt.close()
+    os.environ.update(
+        TOKEND_DATABASE_URL=database_url,
+        TOKEND_HOST=host,
+        TOKEND_PORT=str(port),
+        TOKEND_ISSUER=issuer_url,
+    )
+    click.echo(f"tokend: serving {issuer_url} with {workers} worker(s)", err=True)
+    uvicorn.run(
+        "tokend.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=access_log,
+        log_level=os.environ.get("TOKEND_LOG_LEVEL", "info"),
+        server_header=False,
+        date_header=True,
+    )
+
+
+def _cli_prefix(database_url: str) -> str:
+    exe = sys.argv[0]
+    cmd = "tokend" if os.path.basename(exe) == exe else shlex.quote(os.path.relpath(exe))
+    if database_url != DEFAULT_DATABASE_URL:
+        cmd += f" --database-url {shlex.quote(database_url)}"
+    return cmd
+
+
+def _print_next_steps(issuer: str, database_url: str) -> None:
+    t = _cli_prefix(database_url).split(" --database-url")
+    exe = t[0]
+    db = f" --database-url {t[1].strip()}" if len(t) > 1 else ""
+    click.echo(
+        f"""
+This database has no clients yet. Your first refresh, in four steps (another terminal):
+
+  1. Register a client and keep its secret (shown once):
+       {exe} clients create{db} --name demo --scope "openid offline email" --json
+  2. Create a user:
+       printf 'correct horse battery staple' | {exe} users create{db} alice --password-stdin
+  3. Mint a token family for them, as if alice had signed in:
+       {exe} tokens issue{db} --client-id CLIENT_ID --user alice --scope "openid offline"
+  4. Refresh it exactly as in the spec (Basic auth, form body):
+       curl -s {issuer}/auth/v2/token -u 'CLIENT_ID:CLIENT_SECRET' \\
+            -d grant_type=refresh_token -d refresh_token=REFRESH_TOKEN
+""",
+        err=True,
+    )
+
+
+@main.command("migrate")
+@database_option
+def migrate_cmd(database_url: str) -> None:
+    """Bring the database schema up to date."""
+    migrate(create_db_engine(database_url))
+    click.echo("tokend: database is up to date", err=True)
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+
+@main.group()
+def clients() -> None:
+    """Register and manage clients."""
+
+
+def _validate_redirect_uri(uri: str) -> str:
+    parts = urlsplit(uri)
+    if (
+        not parts.scheme
+        or parts.fragment
+        or (parts.scheme in ("http", "https") and not parts.netloc)
+    ):
+        raise click.BadParameter(f"{uri!r} must be an absolute URI without a fragment")
+    if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        raise click.BadParameter(f"{uri!r}: plain http is allowed only for loopback (RFC 9700)")
+    return uri
+
+
+def _client_json(
+    client: Client, secret: str | None = None, *, full: bool = False
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"client_id": client.client_id}
+    if secret is not None or not full:
+        out["client_secret"] = secret
+    out.update(
+        grant_types=sorted(client.grant_types),
+        redirect_uris=list(client.redirect_uris),
+        scope=" ".join(client.scopes),
+    )
+    if full:
+        out.pop("client_secret", None)
+        out.update(
+            name=client.name,
+            public=client.public,
+            refresh_grace=client.refresh_grace,
+            access_token_ttl=client.access_token_ttl,
+            refresh_token_ttl=client.refresh_token_ttl,
+            refresh_idle_ttl=client.refresh_idle_ttl,
+            subject_type=client.subject_type,
+        )
+    return out
+
+
+@clients.command("create")
+@database_option
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True)
+@click.option("--grant-type", "grant_types", multiple=True, type=click.Choice(GRANT_TYPES))
+@click.option("--scope", default="openid offline", show_default=True)
+@click.option("--public", is_flag=True, help="A public client (no secret; PKCE/none auth).")
+@click.option(
+    "--refresh-grace", type=click.IntRange(0, 300), help="Override TOKEND_REFRESH_REUSE_GRACE."
+)
+@click.option("--access-token-ttl", type=click.IntRange(1))
+@click.option("--refresh-token-ttl", type=click.IntRange(1))
+@click.option("--refresh-idle-ttl", type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def clients_create(
+    database_url: str,
+    name: str,
+    redirect_uris: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    scope: str,
+    public: bool,
+    refresh_grace: int | None,
+    access_token_ttl: int | None,
+    refresh_token_ttl: int | None,
+    refresh_idle_ttl: int | None,
+    as_json: bool,
+) -> None:
+    """Register a client. Its secret is shown once and stored only as a hash."""
+    grants = frozenset(grant_types or DEFAULT_GRANT_TYPES)
+    if public and "client_credentials" in grants:
+        raise click.BadParameter(
+            "public clients cannot use client_credentials", param_hint="--grant-type"
+        )
+    try:
+        scopes = parse_scope(scope)
+    except Exception:
+        raise click.BadParameter("malformed scope", param_hint="--scope") from None
+    uris = tuple(_validate_redirect_uri(u) for u in redirect_uris)
+    secret = None if public else new_client_secret()
+    client = Client(
+        client_id=new_client_id(),
+        name=name,
+        public=public,
+        secret_hash=None if secret is None else hash_secret(secret),
+        grant_types=grants,
+        redirect_uris=uris,
+        scopes=scopes,
+        refresh_grace=refresh_grace,
+        access_token_ttl=access_token_ttl,
+        refresh_token_ttl=refresh_token_ttl,
+        refresh_idle_ttl=refresh_idle_ttl,
+    )
+    _store(database_url).create_client(client, now=SystemClock().now())
+    out = _client_json(client, secret)
+    if as_json:
+        emit(out)
+    else:
+        for key, value in out.items():
+            click.echo(f"{key}: {value if not isinstance(value, list) else ' '.join(value)}")
+    if secret is not None:
+        click.echo("tokend: store the client secret now; it cannot be shown again.", err=True)
+
+
+def _get_client(store: SqlStore, client_id: str) -> Client:
+    client = store.get_client(client_id)
+    if client is None:
+        raise click.ClickException(f"no client {client_id!r}")
+    return client
+
+
+@clients.command("list")
+@database_option
+def clients_list(database_url: str) -> None:
+    """One JSON line per client (never a secret)."""
+    for client in _store(database_url).list_clients():
+        emit(_client_json(client, full=True))
+
+
+@clients.command("show")
+@database_option
+@click.argument("client_id")
+def clients_show(database_url: str, client_id: str) -> None:
+    emit(_client_json(_get_client(_store(database_url), client_id), full=True))
+
+
+@clients.command("delete")
+@database_option
+@click.argument("client_id")
+def clients_delete(database_url: str, client_id: str) -> None:
+    """Delete a client and every token family issued to it."""
+    if not _store(database_url).delete_client(client_id):
+        raise click.ClickException(f"no client {client_id!r}")
+    emit({"client_id": client_id, "deleted": True})
+
+
+@clients.command("rotate-secret")
+@database_option
+@click.argument("client_id")
+def clients_rotate_secret(database_url: str, client_id: str) -> None:
+    """Replace a confidential client's secret; the old one stops working at once."""
+    store = _store(database_url)
+    client = _get_client(store, client_id)
+    if client.public:
+        raise click.ClickException("public clients have no secret")
+    secret = new_client_secret()
+    store.set_client_secret(client_id, hash_secret(secret), now=SystemClock().now())
+    emit({"client_id": client_id, "client_secret": secret})
+    click.echo("tokend: store the client secret now; it cannot be shown again.", err=True)
+
+
+# -- users ------------------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@database_option
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from stdin.")
+@click.option("--email")
+@click.option("--email-verified", is_flag=True)
+@click.option("--given-name")
+@click.option("--family-name")
+@click.option("--phone-number")
+@click.option("--picture")
+def users_create(
+    database_url: str,
+    username: str,
+    password_stdin: bool,
+    email: str | None,
+    email_verified: bool,
+    given_name: str | None,
+    family_name: str | None,
+    phone_number: str | None,
+    picture: str | None,
+) -> None:
+    """Create a user; the password (first line of stdin) is stored as an Argon2id hash."""
+    from argon2 import PasswordHasher
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.ClickException("empty password on stdin")
+    user = User(
+        id=new_id(),
+        username=username,
+        password_hash=PasswordHasher().hash(password),
+        email=email,
+        email_verified=email_verified,
+        given_name=given_name,
+        family_name=family_name,
+        phone_number=phone_number,
+        picture=picture,
+    )
+    try:
+        _store(database_url).create_user(user, now=SystemClock().now())
+    except AlreadyExists:
+        raise click.ClickException(f"user {username!r} already exists") from None
+    emit({"id": user.id, "username": username, "email": email})
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+@main.group()
+def tokens() -> None:
+    """Mint and revoke token families."""
+
+
+@tokens.command("issue")
+@database_option
+@click.option("--client-id", required=True)
+@click.option("--user", "username", required=True)
+@click.option("--scope", help="Defaults to the client's registered scope.")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 1_000_000))
+def tokens_issue(
+    database_url: str, client_id: str, username: str, scope: str | None, count: int
+) -> None:
+    """Mint COUNT families as if USER had completed the authorize step; one token response a line."""
+    rt = _runtime(database_url)
+    try:
+        client = _get_client(rt.store, client_id)
+        user = rt.store.get_user_by_username(username)
+        if user is None:
+            raise click.ClickException(f"no user {username!r}")
+        scopes = parse_scope(scope) if scope else client.scopes
+        extra = [s for s in scopes if s not in client.scopes]
+        if extra:
+            raise click.ClickException(f"scope not allowed for this client: {' '.join(extra)}")
+        for _ in range(count):
+            now = rt.clock.now()
+            resp = rt.issuer.issue(
+                client=client, user_id=user.id, subject=user.id, scopes=scopes, now=now
+            )
+            emit(resp.to_dict())
+    finally:
+        rt.close()
+
+
+@tokens.command("revoke")
+@database_option
+@click.option("--user", "username")
+@click.option("--client-id")
+@click.option("--family", "family_id")
+def tokens_revoke(
+    database_url: str, username: str | None, client_id: str | None, family_id: str | None
+) -> None:
+    """Revoke every family of a user, of a client, or one family (and their access tokens)."""
+    if sum(x is not None for x in (username, client_id, family_id)) != 1:
+        raise click.UsageError("give exactly one of --user, --client-id, --family")
+    store = _store(database_url)
+    user_id = None
+    if username is not None:
+        user = store.get_user_by_username(username)
+        if user is None:
+            raise click.ClickException(f"no user {username!r}")
+        user_id = user.id
+    n = store.revoke_families(
+        now=SystemClock().now(),
+        reason="admin",
+        user_id=user_id,
+        client_id=client_id,
+        family_id=family_id,
+    )
+    emit({"revoked_families": n})
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Manage signing keys."""
+
+
+@keys.command("rotate")
+@database_option
+@click.option("--alg", type=click.Choice(SUPPORTED_ALGS), help="Defaults to TOKEND_SIGNING_ALG.")
+def keys_rotate(database_url: str, alg: str | None) -> None:
+    """Make a new current key; the previous key of that algorithm stays published until the
+    tokens it signed have expired. Running servers pick it up within seconds."""
+    rt = _runtime(database_url)
+    try:
+        record = rt.keys.rotate(alg or rt.settings.signing_alg)
+    finally:
+        rt.close()
+    emit({"kid": record.kid, "alg": record.alg, "created_at": record.created_at})
+
+
+@keys.command("list")
+@database_option
+def keys_list(database_url: str) -> None:
+    rt = _runtime(database_url)
+    try:
+        now = rt.clock.now()
+        for rec in rt.store.list_keys():
+            if rec.retired_at is None:
+                status = "current"
+            elif rec.retired_at > now - rt.keys.retention:
+                status = "retired (published)"
+            else:
+                status = "expired"
+            emit(
+                {
+                    "kid": rec.kid,
+                    "alg": rec.alg,
+                    "status": status,
+                    "created_at": rec.created_at,
+                    "retired_at": rec.retired_at,
+                }
+            )
+    finally:
+        rt.close()
+
+
+# -- gc ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@database_option
+@click.option(
+    "--retention",
+    default=86400,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Seconds to keep expired/revoked data.",
+)
+def gc(database_url: str, retention: int) -> None:
+    """Delete expired and revoked data older than the retention period."""
+    rt = _runtime(database_url)
+    try:
+        now = rt.clock.now()
+        out = rt.store.gc(now=now, retention=retention)
+        out["signing_keys"] = rt.store.delete_keys_retired_before(now - rt.keys.retention)
+    finally:
+        rt.close()
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()

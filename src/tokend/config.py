@@ -1,0 +1,112 @@
+"""One typed settings object, read from ``TOKEND_*`` environment variables (DESIGN.md)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tokend.core.models import Policy
+from tokend.store.engine import sqlite_path
+
+DEFAULT_DATABASE_URL = "sqlite:///./tokend.db"
+
+
+class MissingSecretKey(RuntimeError):
+    pass
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKEND_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    issuer: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    access_token_ttl: int = Field(3600, ge=1)
+    client_credentials_ttl: int = Field(86400, ge=1)
+    refresh_token_ttl: int = Field(2_592_000, ge=1)
+    refresh_token_idle_ttl: int = Field(1_209_600, ge=1)
+    refresh_reuse_grace: int = Field(10, ge=0, le=300)
+    signing_alg: str = "RS256"
+    access_token_audience: str | None = None
+    secret_key: str | None = None
+    max_body_bytes: int = Field(16 * 1024, ge=1024)
+    key_refresh_interval: float = Field(2.0, gt=0)
+    db_pool_size: int = Field(10, ge=1)
+    log_level: str = "info"
+
+    @field_validator("signing_alg")
+    @classmethod
+    def _alg(cls, v: str) -> str:
+        if v not in ("RS256", "ES256", "EdDSA"):
+            raise ValueError("TOKEND_SIGNING_ALG must be RS256, ES256 or EdDSA")
+        return v
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @property
+    def effective_issuer(self) -> str:
+        return self.issuer or f"http://{self.host}:{self.port}"
+
+    def policy(self) -> Policy:
+        return Policy(
+            issuer=self.effective_issuer,
+            access_token_ttl=self.access_token_ttl,
+            client_credentials_ttl=self.client_credentials_ttl,
+            refresh_token_ttl=self.refresh_token_ttl,
+            refresh_idle_ttl=self.refresh_token_idle_ttl,
+            refresh_reuse_grace=self.refresh_reuse_grace,
+            audience=self.access_token_audience,
+        )
+
+    @property
+    def key_retention(self) -> float:
+        """How long a retired signing key stays published: the longest token lifetime + 1 h."""
+        return max(self.access_token_ttl, self.client_credentials_ttl) + 3600
+
+    def resolve_secret_key(self) -> str:
+        """``TOKEND_SECRET_KEY``, or on SQLite a secret generated once into a 0600 file
+        beside the database (``<database>.secret``)."""
+        if self.secret_key:
+            if len(self.secret_key) < 32:
+                raise MissingSecretKey("TOKEND_SECRET_KEY must be at least 32 characters")
+            return self.secret_key
+        path = sqlite_path(self.database_url)
+        if path is None:
+            raise MissingSecretKey(
+                "TOKEND_SECRET_KEY is required with this database (generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        return load_or_create_secret(Path(str(path) + ".secret"))
+
+
+def load_or_create_secret(path: Path) -> str:
+    """Read the secret file, creating it atomically (0600) if absent; concurrent first starts
+    all end up with the same value."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)  # atomic: fails if another process got there first
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    value = path.read_text().strip()
+    if len(value) < 32:
+        raise MissingSecretKey(f"{path} does not hold a usable secret")
+    return value

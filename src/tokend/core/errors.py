@@ -1,0 +1,111 @@
+"""OAuth 2.0 errors, one class per RFC 6749 §5.2 code (plus the few other RFC codes we use).
+
+Exception tree::
+
+    OAuthError
+    ├── InvalidRequest           400  RFC 6749 §5.2
+    ├── InvalidClient            401  RFC 6749 §5.2 (WWW-Authenticate added by the web layer)
+    ├── InvalidGrant             400  RFC 6749 §5.2
+    ├── UnauthorizedClient       400  RFC 6749 §5.2
+    ├── UnsupportedGrantType     400  RFC 6749 §5.2
+    ├── InvalidScope             400  RFC 6749 §5.2
+    ├── ServerError              500  RFC 6749 §4.1.2.1
+    └── TemporarilyUnavailable   503  RFC 6749 §4.1.2.1
+
+``description`` is the public ``error_description``: it never contains a secret, a token or
+internal detail. Anything for operators goes to ``debug``, which is logged, never sent.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class OAuthError(Exception):
+    """Base of every error the token service reports to a client."""
+
+    error: ClassVar[str] = "invalid_request"
+    status_code: ClassVar[int] = 400
+    default_description: ClassVar[str] = "The request is invalid."
+
+    def __init__(self, description: str | None = None, *, debug: str | None = None) -> None:
+        self.description = description or self.default_description
+        self.debug = debug
+        super().__init__(self.description)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+class InvalidRequest(OAuthError):
+    """Missing/repeated/malformed parameter, or more than one client authentication method."""
+
+    error = "invalid_request"
+    default_description = "The request is missing a required parameter or is otherwise malformed."
+
+
+class InvalidClient(OAuthError):
+    """Client authentication failed (unknown client, no or wrong credentials)."""
+
+    error = "invalid_client"
+    status_code = 401
+    default_description = "Client authentication failed."
+
+
+class InvalidGrant(OAuthError):
+    """The grant (code, refresh token) is invalid, expired, revoked or not the client's."""
+
+    error = "invalid_grant"
+    default_description = "The refresh token was invalid or has expired."
+
+
+class UnauthorizedClient(OAuthError):
+    """The authenticated client may not use this grant type."""
+
+    error = "unauthorized_client"
+    default_description = "The client is not authorized to use this grant type."
+
+
+class UnsupportedGrantType(OAuthError):
+    """The authorization server does not support this grant type."""
+
+    error = "unsupported_grant_type"
+    default_description = "The authorization server does not support this grant type."
+
+
+class InvalidScope(OAuthError):
+    """The requested scope is invalid, unknown, malformed, or exceeds what was granted."""
+
+    error = "invalid_scope"
+    default_description = "The requested scope is invalid or exceeds the granted scope."
+
+
+class ServerError(OAuthError):
+    """An unexpected condition; details are logged, never sent."""
+
+    error = "server_error"
+    status_code = 500
+    default_description = "The server encountered an unexpected condition."
+
+
+class TemporarilyUnavailable(OAuthError):
+    """The server is overloaded (e.g. the database stayed busy); the client may retry."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+    default_description = "The server is temporarily unable to handle the request; retry."
+
+
+ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
+    cls.error: cls
+    for cls in (
+        InvalidRequest,
+        InvalidClient,
+        InvalidGrant,
+        UnauthorizedClient,
+        UnsupportedGrantType,
+        InvalidScope,
+        ServerError,
+        TemporarilyUnavailable,
+    )
+}

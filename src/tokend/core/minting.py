@@ -1,0 +1,84 @@
+"""Building the claims of access tokens (RFC 9068) and ID tokens (OIDC Core §2, §3.1.3.6)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+
+from tokend.core.models import Client, Policy, TokenResponse
+from tokend.core.ports import Signer
+from tokend.core.scopes import OPENID, format_scope
+
+
+def at_hash(access_token: str) -> str:
+    """OIDC Core §3.1.3.6: left half of the SHA-256 of the token, base64url (RS256/ES256)."""
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
+
+
+class TokenMinter:
+    """Turns a decision of the domain ("issue these tokens") into signed JWTs."""
+
+    __slots__ = ("_audience", "_policy", "_signer")
+
+    def __init__(self, signer: Signer, policy: Policy) -> None:
+        self._signer = signer
+        self._policy = policy
+        self._audience = policy.audience or policy.issuer
+
+    def respond(
+        self,
+        *,
+        client: Client,
+        subject: str,
+        scopes: tuple[str, ...],
+        now: float,
+        ttl: int,
+        refresh_token: str | None = None,
+        family_id: str | None = None,
+        auth_time: float | None = None,
+        nonce: str | None = None,
+        with_id_token: bool = False,
+    ) -> TokenResponse:
+        iat = int(now)
+        scope = format_scope(scopes)
+        claims: dict[str, object] = {
+            "iss": self._policy.issuer,
+            "sub": subject,
+            "aud": self._audience,
+            "exp": iat + ttl,
+            "iat": iat,
+            "jti": secrets.token_urlsafe(16),
+            "client_id": client.client_id,
+            "scope": scope,
+        }
+        if auth_time is not None:
+            claims["auth_time"] = int(auth_time)
+        if family_id is not None:
+            claims["sid"] = family_id
+        access_token = self._signer.sign_access_token(claims)
+        id_token = None
+        if with_id_token and OPENID in scopes:
+            id_claims: dict[str, object] = {
+                "iss": self._policy.issuer,
+                "sub": subject,
+                "aud": client.client_id,
+                "exp": iat + self._policy.access_ttl(client),
+                "iat": iat,
+                "at_hash": at_hash(access_token),
+            }
+            if auth_time is not None:
+                id_claims["auth_time"] = int(auth_time)
+            if nonce is not None:
+                id_claims["nonce"] = nonce
+            if family_id is not None:
+                id_claims["sid"] = family_id
+            id_token = self._signer.sign_id_token(id_claims)
+        return TokenResponse(
+            access_token=access_token,
+            expires_in=ttl,
+            scope=scope,
+            refresh_token=refresh_token,
+            id_token=id_token,
+        )

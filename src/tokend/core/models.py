@@ -1,0 +1,139 @@
+"""Value objects the domain works with. Plain, frozen, slotted: cheap to build on the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A registered client (RFC 6749 §2). Lifetimes left ``None`` fall back to the Policy."""
+
+    client_id: str
+    name: str
+    public: bool
+    secret_hash: bytes | None
+    grant_types: frozenset[str]
+    redirect_uris: tuple[str, ...]
+    scopes: tuple[str, ...]
+    refresh_grace: int | None = None
+    access_token_ttl: int | None = None
+    refresh_token_ttl: int | None = None
+    refresh_idle_ttl: int | None = None
+    subject_type: str = "public"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The slice of configuration the domain reads (DESIGN.md, "Settings")."""
+
+    issuer: str
+    access_token_ttl: int = 3600
+    client_credentials_ttl: int = 86400
+    refresh_token_ttl: int = 2_592_000
+    refresh_idle_ttl: int = 1_209_600
+    refresh_reuse_grace: int = 10
+    audience: str | None = None
+
+    def access_ttl(self, client: Client) -> int:
+        return (
+            client.access_token_ttl
+            if client.access_token_ttl is not None
+            else self.access_token_ttl
+        )
+
+    def family_ttl(self, client: Client) -> int:
+        ttl = client.refresh_token_ttl
+        return ttl if ttl is not None else self.refresh_token_ttl
+
+    def idle_ttl(self, client: Client) -> int:
+        ttl = client.refresh_idle_ttl
+        return ttl if ttl is not None else self.refresh_idle_ttl
+
+    def grace(self, client: Client) -> int:
+        return (
+            client.refresh_grace if client.refresh_grace is not None else self.refresh_reuse_grace
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One authorization (grant) and every refresh token rotated from it."""
+
+    id: str
+    client_id: str
+    user_id: str
+    subject: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    auth_time: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRefreshToken:
+    token_hash: bytes
+    family: Family
+    created_at: float
+    expires_at: float
+    spent_at: float | None = None
+    successor_hash: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    """What the client presented to authenticate (RFC 6749 §2.3), already parsed from HTTP."""
+
+    method: AuthMethod
+    client_id: str | None
+    client_secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """A token endpoint request after HTTP parsing: single-valued, non-empty parameters."""
+
+    params: Mapping[str, str]
+    credentials: ClientCredentials
+
+
+@dataclass(slots=True)
+class TokenResponse:
+    """RFC 6749 §5.1 successful response (the spec's field order)."""
+
+    access_token: str
+    expires_in: int
+    scope: str
+    token_type: str = "Bearer"
+    refresh_token: str | None = None
+    id_token: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+        }
+        if self.refresh_token is not None:
+            out["refresh_token"] = self.refresh_token
+        out["scope"] = self.scope
+        if self.id_token is not None:
+            out["id_token"] = self.id_token
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    kind: str
+    at: float
+    client_id: str | None = None
+    family_id: str | None = None
+    user_id: str | None = None
+    detail: Mapping[str, object] = field(default_factory=dict)

@@ -1,0 +1,71 @@
+"""What the domain needs from the outside world, as narrow Protocols (fosite-style).
+
+Each method states its contract. Implementations: ``tokend.store.sql`` (SQLite, PostgreSQL)
+and ``tests/core/memory_store.py`` (reference, for the domain's unit tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from tokend.core.models import Client, Family, SecurityEvent, StoredRefreshToken
+
+
+class Transaction(Protocol):
+    """One database transaction. Leaving the ``with`` block normally commits; an exception
+    rolls back. Serialisation guarantee: two transactions that ``find_refresh_token`` the same
+    hash never both see it unspent and both ``spend_refresh_token`` it successfully."""
+
+    def find_refresh_token(self, token_hash: bytes) -> StoredRefreshToken | None:
+        """The token with this hash and its family, or None. Takes the row's write lock
+        where the database has row locks, so a concurrent rotation waits for this one."""
+        ...
+
+    def spend_refresh_token(self, token_hash: bytes, *, at: float, successor_hash: bytes) -> bool:
+        """Mark the token spent with its successor's hash, only if it is still unspent.
+        Returns False if it was already spent (compare-and-set)."""
+        ...
+
+    def insert_refresh_token(
+        self, token_hash: bytes, *, family_id: str, created_at: float, expires_at: float
+    ) -> None:
+        """Store a new, unspent refresh token of the family."""
+        ...
+
+    def is_refresh_token_spent(self, token_hash: bytes) -> bool | None:
+        """True/False for a known token, None for an unknown hash."""
+        ...
+
+    def create_family(self, family: Family) -> None:
+        """Store a new token family (grant)."""
+        ...
+
+    def revoke_family(self, family_id: str, *, at: float, reason: str) -> bool:
+        """Revoke the family (and so every token issued from it). False if already revoked."""
+        ...
+
+    def record_event(self, event: SecurityEvent) -> None:
+        """Append a security event (audit log)."""
+        ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A write transaction (serialised with other writers on SQLite)."""
+        ...
+
+    def get_client(self, client_id: str) -> Client | None:
+        """The client, or None if unknown."""
+        ...
+
+
+class Signer(Protocol):
+    def sign_access_token(self, claims: Mapping[str, Any]) -> str:
+        """A JWT with header ``typ: at+jwt`` and ``kid``, signed by the current access-token key."""
+        ...
+
+    def sign_id_token(self, claims: Mapping[str, Any]) -> str:
+        """A JWT signed with the current RS256 key (OIDC Core §3.1.3.7, default alg)."""
+        ...

@@ -1,0 +1,185 @@
+"""The signing key ring (cryptography's MultiFernet idea: one key signs, all keys verify).
+
+- One *current* key per algorithm; access tokens are signed with the current key of
+  ``TOKEND_SIGNING_ALG``, ID tokens with the current RS256 key (OIDC Core §15.1: RS256 is the
+  default every relying party supports).
+- ``kid`` is the RFC 7638 JWK thumbprint.
+- Private keys are stored sealed with a key derived from ``TOKEND_SECRET_KEY``.
+- The JWKS lists current keys and keys retired within the retention window (the longest
+  token lifetime), so tokens signed before a rotation verify until they expire.
+- Every process re-reads the ring when its fingerprint in the database changes
+  (``reload_if_changed``), so ``tokend keys rotate`` reaches running servers without restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from tokend.core.clock import Clock
+from tokend.keys.material import Sealer
+from tokend.store.sql import KeyRecord, SqlStore
+
+SUPPORTED_ALGS = ("RS256", "ES256", "EdDSA")
+_THUMBPRINT_MEMBERS = {
+    "RSA": ("e", "kty", "n"),
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+}
+
+
+class NoSigningKey(RuntimeError):
+    """The ring has no current key for an algorithm it must sign with (run `tokend serve`
+    or `tokend keys rotate` once)."""
+
+
+def generate_private_key(alg: str) -> Any:
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unsupported algorithm {alg!r}; choose one of {', '.join(SUPPORTED_ALGS)}")
+
+
+def public_jwk(private_key: Any, alg: str) -> dict[str, Any]:
+    pub = private_key.public_key()
+    if alg == "RS256":
+        jwk = RSAAlgorithm.to_jwk(pub, as_dict=True)
+    elif alg == "ES256":
+        jwk = ECAlgorithm.to_jwk(pub, as_dict=True)
+    else:
+        jwk = OKPAlgorithm.to_jwk(pub, as_dict=True)
+    members = {k: jwk[k] for k in _THUMBPRINT_MEMBERS[jwk["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    kid = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+    return {**members, "kid": kid, "alg": alg, "use": "sig"}
+
+
+class _SigningKey:
+    __slots__ = ("alg", "key", "kid")
+
+    def __init__(self, kid: str, alg: str, key: Any) -> None:
+        self.kid = kid
+        self.alg = alg
+        self.key = key
+
+    def sign(self, claims: Mapping[str, Any], typ: str) -> str:
+        return jwt.encode(
+            dict(claims), self.key, algorithm=self.alg, headers={"kid": self.kid, "typ": typ}
+        )
+
+
+class KeyRing:
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        master_secret: str,
+        clock: Clock,
+        access_token_alg: str = "RS256",
+        retention: float = 86400 + 3600,
+    ) -> None:
+        if access_token_alg not in SUPPORTED_ALGS:
+            raise ValueError(f"unsupported signing algorithm {access_token_alg!r}")
+        self._store = store
+        self._sealer = Sealer(master_secret)
+        self._clock = clock
+        self.access_token_alg = access_token_alg
+        self.retention = retention
+        self._current: dict[str, _SigningKey] = {}
+        self._version: tuple[int, float] | None = None
+        self.jwks: dict[str, Any] = {"keys": []}
+        self.jwks_json: bytes = b'{"keys":[]}'
+
+    # -- administration --------------------------------------------------------------------
+
+    def ensure(self) -> list[KeyRecord]:
+        """Create a key for each algorithm the service signs with that has none (first start)."""
+        active = {k.alg for k in self._store.list_keys() if k.retired_at is None}
+        made = [
+            self.rotate(alg)
+            for alg in dict.fromkeys((self.access_token_alg, "RS256"))
+            if alg not in active
+        ]
+        self.load()
+        return made
+
+    def rotate(self, alg: str) -> KeyRecord:
+        """A new current key for ``alg``; the previous one is retired (still published)."""
+        private = generate_private_key(alg)
+        jwk = public_jwk(private, alg)
+        pkcs8 = private.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        record = KeyRecord(
+            kid=jwk["kid"],
+            alg=alg,
+            private_key=self._sealer.seal(pkcs8, jwk["kid"].encode()),
+            public_jwk=json.dumps(jwk, sort_keys=True),
+            created_at=self._clock.now(),
+            retired_at=None,
+        )
+        self._store.insert_key(record, retire_alg=alg)
+        return record
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        version = self._store.keys_version()
+        records = self._store.list_keys()
+        now = self._clock.now()
+        current: dict[str, _SigningKey] = {}
+        published = []
+        for rec in records:
+            if rec.retired_at is None:
+                pkcs8 = self._sealer.open(rec.private_key, rec.kid.encode())
+                key = serialization.load_der_private_key(pkcs8, password=None)
+                current[rec.alg] = _SigningKey(rec.kid, rec.alg, key)  # newest wins (ordered)
+                published.append(json.loads(rec.public_jwk))
+            elif rec.retired_at > now - self.retention:
+                published.append(json.loads(rec.public_jwk))
+        published.reverse()  # newest first
+        self._current = current
+        self.jwks = {"keys": published}
+        self.jwks_json = json.dumps(self.jwks, separators=(",", ":")).encode()
+        self._version = version
+
+    def reload_if_changed(self) -> bool:
+        if self._store.keys_version() != self._version:
+            self.load()
+            return True
+        return False
+
+    # -- tokend.core.ports.Signer ----------------------------------------------------------
+
+    def _key(self, alg: str) -> _SigningKey:
+        try:
+            return self._current[alg]
+        except KeyError:
+            raise NoSigningKey(f"no current {alg} signing key") from None
+
+    def sign_access_token(self, claims: Mapping[str, Any]) -> str:
+        """RFC 9068 §2.1: header ``typ`` is ``at+jwt``."""
+        return self._key(self.access_token_alg).sign(claims, "at+jwt")
+
+    def sign_id_token(self, claims: Mapping[str, Any]) -> str:
+        return self._key("RS256").sign(claims, "JWT")
+
+    def current_kid(self, alg: str | None = None) -> str:
+        return self._key(alg or self.access_token_alg).kid
+
+    def verification_keys(self) -> dict[str, Any]:
+        """kid -> PyJWK of every published key (for verifying our own tokens)."""
+        return {k["kid"]: jwt.PyJWK(k) for k in self.jwks["keys"]}

@@ -1,0 +1,80 @@
+"""The composition root: settings in, wired service out. Used by the web app and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokend.config import Settings
+from tokend.core.clock import Clock, SystemClock
+from tokend.core.grants.client_credentials import ClientCredentialsGrant
+from tokend.core.grants.refresh_token import RefreshTokenGrant
+from tokend.core.issuance import FamilyIssuer
+from tokend.core.minting import TokenMinter
+from tokend.core.models import Policy
+from tokend.core.service import TokenService
+from tokend.keys.material import derive
+from tokend.keys.ring import KeyRing
+from tokend.store.engine import create_db_engine, is_sqlite, migrate
+from tokend.store.sql import SqlStore
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    policy: Policy
+    store: SqlStore
+    keys: KeyRing
+    service: TokenService
+    issuer: FamilyIssuer
+    clock: Clock
+
+    @property
+    def is_sqlite(self) -> bool:
+        return is_sqlite(self.settings.database_url)
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+
+
+def build_runtime(
+    settings: Settings, *, clock: Clock | None = None, prepare: bool = False
+) -> Runtime:
+    """Wire everything. With ``prepare``, also migrate and make missing signing keys (what
+    `tokend serve` does once before starting workers); otherwise just load the key ring."""
+    clock = clock or SystemClock()
+    secret = settings.resolve_secret_key()
+    engine = create_db_engine(settings.database_url, pool_size=settings.db_pool_size)
+    store = SqlStore(engine)
+    if prepare:
+        migrate(engine)
+    keys = KeyRing(
+        store,
+        master_secret=secret,
+        clock=clock,
+        access_token_alg=settings.signing_alg,
+        retention=settings.key_retention,
+    )
+    if prepare:
+        keys.ensure()
+    else:
+        keys.load()
+    policy = settings.policy()
+    minter = TokenMinter(keys, policy)
+    grants = [
+        RefreshTokenGrant(
+            store=store,
+            minter=minter,
+            policy=policy,
+            derivation_key=derive(secret, "refresh-token-successor"),
+        ),
+        ClientCredentialsGrant(minter=minter, policy=policy),
+    ]
+    return Runtime(
+        settings=settings,
+        policy=policy,
+        store=store,
+        keys=keys,
+        service=TokenService(store=store, grants=grants, clock=clock),
+        issuer=FamilyIssuer(store=store, minter=minter, policy=policy),
+        clock=clock,
+    )

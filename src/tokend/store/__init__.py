@@ -1,0 +1,1 @@
+"""Storage: the SQLAlchemy implementation of ``tokend.core.ports.Store`` and its migrations."""

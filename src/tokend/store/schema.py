@@ -1,0 +1,139 @@
+"""Tables (SQLAlchemy Core). Alembic migrations in ``migrations/`` are the source of truth for
+the database; ``tests/store/test_migrations.py`` checks they match this metadata.
+
+Times are seconds since the epoch (double precision): no time zone work on the hot path.
+Secrets (refresh tokens, client secrets) appear only as SHA-256 hashes; private keys only
+encrypted (``tokend.keys``); passwords only as Argon2id hashes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+Time = Float(precision=53)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("public", Boolean, nullable=False),
+    Column("secret_hash", LargeBinary(32)),
+    Column("secret_rotated_at", Time),
+    Column("grant_types", Text, nullable=False),  # space-separated
+    Column("redirect_uris", Text, nullable=False),  # JSON array
+    Column("scope", Text, nullable=False),  # space-separated
+    Column("refresh_grace", Integer),
+    Column("access_token_ttl", Integer),
+    Column("refresh_token_ttl", Integer),
+    Column("refresh_idle_ttl", Integer),
+    Column("subject_type", String(16), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("username", String(255), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("email", String(320)),
+    Column("email_verified", Boolean, nullable=False),
+    Column("given_name", String(200)),
+    Column("family_name", String(200)),
+    Column("phone_number", String(64)),
+    Column("phone_number_verified", Boolean, nullable=False),
+    Column("picture", Text),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+)
+
+token_families = Table(
+    "token_families",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "client_id",
+        String(64),
+        ForeignKey("clients.client_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column(
+        "user_id",
+        String(32),
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("subject", String(255), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+    Column("auth_time", Time),
+    Column("revoked_at", Time),
+    Column("revoked_reason", String(64)),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", LargeBinary(32), primary_key=True),
+    Column(
+        "family_id",
+        String(32),
+        ForeignKey("token_families.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False),
+    Column("spent_at", Time),
+    Column("successor_hash", LargeBinary(32)),
+)
+
+security_events = Table(
+    "security_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Time, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("client_id", String(64)),
+    Column("family_id", String(32)),
+    Column("user_id", String(32)),
+    Column("detail", Text, nullable=False),  # JSON object
+    Index("ix_security_events_at", "at"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("alg", String(16), nullable=False),
+    Column("private_key", LargeBinary, nullable=False),  # AES-GCM(nonce || ciphertext) of PKCS#8
+    Column("public_jwk", Text, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("retired_at", Time),
+)

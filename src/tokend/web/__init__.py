@@ -1,0 +1,1 @@
+"""The ASGI application: HTTP in, core calls, HTTP out."""

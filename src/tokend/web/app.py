@@ -1,0 +1,162 @@
+"""The ASGI application (Starlette). Routes parse HTTP, call the core, serialise; errors are
+mapped to RFC 6749 §5.2 JSON in exactly one place (``_oauth_error``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tokend.config import Settings
+from tokend.core.client_auth import credentials_from
+from tokend.core.errors import InvalidClient, OAuthError, ServerError, TemporarilyUnavailable
+from tokend.core.models import TokenRequest
+from tokend.runtime import Runtime, build_runtime
+from tokend.web.discovery import discovery_document
+from tokend.web.openapi import openapi_document
+from tokend.web.parsing import parse_basic, parse_params, read_body
+
+log = logging.getLogger("tokend.web")
+T = TypeVar("T")
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+JSON = "application/json"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, {**NO_STORE, **(headers or {})}, JSON)
+
+
+def _oauth_error(exc: OAuthError) -> Response:
+    headers = {}
+    if isinstance(exc, InvalidClient):
+        # RFC 6749 §5.2: 401 with WWW-Authenticate matching the scheme (Basic).
+        headers["WWW-Authenticate"] = 'Basic realm="tokend", charset="UTF-8"'
+    if exc.debug:
+        log.info("%s: %s", exc.error, exc.debug)
+    return json_response(exc.to_dict(), exc.status_code, headers)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Starlette:
+    """App factory (uvicorn ``--factory``). Settings come from the environment by default."""
+    settings = settings or Settings()
+    rt = runtime or build_runtime(settings)
+    service = rt.service
+    max_body = settings.max_body_bytes
+    inline = rt.is_sqlite  # SQLite work is a few µs of local I/O: run it on the loop
+
+    async def call(fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args) if inline else await run_in_threadpool(fn, *args)
+
+    async def token(request: Request) -> Response:
+        try:
+            body = await read_body(request, max_body)
+            params = parse_params(request.headers.get("content-type"), body)
+            basic = parse_basic(request.headers.get("authorization"))
+            req = TokenRequest(params, credentials_from(basic, params))
+            result = await call(service.token, req)
+        except OAuthError as exc:
+            return _oauth_error(exc)
+        return json_response(result.to_dict())
+
+    async def jwks(request: Request) -> Response:
+        return Response(
+            rt.keys.jwks_json,
+            200,
+            {"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+            "application/jwk-set+json",
+        )
+
+    discovery = discovery_document(rt.policy.issuer, grant_types=service.grant_types)
+    discovery_body = orjson.dumps(discovery)
+    openapi_body = orjson.dumps(openapi_document(rt.policy.issuer))
+
+    async def well_known(request: Request) -> Response:
+        return Response(
+            discovery_body,
+            200,
+            {"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+            JSON,
+        )
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, 200, media_type=JSON)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            await call(rt.store.ping)
+        except Exception:
+            log.exception("health check failed")
+            return json_response({"status": "unavailable", "database": "unreachable"}, 503)
+        return json_response({"status": "ok", "database": "ok"})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        error = "invalid_request" if exc.status_code in (405, 400) else "not_found"
+        desc = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, exc.detail)
+        return json_response(
+            {"error": error, "error_description": desc}, exc.status_code, dict(exc.headers or {})
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, TemporarilyUnavailable):
+            return _oauth_error(exc)
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _oauth_error(ServerError())
+
+    async def oauth_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OAuthError)
+        return _oauth_error(exc)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_refresh_keys(rt, settings.key_refresh_interval))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            rt.close()
+
+    routes = [
+        Route("/auth/v2/token", token, methods=["POST"]),
+        Route("/auth/v2/token/", token, methods=["POST"]),
+        Route("/auth/jwks", jwks, methods=["GET"]),
+        Route("/.well-known/openid-configuration", well_known, methods=["GET"]),
+        Route("/.well-known/oauth-authorization-server", well_known, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            HTTPException: http_error,
+            OAuthError: oauth_error,
+            Exception: unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    return app
+
+
+async def _refresh_keys(rt: Runtime, interval: float) -> None:
+    """Pick up `tokend keys rotate` from any process within ``interval`` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if await run_in_threadpool(rt.keys.reload_if_changed):
+                log.info("signing keys reloaded; current kid %s", rt.keys.current_kid())
+        except Exception:
+            log.exception("could not reload signing keys")

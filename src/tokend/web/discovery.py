@@ -1,0 +1,39 @@
+"""OpenID Provider metadata (OIDC Discovery 1.0 §3) and RFC 8414 server metadata.
+
+Only what this server actually implements is advertised.
+"""
+
+from __future__ import annotations
+
+from tokend.core.scopes import OFFLINE_SCOPES, OPENID
+
+SCOPES_SUPPORTED = [
+    OPENID,
+    *sorted(OFFLINE_SCOPES),
+    "profile",
+    "email",
+    "phone",
+    "picture",
+    "names",
+    "user_id",
+]
+
+
+def discovery_document(issuer: str, *, grant_types: tuple[str, ...]) -> dict[str, object]:
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/auth/v2/token",
+        "jwks_uri": f"{issuer}/auth/jwks",
+        "scopes_supported": SCOPES_SUPPORTED,
+        "response_types_supported": ["code"],
+        "grant_types_supported": sorted(grant_types),
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "at_hash", "sid"],
+        "service_documentation": f"{issuer}/openapi.json",
+    }

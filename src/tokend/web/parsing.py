@@ -1,0 +1,140 @@
+"""Turning token-endpoint HTTP requests into single-valued parameters (RFC 6749 §3.2).
+
+- Bodies: ``application/x-www-form-urlencoded`` (the standard) or ``application/json`` (Didit's
+  demo client), at most ``max_bytes``.
+- "Request and response parameters MUST NOT be included more than once" (§3.2): a repeated
+  parameter is ``invalid_request``, in forms and in JSON objects alike.
+- "Parameters sent without a value MUST be treated as if they were omitted" (§3.1).
+- Basic credentials are form-urlencoded before base64 (§2.3.1) and decoded accordingly.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from base64 import b64decode
+from urllib.parse import parse_qsl, unquote_plus
+
+from starlette.requests import Request
+
+from tokend.core.errors import InvalidClient, InvalidRequest, OAuthError
+
+MAX_FIELDS = 64
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+    default_description = "The request body is too large."
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise InvalidRequest("The Content-Length header is invalid.")
+        if int(length) > max_bytes:
+            raise PayloadTooLarge()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge()
+    return bytes(body)
+
+
+def _single_valued(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    seen: set[str] = set()
+    for key, value in pairs:
+        if key in seen:
+            raise InvalidRequest(f"The {_safe_name(key)} parameter is repeated.")
+        seen.add(key)
+        if value != "":
+            params[key] = value
+    return params
+
+
+def _safe_name(key: str) -> str:
+    """Parameter names echoed in descriptions: short and printable only."""
+    return key if key.isascii() and key.isprintable() and len(key) <= 40 else "a"
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("The request body is not valid form-urlencoded UTF-8.") from None
+    return _single_valued(pairs)
+
+
+def _pairs_hook(pairs: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    return pairs
+
+
+def parse_json(body: bytes) -> dict[str, str]:
+    try:
+        pairs = json.loads(body.decode("utf-8"), object_pairs_hook=_pairs_hook)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidRequest("The request body is not valid JSON.") from None
+    if not isinstance(pairs, list) or (pairs and not isinstance(pairs[0], tuple)):
+        raise InvalidRequest("The JSON request body must be an object.")
+    if len(pairs) > MAX_FIELDS:
+        raise InvalidRequest("The request has too many parameters.")
+    out: list[tuple[str, str]] = []
+    for key, value in pairs:
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise InvalidRequest(f"The {_safe_name(key)} parameter must be a string.")
+        out.append((key, value))
+    return _single_valued(out)
+
+
+def parse_params(content_type: str | None, body: bytes) -> dict[str, str]:
+    media, _, rest = (content_type or "").partition(";")
+    media = media.strip().lower()
+    if media == "application/x-www-form-urlencoded":
+        charset = _charset(rest)
+        if charset not in (None, "utf-8", "us-ascii"):
+            raise InvalidRequest("Only UTF-8 form bodies are accepted.")
+        return parse_form(body)
+    if media == "application/json":
+        return parse_json(body)
+    raise InvalidRequest(
+        "The Content-Type must be application/x-www-form-urlencoded or application/json."
+    )
+
+
+def _charset(params: str) -> str | None:
+    for item in params.split(";"):
+        name, _, value = item.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def parse_basic(authorization: str | None) -> tuple[str, str] | None:
+    """RFC 6749 §2.3.1 / RFC 7617. ``None`` when no Authorization header was sent."""
+    if authorization is None:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClient("Only HTTP Basic client authentication is accepted here.")
+    try:
+        decoded = b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise InvalidClient("The Basic authorization header is malformed.") from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep or not client_id:
+        raise InvalidClient("The Basic authorization header is malformed.")
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+__all__ = ["OAuthError", "PayloadTooLarge", "parse_basic", "parse_params", "read_body"]
