@@ -369,7 +369,7 @@ def tokens() -> None:
 def tokens_issue(
     database_url: str, client_id: str, username: str, scope: str | None, count: int
 ) -> None:
-    """Mint COUNT families as if USER had completed the authorize step; one token response a line."""
+    """Mint COUNT families as if USER had signed in; one token response per line."""
     rt = _runtime(database_url)
     try:
         client = _get_client(rt.store, client_id)

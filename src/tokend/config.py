@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -100,10 +101,8 @@ def load_or_create_secret(path: Path) -> str:
                 f.write(secrets.token_urlsafe(48) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)  # atomic: fails if another process got there first
-            except FileExistsError:
-                pass
+            with contextlib.suppress(FileExistsError):  # another process got there first
+                os.link(tmp, path)  # atomic
         finally:
             tmp.unlink(missing_ok=True)
     value = path.read_text().strip()

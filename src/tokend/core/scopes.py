@@ -14,7 +14,7 @@ OPENID = "openid"
 
 
 def parse_scope(value: str | None) -> tuple[str, ...]:
-    """Split a scope string into unique tokens in first-seen order; invalid syntax is invalid_scope."""
+    """Unique scope tokens in first-seen order; bad syntax is ``invalid_scope``."""
     if value is None:
         return ()
     out: list[str] = []

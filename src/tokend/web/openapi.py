@@ -165,7 +165,7 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                 "clientBasic": {
                     "type": "http",
                     "scheme": "basic",
-                    "description": "client_id:client_secret, each form-urlencoded (RFC 6749 §2.3.1)",
+                    "description": "client_id:client_secret, form-urlencoded (RFC 6749 §2.3.1)",
                 }
             },
             "schemas": {
