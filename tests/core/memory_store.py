@@ -1,0 +1,227 @@
+"""In-memory reference implementations of the ports in ``tokend.core.ports``, for unit tests.
+
+``MemoryStore`` keeps plain dicts of immutable rows. ``transaction()`` takes a lock (so
+transactions are serialised, as the Protocol's compare-and-set contract requires), copies
+the state on enter and puts the copy back if an exception escapes: rollback is real, so a
+test can check that a rejected request changed nothing.
+
+``FakeSigner`` really signs (PyJWT, a fresh RS256 key, header ``kid``/``typ`` as
+``tokend.keys.ring`` sets them), so tests decode and verify what the domain minted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import jwt
+
+from tokend.core.models import Client, Family, SecurityEvent, StoredRefreshToken
+from tokend.core.secrets import hash_secret
+from tokend.keys.ring import generate_private_key, public_jwk
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A stored refresh token, without its family (the family is joined on read)."""
+
+    family_id: str
+    created_at: float
+    expires_at: float
+    spent_at: float | None = None
+    successor_hash: bytes | None = None
+
+
+@dataclass
+class State:
+    """Everything the store holds. Values are immutable, so a shallow copy is a snapshot."""
+
+    families: dict[str, Family] = field(default_factory=dict)
+    tokens: dict[bytes, TokenRow] = field(default_factory=dict)
+    revocation_reasons: dict[str, str] = field(default_factory=dict)
+    events: list[SecurityEvent] = field(default_factory=list)
+
+    def copy(self) -> State:
+        return State(
+            families=dict(self.families),
+            tokens=dict(self.tokens),
+            revocation_reasons=dict(self.revocation_reasons),
+            events=list(self.events),
+        )
+
+
+class MemoryTransaction:
+    """``tokend.core.ports.Transaction`` over a ``State``; unusable once its block is left."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+
+    def _live(self) -> State:
+        if not self._open:
+            raise RuntimeError("transaction used outside its `with` block")
+        return self._state
+
+    def find_refresh_token(self, token_hash: bytes) -> StoredRefreshToken | None:
+        state = self._live()
+        row = state.tokens.get(token_hash)
+        if row is None:
+            return None
+        return StoredRefreshToken(
+            token_hash=token_hash,
+            family=state.families[row.family_id],
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            spent_at=row.spent_at,
+            successor_hash=row.successor_hash,
+        )
+
+    def spend_refresh_token(self, token_hash: bytes, *, at: float, successor_hash: bytes) -> bool:
+        state = self._live()
+        row = state.tokens.get(token_hash)
+        if row is None or row.spent_at is not None:
+            return False
+        state.tokens[token_hash] = replace(row, spent_at=at, successor_hash=successor_hash)
+        return True
+
+    def insert_refresh_token(
+        self, token_hash: bytes, *, family_id: str, created_at: float, expires_at: float
+    ) -> None:
+        state = self._live()
+        if token_hash in state.tokens:
+            raise ValueError("duplicate refresh token hash")  # the SQL primary key
+        if family_id not in state.families:
+            raise ValueError(f"unknown family {family_id!r}")  # the SQL foreign key
+        state.tokens[token_hash] = TokenRow(family_id, created_at, expires_at)
+
+    def is_refresh_token_spent(self, token_hash: bytes) -> bool | None:
+        row = self._live().tokens.get(token_hash)
+        return None if row is None else row.spent_at is not None
+
+    def create_family(self, family: Family) -> None:
+        state = self._live()
+        if family.id in state.families:
+            raise ValueError(f"duplicate family {family.id!r}")
+        state.families[family.id] = family
+
+    def revoke_family(self, family_id: str, *, at: float, reason: str) -> bool:
+        state = self._live()
+        family = state.families.get(family_id)
+        if family is None or family.revoked_at is not None:
+            return False
+        state.families[family_id] = replace(family, revoked_at=at)
+        state.revocation_reasons[family_id] = reason
+        return True
+
+    def record_event(self, event: SecurityEvent) -> None:
+        self._live().events.append(event)
+
+
+class MemoryStore:
+    """``tokend.core.ports.Store`` in memory, plus read helpers for assertions."""
+
+    def __init__(self, clients: Iterable[Client] = ()) -> None:
+        self.clients: dict[str, Client] = {c.client_id: c for c in clients}
+        self.state = State()
+        self.transactions_begun = 0
+        self.rollbacks = 0
+        self._lock = threading.Lock()
+
+    # -- tokend.core.ports.Store -----------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryTransaction]:
+        with self._lock:
+            self.transactions_begun += 1
+            saved = self.state.copy()
+            tx = MemoryTransaction(self.state)
+            try:
+                yield tx
+            except BaseException:
+                self.state = saved
+                self.rollbacks += 1
+                raise
+            finally:
+                tx.close()
+
+    def get_client(self, client_id: str) -> Client | None:
+        return self.clients.get(client_id)
+
+    # -- helpers for tests -----------------------------------------------------------------
+
+    def add_client(self, client: Client) -> None:
+        self.clients[client.client_id] = client
+
+    def snapshot(self) -> State:
+        with self._lock:
+            return self.state.copy()
+
+    def token(self, plaintext: str) -> TokenRow | None:
+        return self.state.tokens.get(hash_secret(plaintext))
+
+    def family(self, family_id: str) -> Family:
+        return self.state.families[family_id]
+
+    def family_of(self, plaintext: str) -> Family:
+        row = self.token(plaintext)
+        assert row is not None, "unknown refresh token"
+        return self.family(row.family_id)
+
+    def tokens_of_family(self, family_id: str) -> dict[bytes, TokenRow]:
+        return {h: r for h, r in self.state.tokens.items() if r.family_id == family_id}
+
+    def events(self, kind: str | None = None) -> list[SecurityEvent]:
+        return [e for e in self.state.events if kind is None or e.kind == kind]
+
+    def revoke(self, family_id: str, *, at: float, reason: str = "test") -> bool:
+        with self.transaction() as tx:
+            return tx.revoke_family(family_id, at=at, reason=reason)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+_NO_TIME_CHECKS = {"verify_exp": False, "verify_iat": False, "verify_nbf": False}
+
+
+class FakeSigner:
+    """``tokend.core.ports.Signer`` with one RS256 key, signing like ``tokend.keys.ring``.
+
+    PyJWT's own time checks are off when decoding: time belongs to the test's FrozenClock,
+    and the tests assert ``iat``/``exp`` themselves.
+    """
+
+    alg = "RS256"
+
+    def __init__(self) -> None:
+        self.key = generate_private_key(self.alg)
+        self.kid: str = public_jwk(self.key, self.alg)["kid"]
+        self.public_key = self.key.public_key()
+
+    def _sign(self, claims: Mapping[str, Any], typ: str) -> str:
+        return jwt.encode(
+            dict(claims), self.key, algorithm=self.alg, headers={"kid": self.kid, "typ": typ}
+        )
+
+    def sign_access_token(self, claims: Mapping[str, Any]) -> str:
+        return self._sign(claims, "at+jwt")
+
+    def sign_id_token(self, claims: Mapping[str, Any]) -> str:
+        return self._sign(claims, "JWT")
+
+    def decode(self, token: str, *, audience: str, issuer: str) -> dict[str, Any]:
+        """Verify signature, ``aud`` and ``iss``; return the claims."""
+        return jwt.decode(
+            token,
+            self.public_key,
+            algorithms=[self.alg],
+            audience=audience,
+            issuer=issuer,
+            options=_NO_TIME_CHECKS,
+        )

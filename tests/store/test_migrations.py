@@ -1,0 +1,246 @@
+"""Migrations: idempotent, in sync with ``tokend.store.schema``, and the engine's per-backend
+setup (SQLite PRAGMAs on every connection, psycopg for a plain ``postgresql://`` URL)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from tokend.store import engine as engine_mod
+from tokend.store.engine import create_db_engine, is_sqlite, migrate, normalize_url
+from tokend.store.schema import metadata
+
+TABLES = {
+    "clients",
+    "users",
+    "token_families",
+    "refresh_tokens",
+    "security_events",
+    "signing_keys",
+}
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = create_db_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+def _diff(engine: Engine) -> list[object]:
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        return compare_metadata(ctx, metadata)
+
+
+def _revision(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
+
+
+def test_migrate_is_idempotent(engine: Engine) -> None:
+    migrate(engine)
+    first = _revision(engine)
+    tables = set(inspect(engine).get_table_names())
+    migrate(engine)
+    migrate(engine)
+    assert _revision(engine) == first == ["0001"]
+    assert set(inspect(engine).get_table_names()) == tables
+    assert tables >= TABLES
+
+
+def test_migrate_keeps_data(engine: Engine) -> None:
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO security_events (at, kind, detail) VALUES (1.5, 'probe', '{}')"
+            )
+        )
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT kind FROM security_events")).scalars().all() == ["probe"]
+
+
+def test_fresh_database_migrates_from_nothing(blank_db_url: str) -> None:
+    eng = create_db_engine(blank_db_url)
+    try:
+        assert inspect(eng).get_table_names() == []
+        migrate(eng)
+        assert set(inspect(eng).get_table_names()) >= TABLES | {"alembic_version"}
+        assert _revision(eng) == ["0001"]
+        assert _diff(eng) == []
+        migrate(eng)
+        assert _revision(eng) == ["0001"]
+    finally:
+        eng.dispose()
+
+
+def test_migration_matches_schema_metadata(engine: Engine) -> None:
+    migrate(engine)
+    assert _diff(engine) == []
+
+
+def test_schema_comparison_detects_drift(engine: Engine) -> None:
+    """The comparison above is not vacuous: a dropped index is reported."""
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_token_families_expires_at"))
+    diff = _diff(engine)
+    assert any(d[0] == "add_index" and d[1].name == "ix_token_families_expires_at" for d in diff)
+
+
+def test_concurrent_migrate(db_url: str) -> None:
+    """Several processes starting at once (`tokend serve` on many machines) all succeed."""
+    engines = [create_db_engine(db_url) for _ in range(4)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(engines))
+
+    def run(eng: Engine) -> None:
+        try:
+            barrier.wait()
+            migrate(eng)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert _revision(engines[0]) == ["0001"]
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+# -- SQLite connection setup -------------------------------------------------------------
+
+
+def _pragmas(conn) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Read on the raw DBAPI connection: SQLAlchemy's autobegin would otherwise open a
+    ``BEGIN IMMEDIATE`` transaction on each of the connections held open at once."""
+    raw = conn.connection.dbapi_connection
+    return {
+        name: raw.execute(f"PRAGMA {name}").fetchone()[0]
+        for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+    }
+
+
+def _assert_pragmas(p: dict[str, object]) -> None:
+    assert p["journal_mode"] == "wal"
+    assert p["foreign_keys"] == 1
+    assert isinstance(p["busy_timeout"], int) and p["busy_timeout"] > 0
+    assert p["synchronous"] == 1  # NORMAL
+
+
+def test_sqlite_pragmas_on_every_connection(tmp_path) -> None:
+    eng = create_db_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        migrate(eng)
+        # Several connections open at once: each is a distinct DBAPI connection.
+        conns = [eng.connect() for _ in range(3)]
+        try:
+            raw = {id(c.connection.dbapi_connection) for c in conns}
+            assert len(raw) == 3
+            for c in conns:
+                _assert_pragmas(_pragmas(c))
+        finally:
+            for c in conns:
+                c.close()
+        # And connections made after the pool was thrown away.
+        eng.dispose()
+        with eng.connect() as c:
+            _assert_pragmas(_pragmas(c))
+        # Inside a transaction too (engine.begin issues BEGIN IMMEDIATE).
+        with eng.begin() as c:
+            _assert_pragmas(_pragmas(c))
+            assert c.connection.dbapi_connection.in_transaction
+    finally:
+        eng.dispose()
+
+
+def test_sqlite_busy_timeout_follows_module_setting(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(engine_mod, "SQLITE_BUSY_TIMEOUT_MS", 123)
+    eng = create_db_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    try:
+        with eng.connect() as c:
+            assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 123
+    finally:
+        eng.dispose()
+
+
+def test_sqlite_foreign_keys_enforced(tmp_path) -> None:
+    eng = create_db_engine(f"sqlite:///{tmp_path / 'fk.db'}")
+    try:
+        migrate(eng)
+        with pytest.raises(Exception, match="FOREIGN KEY"), eng.begin() as c:
+            c.execute(
+                text(
+                    "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)"
+                    " VALUES (x'00', 'nope', 0, 1)"
+                )
+            )
+    finally:
+        eng.dispose()
+
+
+def test_sqlite_creates_parent_directory(tmp_path) -> None:
+    path = tmp_path / "a" / "b" / "t.db"
+    eng = create_db_engine(f"sqlite:///{path}")
+    try:
+        migrate(eng)
+        assert path.exists()
+    finally:
+        eng.dispose()
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:p@db.example:5433/tokend",
+        "postgres://u:p@db.example:5433/tokend",
+    ],
+)
+def test_plain_postgresql_url_gets_psycopg(url: str) -> None:
+    out = make_url(normalize_url(url))
+    assert out.drivername == "postgresql+psycopg"
+    assert (out.username, out.password, out.host, out.port, out.database) == (
+        "u",
+        "p",
+        "db.example",
+        5433,
+        "tokend",
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+psycopg://u@h/d", "sqlite:///x.db", "sqlite://"],
+)
+def test_other_urls_unchanged(url: str) -> None:
+    assert normalize_url(url) == url
+
+
+def test_engine_dialect(engine: Engine, db_url: str) -> None:
+    if is_sqlite(db_url):
+        assert engine.dialect.name == "sqlite"
+    else:
+        assert db_url.startswith("postgresql://")  # the fixture gives a plain URL
+        assert engine.dialect.name == "postgresql"
+        assert engine.dialect.driver == "psycopg"
+        with engine.connect() as c:
+            assert c.execute(text("SELECT 1")).scalar() == 1
