@@ -15,6 +15,7 @@ import click
 
 from tokend.config import DEFAULT_DATABASE_URL, MissingSecretKey, Settings
 from tokend.core.clock import SystemClock
+from tokend.core.errors import InvalidScope
 from tokend.core.models import Client
 from tokend.core.scopes import parse_scope
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
@@ -376,7 +377,10 @@ def tokens_issue(
         user = rt.store.get_user_by_username(username)
         if user is None:
             raise click.ClickException(f"no user {username!r}")
-        scopes = parse_scope(scope) if scope else client.scopes
+        try:
+            scopes = parse_scope(scope) if scope else client.scopes
+        except InvalidScope:
+            raise click.BadParameter("malformed scope", param_hint="--scope") from None
         extra = [s for s in scopes if s not in client.scopes]
         if extra:
             raise click.ClickException(f"scope not allowed for this client: {' '.join(extra)}")

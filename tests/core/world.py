@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,12 @@ POLICY_DEFAULTS: dict[str, Any] = {
 }
 ALL_GRANTS = frozenset({"authorization_code", "refresh_token", "client_credentials"})
 FULL_SCOPE = "openid offline profile email"
+
+
+def expected_at_hash(access_token: str) -> str:
+    """OIDC Core §3.1.3.6, written out: base64url(left 128 bits of SHA-256(ASCII(token)))."""
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).decode().rstrip("=")
 
 
 @dataclass(frozen=True)

@@ -115,9 +115,7 @@ def test_grace_window_one_identical_successor_for_all(live_rt, db_url, server_en
         assert len(successors) == 1
         # Distinct access tokens, one per response (fresh jti each).
         assert len({r.json()["access_token"] for r in responses}) == N
-        n_tokens, revoked, reuse_events = _family_state(
-            live_rt, hash_secret(first.refresh_token)
-        )
+        n_tokens, revoked, reuse_events = _family_state(live_rt, hash_secret(first.refresh_token))
         assert (n_tokens, revoked, reuse_events) == (2, None, 0)
         # The shared successor is a normal, working refresh token.
         r = httpx.post(

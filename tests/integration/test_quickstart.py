@@ -86,7 +86,7 @@ def test_empty_database_prints_next_steps_that_work(tmp_path):
         refreshed = json.loads(body)
         assert refreshed["token_type"] == "Bearer"
         assert refreshed["refresh_token"] != issued["refresh_token"]
-        assert set(refreshed) >= {"access_token", "expires_in", "refresh_token", "scope", "id_token"}
+        assert set(refreshed) >= {"access_token", "expires_in", "refresh_token", "id_token"}
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -6,23 +6,31 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import RegisteredClient
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
 from tokend.core.errors import InvalidGrant, TemporarilyUnavailable
 from tokend.core.models import (
+    Client,
     ClientCredentials,
     Family,
     SecurityEvent,
     TokenRequest,
     TokenResponse,
 )
-from tokend.core.secrets import hash_secret, new_id, new_refresh_token
+from tokend.core.secrets import (
+    hash_secret,
+    new_client_id,
+    new_client_secret,
+    new_id,
+    new_refresh_token,
+)
 from tokend.runtime import Runtime, build_runtime
 from tokend.store import engine as engine_mod
 from tokend.store.engine import create_db_engine, migrate
@@ -154,8 +162,8 @@ def test_exception_rolls_back_transaction(rt: Runtime, make_client, user: User) 
 
     with pytest.raises(Boom), rt.store.transaction() as tx:
         assert tx.spend_refresh_token(h, at=5.0, successor_hash=hash_secret("x")) is True
-        tx.insert_refresh_token(hash_secret("x"), family_id=fresh.id, created_at=1, expires_at=2)
         tx.create_family(fresh)
+        tx.insert_refresh_token(hash_secret("x"), family_id=fresh.id, created_at=1, expires_at=2)
         tx.record_event(SecurityEvent("probe", 1.0))
         assert tx.find_refresh_token(hash_secret("x")) is not None  # visible inside
         raise Boom
@@ -208,7 +216,7 @@ def test_record_event(rt: Runtime) -> None:
 def test_insert_duplicate_token_fails(rt: Runtime, make_client, user: User) -> None:
     reg = make_client()
     family, [token] = new_family(rt, reg.client_id, user.id)
-    with pytest.raises(Exception), rt.store.transaction() as tx:  # noqa: B017, PT011
+    with pytest.raises(IntegrityError), rt.store.transaction() as tx:
         tx.insert_refresh_token(hash_secret(token), family_id=family.id, created_at=1, expires_at=2)
 
 
@@ -248,7 +256,9 @@ def test_revoke_families_is_set_based(rt: Runtime, make_client) -> None:
     # The first revocation's time and reason are kept.
     assert store.get_family(f_u1c1a.id).revoked_at == 10.0
     with store.engine.connect() as conn:
-        reasons = dict(conn.execute(select(token_families.c.id, token_families.c.revoked_reason)))
+        reasons = dict(
+            conn.execute(select(token_families.c.id, token_families.c.revoked_reason)).all()
+        )
     assert reasons[f_u1c2.id] == "user"
     assert reasons[f_u2c1.id] == "client"
     assert reasons[f_u2c2.id] == "fam"
@@ -373,7 +383,7 @@ def test_only_hashes_are_stored(rt: Runtime, make_client, issue) -> None:
     second = refresh(rt, reg, first.refresh_token)  # a rotation stores the successor's hash
     retry = refresh(rt, reg, first.refresh_token)  # grace retry: same successor, recomputed
     assert retry.refresh_token == second.refresh_token
-    secrets = {
+    plaintexts = {
         "client secret": reg.secret,
         "first refresh token": first.refresh_token,
         "successor refresh token": second.refresh_token,
@@ -382,9 +392,9 @@ def test_only_hashes_are_stored(rt: Runtime, make_client, issue) -> None:
     # The scan does read every column (not vacuous): ids and hashes are there.
     assert any(_contains(v, reg.client_id) for _, _, v in values)
     stored_bytes = {bytes(v) for _, _, v in values if isinstance(v, bytes | memoryview)}
-    for plain in secrets.values():
+    for plain in plaintexts.values():
         assert hash_secret(plain) in stored_bytes
-    for what, plain in secrets.items():
+    for what, plain in plaintexts.items():
         assert plain
         hits = [(t, c) for t, c, v in values if _contains(v, plain)]
         assert hits == [], f"{what} stored in plaintext in {hits}"
@@ -435,10 +445,8 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
     assert out["security_events"] == 1
     assert out["refresh_tokens"] >= 1
 
-    remaining = {
-        f.id for f in (live, expired_old, expired_recent, revoked_old, revoked_recent)
-    } - {None}
-    kept = {fid for fid in remaining if rt.store.get_family(fid) is not None}
+    families = (live, expired_old, expired_recent, revoked_old, revoked_recent)
+    kept = {f.id for f in families if rt.store.get_family(f.id) is not None}
     assert kept == {live.id, expired_recent.id, revoked_recent.id}
     with rt.store.transaction() as tx:
         present = {
@@ -555,9 +563,7 @@ def test_find_waits_for_concurrent_rotation(rt: Runtime, make_client, user: User
     assert seen == [42.0]
 
 
-def test_concurrent_refresh_through_service_one_successor(
-    rt: Runtime, make_client, issue
-) -> None:
+def test_concurrent_refresh_through_service_one_successor(rt: Runtime, make_client, issue) -> None:
     """The whole grant over the real store: concurrent requests with one token converge on
     a single successor (grace retries), and exactly one token was spent."""
     reg = make_client()
@@ -590,37 +596,42 @@ def test_concurrent_refresh_through_service_one_successor(
 # -- failures surface as TemporarilyUnavailable ------------------------------------------------
 
 
+class SqliteLock:
+    """An exclusive write lock on a SQLite database, held from a separate connection."""
+
+    def __init__(self, path) -> None:  # type: ignore[no-untyped-def]
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+
+    def acquire(self) -> None:
+        self.conn.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
 @pytest.fixture
-def locked_sqlite(tmp_path, monkeypatch) -> Iterator[tuple[Settings, Callable[[], None]]]:
-    """A migrated SQLite database, a short busy timeout, and a function that takes an
-    exclusive write lock on it from another connection (held until the test ends)."""
+def locked_sqlite(tmp_path, monkeypatch) -> Iterator[tuple[Settings, SqliteLock]]:
+    """A migrated SQLite database with a short busy timeout (patched before any engine on it
+    exists), and a lock to take on it."""
     path = tmp_path / "locked.db"
     url = f"sqlite:///{path}"
     eng = create_db_engine(url)
     migrate(eng)
     eng.dispose()
     monkeypatch.setattr(engine_mod, "SQLITE_BUSY_TIMEOUT_MS", 100)
-    holder = sqlite3.connect(path, isolation_level=None, timeout=5)
-
-    def lock() -> None:
-        holder.execute("BEGIN EXCLUSIVE")
-
+    lock = SqliteLock(path)
     yield Settings(database_url=url, secret_key="k" * 40, issuer="https://i.test"), lock
-    if holder.in_transaction:
-        holder.execute("ROLLBACK")
-    holder.close()
+    lock.release()
+    lock.conn.close()
 
 
 def test_sqlite_locked_is_temporarily_unavailable(locked_sqlite) -> None:
     settings, lock = locked_sqlite
     rt = build_runtime(settings, clock=FrozenClock(), prepare=True)
     try:
-        secret_client = None
-        from tokend.core.models import Client
-        from tokend.core.secrets import new_client_id, new_client_secret
-
         secret = new_client_secret()
-        secret_client = Client(
+        client = Client(
             new_client_id(),
             "c",
             False,
@@ -629,44 +640,48 @@ def test_sqlite_locked_is_temporarily_unavailable(locked_sqlite) -> None:
             (),
             ("openid", "offline"),
         )
-        rt.store.create_client(secret_client, now=1.0)
+        rt.store.create_client(client, now=1.0)
         u = new_user(rt)
         token = rt.issuer.issue(
-            client=secret_client, user_id=u.id, subject=u.id, scopes=("offline",), now=1.0
+            client=client, user_id=u.id, subject=u.id, scopes=("offline",), now=rt.clock.now()
         ).refresh_token
-        reg = RegisteredClient(secret_client, secret)
+        reg = RegisteredClient(client, secret)
 
-        lock()
+        lock.acquire()
         started = time.monotonic()
-        with pytest.raises(TemporarilyUnavailable) as info:
-            with rt.store.transaction() as tx:
-                tx.find_refresh_token(hash_secret(token))
+        with pytest.raises(TemporarilyUnavailable) as info, rt.store.transaction() as tx:
+            tx.find_refresh_token(hash_secret(token))
         assert time.monotonic() - started < 5  # the patched busy timeout, not 10 s
         assert "locked" in (info.value.debug or "")
         assert info.value.to_dict()["error"] == "temporarily_unavailable"
         assert "locked" not in info.value.description  # internals stay out of the response
 
+        # Through the domain: the refresh grant and starting a family.
         with pytest.raises(TemporarilyUnavailable):
             refresh(rt, reg, token)
         with pytest.raises(TemporarilyUnavailable):
-            rt.issuer.issue(
-                client=secret_client, user_id=u.id, subject=u.id, scopes=("offline",), now=2.0
-            )
+            rt.issuer.issue(client=client, user_id=u.id, subject=u.id, scopes=("offline",), now=2)
+
+        # Once the lock is gone the same runtime works again (no poisoned pooled connection).
+        lock.release()
+        assert refresh(rt, reg, token).refresh_token
     finally:
         rt.close()
 
 
-def test_sqlite_lock_released_store_recovers(locked_sqlite) -> None:
+def test_sqlite_locked_get_client_is_temporarily_unavailable(locked_sqlite) -> None:
     settings, lock = locked_sqlite
     store = SqlStore(create_db_engine(settings.database_url))
     try:
-        lock()
+        lock.acquire()
+        with pytest.raises(TemporarilyUnavailable):
+            store.get_client("x")
         with pytest.raises(TemporarilyUnavailable), store.transaction() as tx:
             tx.record_event(SecurityEvent("x", 1.0))
+        lock.release()
+        assert store.get_client("x") is None
     finally:
-        pass
-    # The fixture's holder still has the lock; a new store after release works.
-    store.engine.dispose()
+        store.engine.dispose()
 
 
 def test_unreachable_postgres_is_temporarily_unavailable() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import jwt
 
 TOKEN = "/auth/v2/token"
@@ -35,3 +37,37 @@ def test_spec_example_request_and_response_shape(http, make_client, issue, rt):
     assert header["alg"] == "RS256"
     assert header["typ"] == "at+jwt"
     assert header["kid"] == rt.keys.current_kid()
+
+
+def test_spec_code_example_basic_header_without_form_encoding(http, make_client, issue):
+    """The spec's JavaScript sends ``btoa(clientId + ':' + clientSecret)`` without the
+    RFC 6749 §2.3.1 form-encoding; generated ids and secrets (base62, ``_``) read the same
+    either way, so that client works."""
+    reg = make_client()
+    first = issue(reg)
+    raw = base64.b64encode(f"{reg.client_id}:{reg.secret}".encode()).decode()
+    r = http.post(
+        TOKEN,
+        content=f"grant_type=refresh_token&refresh_token={first.refresh_token}",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": "Basic " + raw,
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["refresh_token"].startswith("tkd_rt_")
+
+
+def test_spec_example_error_response(http, make_client, issue):
+    reg = make_client()
+    token = issue(reg).refresh_token
+    mistyped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    r = http.post(
+        TOKEN, auth=reg.basic, data={"grant_type": "refresh_token", "refresh_token": mistyped}
+    )
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {
+        "error": "invalid_grant",
+        "error_description": "The refresh token was invalid or has expired.",
+    }

@@ -98,6 +98,7 @@ class KeyRing:
         self.retention = retention
         self._current: dict[str, _SigningKey] = {}
         self._version: tuple[int, float] | None = None
+        self._unpublish_at: float | None = None  # when the next retired key leaves the JWKS
         self.jwks: dict[str, Any] = {"keys": []}
         self.jwks_json: bytes = b'{"keys":[]}'
 
@@ -142,6 +143,7 @@ class KeyRing:
         now = self._clock.now()
         current: dict[str, _SigningKey] = {}
         published = []
+        unpublish_at: float | None = None
         for rec in records:
             if rec.retired_at is None:
                 pkcs8 = self._sealer.open(rec.private_key, rec.kid.encode())
@@ -150,14 +152,20 @@ class KeyRing:
                 published.append(json.loads(rec.public_jwk))
             elif rec.retired_at > now - self.retention:
                 published.append(json.loads(rec.public_jwk))
+                until = rec.retired_at + self.retention
+                unpublish_at = until if unpublish_at is None else min(unpublish_at, until)
         published.reverse()  # newest first
         self._current = current
         self.jwks = {"keys": published}
         self.jwks_json = json.dumps(self.jwks, separators=(",", ":")).encode()
         self._version = version
+        self._unpublish_at = unpublish_at
 
     def reload_if_changed(self) -> bool:
-        if self._store.keys_version() != self._version:
+        """Reload when another process changed the ring, or when a retired key's retention
+        has passed (so a long-running server stops publishing it without a restart)."""
+        expired = self._unpublish_at is not None and self._clock.now() >= self._unpublish_at
+        if expired or self._store.keys_version() != self._version:
             self.load()
             return True
         return False

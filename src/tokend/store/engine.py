@@ -10,6 +10,8 @@ PostgreSQL: a plain ``postgresql://`` URL gets the psycopg 3 driver.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -57,14 +59,32 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
     )
 
 
+def _enable_wal(cur) -> None:  # type: ignore[no-untyped-def]
+    """Switch the database to WAL (persistent; usually already done). Changing the journal
+    mode fails with "database is locked" *without* waiting on the busy handler while another
+    connection is doing the same, which happens when several processes open a new database
+    at once; so wait here, up to the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        if cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cur)
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

@@ -330,6 +330,11 @@ class SqlStore:
         """Store a new key; retire the previous active keys of ``retire_alg`` in the same
         transaction so that exactly one key per algorithm is current."""
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Serialise key writers (SQLite: BEGIN IMMEDIATE already does), so that the
+                # UPDATE below sees a key another process has just inserted: without it two
+                # concurrent first starts leave two current keys of one algorithm.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7424052)")
             if retire_alg is not None:
                 conn.execute(
                     update(signing_keys)

@@ -6,12 +6,16 @@
   parameter is ``invalid_request``, in forms and in JSON objects alike.
 - "Parameters sent without a value MUST be treated as if they were omitted" (§3.1).
 - Basic credentials are form-urlencoded before base64 (§2.3.1) and decoded accordingly.
+- Every name and value is text of RFC 6749 Appendix A's widest class, UNICODECHARNOCRLF
+  (no NUL or other controls but TAB, no lone surrogates): anything else is malformed, and
+  never reaches storage (PostgreSQL text cannot hold NUL; a lone surrogate is not UTF-8).
 """
 
 from __future__ import annotations
 
 import binascii
 import json
+import re
 from base64 import b64decode
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -20,6 +24,10 @@ from starlette.requests import Request
 from tokend.core.errors import InvalidClient, InvalidRequest, OAuthError
 
 MAX_FIELDS = 64
+
+# RFC 6749 Appendix A: UNICODECHARNOCRLF = %x09 / %x20-7E / %x80-D7FF / %xE000-FFFD /
+# %x10000-10FFFF. Its complement, searched for:
+_NOT_UNICODECHARNOCRLF = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -30,7 +38,8 @@ class PayloadTooLarge(InvalidRequest):
 async def read_body(request: Request, max_bytes: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.isdigit():
+        # isascii: str.isdigit() also accepts "²" and other digits int() refuses.
+        if not (length.isascii() and length.isdigit()):
             raise InvalidRequest("The Content-Length header is invalid.")
         if int(length) > max_bytes:
             raise PayloadTooLarge()
@@ -48,10 +57,18 @@ def _single_valued(pairs: list[tuple[str, str]]) -> dict[str, str]:
     for key, value in pairs:
         if key in seen:
             raise InvalidRequest(f"The {_safe_name(key)} parameter is repeated.")
+        if not _is_text(key) or not _is_text(value):
+            raise InvalidRequest(
+                f"The {_safe_name(key)} parameter contains a character that is not allowed."
+            )
         seen.add(key)
         if value != "":
             params[key] = value
     return params
+
+
+def _is_text(value: str) -> bool:
+    return _NOT_UNICODECHARNOCRLF.search(value) is None
 
 
 def _safe_name(key: str) -> str:
@@ -69,21 +86,23 @@ def parse_form(body: bytes) -> dict[str, str]:
             errors="strict",
             max_num_fields=MAX_FIELDS,
         )
-    except (UnicodeDecodeError, ValueError):
+    except UnicodeDecodeError:
         raise InvalidRequest("The request body is not valid form-urlencoded UTF-8.") from None
+    except ValueError:  # parse_qsl's only other error: more than max_num_fields
+        raise InvalidRequest("The request has too many parameters.") from None
     return _single_valued(pairs)
 
 
-def _pairs_hook(pairs: list[tuple[str, object]]) -> list[tuple[str, object]]:
-    return pairs
+class _Object(list[tuple[str, object]]):
+    """A JSON object's members in order, duplicates kept (an array is a plain list)."""
 
 
 def parse_json(body: bytes) -> dict[str, str]:
     try:
-        pairs = json.loads(body.decode("utf-8"), object_pairs_hook=_pairs_hook)
+        pairs = json.loads(body.decode("utf-8"), object_pairs_hook=_Object)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidRequest("The request body is not valid JSON.") from None
-    if not isinstance(pairs, list) or (pairs and not isinstance(pairs[0], tuple)):
+    if not isinstance(pairs, _Object):
         raise InvalidRequest("The JSON request body must be an object.")
     if len(pairs) > MAX_FIELDS:
         raise InvalidRequest("The request has too many parameters.")
@@ -129,12 +148,14 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
         raise InvalidClient("Only HTTP Basic client authentication is accepted here.")
     try:
         decoded = b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
+        client_id, sep, secret = decoded.partition(":")
+        client_id = unquote_plus(client_id, errors="strict")
+        secret = unquote_plus(secret, errors="strict")
+    except (binascii.Error, ValueError):  # incl. UnicodeDecodeError
         raise InvalidClient("The Basic authorization header is malformed.") from None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep or not client_id:
+    if not sep or not client_id or not _is_text(client_id) or not _is_text(secret):
         raise InvalidClient("The Basic authorization header is malformed.")
-    return unquote_plus(client_id), unquote_plus(secret)
+    return client_id, secret
 
 
 __all__ = ["OAuthError", "PayloadTooLarge", "parse_basic", "parse_params", "read_body"]

@@ -74,7 +74,9 @@ class RefreshTokenGrant:
                 rejection = InvalidGrant()
             elif family.revoked_at is not None:
                 raise InvalidGrant("The refresh token has been revoked.")
-            elif now >= family.expires_at or now >= stored.expires_at:
+            elif now >= family.expires_at or (stored.spent_at is None and now >= stored.expires_at):
+                # Idle expiry is for a token left unused; a spent one goes on to the grace
+                # window or reuse detection below, whatever its own expiry.
                 raise InvalidGrant("The refresh token has expired.")
             else:
                 rotated = False

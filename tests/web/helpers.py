@@ -1,0 +1,115 @@
+"""Assertions and request builders shared by the HTTP tests of tests/web."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import quote_plus
+
+import httpx
+from sqlalchemy import Engine, create_engine, func, select
+
+from tests.support.postgres import free_port
+from tokend.store.schema import metadata, refresh_tokens, token_families
+
+TOKEN = "/auth/v2/token"
+TOKEN_SLASH = "/auth/v2/token/"
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    """An Authorization header as RFC 6749 §2.3.1 says: each part form-urlencoded (UTF-8),
+    then ``id:secret`` in base64."""
+    raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+
+
+def raw_basic(value: bytes) -> dict[str, str]:
+    """An Authorization header whose decoded credentials are exactly ``value``."""
+    return {"Authorization": "Basic " + base64.b64encode(value).decode("ascii")}
+
+
+def refresh(token: str, **extra: str) -> dict[str, str]:
+    return {"grant_type": "refresh_token", "refresh_token": token, **extra}
+
+
+def assert_no_store(r: httpx.Response) -> None:
+    assert r.headers.get("cache-control") == "no-store", r.headers
+    assert r.headers.get("pragma") == "no-cache", r.headers
+
+
+def assert_tokens(r: httpx.Response) -> dict[str, Any]:
+    """A successful RFC 6749 §5.1 response; returns its body."""
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == JSON
+    assert_no_store(r)
+    body = r.json()
+    assert body["token_type"] == "Bearer"
+    assert isinstance(body["access_token"], str)
+    assert isinstance(body["expires_in"], int)
+    return body
+
+
+def assert_oauth_error(
+    r: httpx.Response, error: str, status: int | None = None, *, leaks: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """An RFC 6749 §5.2 error: the status for ``error``, JSON ``{error, error_description}``
+    and nothing else, no-store headers, ``WWW-Authenticate: Basic`` on ``invalid_client``,
+    and none of ``leaks`` (secrets, tokens, the raw input) nor a stack trace in the body."""
+    if status is None:
+        status = 401 if error == "invalid_client" else 400
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == JSON
+    assert_no_store(r)
+    body = r.json()
+    assert set(body) == {"error", "error_description"}, body
+    assert body["error"] == error, body
+    assert isinstance(body["error_description"], str) and body["error_description"]
+    if error == "invalid_client":
+        assert r.headers["www-authenticate"].startswith("Basic"), r.headers
+    for text in ("Traceback", 'File "', "sqlalchemy", "psycopg", "sqlite", *leaks):
+        if text:
+            assert text not in r.text, f"{text!r} leaked into {r.text!r}"
+    return body
+
+
+def storage_snapshot(engine: Engine) -> dict[str, object]:
+    """Everything a token endpoint request could change: the row count of every table, and
+    every refresh token's spent_at/successor and every family's revocation."""
+    with engine.connect() as conn:
+        counts = {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in metadata.sorted_tables
+        }
+        tokens = sorted(
+            (bytes(h), spent, None if succ is None else bytes(succ))
+            for h, spent, succ in conn.execute(
+                select(
+                    refresh_tokens.c.token_hash,
+                    refresh_tokens.c.spent_at,
+                    refresh_tokens.c.successor_hash,
+                )
+            )
+        )
+        families = sorted(
+            tuple(row)
+            for row in conn.execute(
+                select(
+                    token_families.c.id,
+                    token_families.c.revoked_at,
+                    token_families.c.revoked_reason,
+                )
+            )
+        )
+    return {"counts": counts, "refresh_tokens": tokens, "token_families": families}
+
+
+def unreachable_engine(rt: Any, tmp_path: Any) -> Engine:
+    """An engine of the runtime's backend whose database cannot be reached."""
+    if rt.is_sqlite:
+        return create_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'tokend.db'}")
+    return create_engine(
+        f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/tokend",
+        connect_args={"connect_timeout": 2},
+    )

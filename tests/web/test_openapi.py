@@ -1,0 +1,328 @@
+"""GET /openapi.json (web/openapi.py) is a well-formed OpenAPI 3.1 document that tells the
+truth: it documents exactly the app's routes, and real responses of every endpoint validate
+against the schema and headers documented for their status code."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from tests.web.helpers import (
+    FORM,
+    JSON,
+    TOKEN,
+    TOKEN_SLASH,
+    refresh,
+    unreachable_engine,
+)
+from tokend.core.errors import TemporarilyUnavailable
+
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+BASE = "urn:tokend:openapi"
+
+
+# One runtime per backend for this module's many independent cases (conftest.shared_rt).
+@pytest.fixture(scope="module")
+def rt(shared_rt):
+    return shared_rt
+
+
+@pytest.fixture(scope="module")
+def http(shared_http):
+    return shared_http
+
+
+@pytest.fixture(scope="module")
+def clock(shared_rt):
+    return shared_rt.clock
+
+
+@pytest.fixture(scope="module")
+def settings(shared_rt):
+    return shared_rt.settings
+
+
+@pytest.fixture(scope="module")
+def doc(http) -> dict[str, Any]:
+    r = http.get("/openapi.json")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == JSON
+    return r.json()
+
+
+@pytest.fixture(scope="module")
+def registry(doc) -> Registry:
+    return Registry().with_resource(BASE, Resource(contents=doc, specification=DRAFT202012))
+
+
+def _absolute_refs(schema: Any) -> Any:
+    """Point the document's local ``#/...`` references at the registered document."""
+    if isinstance(schema, dict):
+        return {
+            k: (BASE + v if k == "$ref" and v.startswith("#") else _absolute_refs(v))
+            for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_absolute_refs(v) for v in schema]
+    return schema
+
+
+def _validator(schema: dict[str, Any], registry: Registry) -> Draft202012Validator:
+    return Draft202012Validator(_absolute_refs(schema), registry=registry)
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield k, v
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method in HTTP_METHODS:
+                yield path, method, op
+
+
+def assert_documented(
+    doc: dict[str, Any], registry: Registry, path: str, r: httpx.Response
+) -> None:
+    """``r`` (a response to ``path``) matches what the document says for its status."""
+    method = r.request.method.lower()
+    op = doc["paths"][path][method]
+    status = str(r.status_code)
+    assert status in op["responses"], f"{method.upper()} {path} -> {status} is not documented"
+    documented = op["responses"][status]
+    media = r.headers["content-type"].split(";")[0].strip()
+    assert media in documented["content"], (media, list(documented["content"]))
+    schema = documented["content"][media]["schema"]
+    errors = list(_validator(schema, registry).iter_errors(r.json()))
+    assert not errors, [e.message for e in errors]
+    for name, header in documented.get("headers", {}).items():
+        assert name.lower() in r.headers, f"documented header {name} missing on {status}"
+        header_errors = list(_validator(header["schema"], registry).iter_errors(r.headers[name]))
+        assert not header_errors, (name, [e.message for e in header_errors])
+
+
+# -- the document itself -------------------------------------------------------------------
+
+
+def test_is_openapi_3_1(doc, rt) -> None:
+    assert re.fullmatch(r"3\.1\.\d+", doc["openapi"])
+    assert isinstance(doc["info"]["title"], str) and doc["info"]["title"]
+    assert isinstance(doc["info"]["version"], str) and doc["info"]["version"]
+    assert doc["servers"] == [{"url": rt.settings.issuer}]
+    assert set(doc) <= {
+        "openapi", "info", "jsonSchemaDialect", "servers", "paths", "webhooks", "components",
+        "security", "tags", "externalDocs",
+    }  # fmt: skip
+
+
+def test_paths_and_operations_are_well_formed(doc) -> None:
+    operation_ids = []
+    for path, item in doc["paths"].items():
+        assert path.startswith("/")
+        assert set(item) <= HTTP_METHODS | {"summary", "description", "parameters", "servers"}
+    for path, method, op in _operations(doc):
+        where = f"{method.upper()} {path}"
+        operation_ids.append(op["operationId"])
+        assert op["responses"], where
+        for status, response in op["responses"].items():
+            assert re.fullmatch(r"[1-5](\d\d|XX)|default", status), (where, status)
+            assert isinstance(response["description"], str), (where, status)
+            for media, content in response.get("content", {}).items():
+                assert re.fullmatch(r"[\w.+-]+/[\w.+-]+", media), (where, media)
+                assert "schema" in content, (where, status, media)
+            for name, header in response.get("headers", {}).items():
+                assert "schema" in header, (where, status, name)
+        for requirement in op.get("security", []):
+            for scheme in requirement:
+                assert scheme in doc["components"]["securitySchemes"], (where, scheme)
+        if "requestBody" in op:
+            assert op["requestBody"]["content"], where
+    assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
+
+
+def test_every_schema_is_valid_json_schema_2020_12(doc) -> None:
+    schemas = [v for k, v in _walk(doc) if k == "schema"]
+    schemas += list(doc["components"]["schemas"].values())
+    assert len(schemas) > 10
+    for schema in schemas:
+        Draft202012Validator.check_schema(schema)
+
+
+def test_every_ref_resolves(doc, registry) -> None:
+    refs = {v for k, v in _walk(doc) if k == "$ref"}
+    assert refs
+    resolver = registry.resolver(BASE)
+    for ref in refs:
+        assert ref.startswith("#/components/"), ref
+        resolver.lookup(BASE + ref)  # raises if it does not resolve
+
+
+def test_documents_exactly_the_apps_routes(doc, http) -> None:
+    served = {
+        (route.path, method.lower())
+        for route in http.app.routes
+        for method in (route.methods or ())
+        if method != "HEAD"
+    }
+    documented = {(path, method) for path, method, _ in _operations(doc)}
+    assert served, "no routes found"
+    assert served - documented == set(), "served but not documented"
+    assert documented - served == set(), "documented but not served"
+
+
+def test_documented_grant_types_are_the_services(doc, rt) -> None:
+    for path in (TOKEN, TOKEN_SLASH):
+        body = doc["paths"][path]["post"]["requestBody"]["content"]
+        for media in (FORM, JSON):
+            enum = body[media]["schema"]["properties"]["grant_type"]["enum"]
+            assert sorted(enum) == sorted(rt.service.grant_types)
+
+
+# -- real responses against the document ---------------------------------------------------
+
+
+@pytest.fixture
+def tokens(make_client, issue):
+    reg = make_client()
+    return reg, issue(reg, "openid offline email").refresh_token
+
+
+@pytest.mark.parametrize("path", [TOKEN, TOKEN_SLASH])
+def test_token_success_matches_document(doc, registry, http, tokens, path) -> None:
+    reg, token = tokens
+    params = refresh(token)
+    for media in (FORM, JSON):
+        request_schema = doc["paths"][path]["post"]["requestBody"]["content"][media]["schema"]
+        assert not list(_validator(request_schema, registry).iter_errors(params))
+    r = http.post(path, data=params, auth=reg.basic)
+    assert r.status_code == 200, r.text
+    assert_documented(doc, registry, path, r)
+    # The refreshed response again, now as JSON request with a narrowed scope (no id_token).
+    r = http.post(
+        path,
+        content=json.dumps(refresh(r.json()["refresh_token"], scope="offline")),
+        headers={"Content-Type": JSON},
+        auth=reg.basic,
+    )
+    assert r.status_code == 200, r.text
+    assert "id_token" not in r.json()
+    assert_documented(doc, registry, path, r)
+
+
+def test_client_credentials_success_matches_document(doc, registry, http, make_client) -> None:
+    reg = make_client()
+    r = http.post(TOKEN, data={"grant_type": "client_credentials"}, auth=reg.basic)
+    assert r.status_code == 200, r.text
+    assert_documented(doc, registry, TOKEN, r)
+
+
+ERROR_REQUESTS = {
+    "invalid_request": lambda reg, tok: {"data": {"refresh_token": tok}, "auth": reg.basic},
+    "invalid_client": lambda reg, tok: {"data": refresh(tok), "auth": (reg.client_id, "nope")},
+    "invalid_grant": lambda reg, tok: {"data": refresh(tok[:-1]), "auth": reg.basic},
+    "unsupported_grant_type": lambda reg, tok: {"data": {"grant_type": "x"}, "auth": reg.basic},
+    "invalid_scope": lambda reg, tok: {"data": refresh(tok, scope="admin"), "auth": reg.basic},
+    "bad_content_type": lambda reg, tok: {
+        "content": b"x",
+        "headers": {"Content-Type": "text/plain"},
+    },
+    "bad_json": lambda reg, tok: {"content": b"[", "headers": {"Content-Type": JSON}},
+    "too_large": lambda reg, tok: {"data": refresh(tok, pad="x" * 20_000), "auth": reg.basic},
+}
+
+
+@pytest.mark.parametrize("case", ERROR_REQUESTS)
+def test_token_errors_match_document(doc, registry, http, tokens, case) -> None:
+    reg, token = tokens
+    r = http.post(TOKEN, **ERROR_REQUESTS[case](reg, token))
+    assert 400 <= r.status_code < 500, r.text
+    assert_documented(doc, registry, TOKEN, r)
+
+
+def test_unauthorized_client_matches_document(doc, registry, http, make_client, issue) -> None:
+    reg = make_client(grant_types=("client_credentials",))
+    other = make_client()
+    r = http.post(TOKEN, data=refresh(issue(other).refresh_token), auth=reg.basic)
+    assert r.json()["error"] == "unauthorized_client"
+    assert_documented(doc, registry, TOKEN, r)
+
+
+def test_server_errors_match_document(doc, registry, http, tokens, rt, monkeypatch) -> None:
+    reg, token = tokens
+
+    def boom(client_id: str) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(rt.store, "get_client", boom)
+    r = http.post(TOKEN, data=refresh(token), auth=reg.basic)
+    assert r.status_code == 500
+    assert_documented(doc, registry, TOKEN, r)
+
+    def busy(client_id: str) -> None:
+        raise TemporarilyUnavailable()
+
+    monkeypatch.setattr(rt.store, "get_client", busy)
+    r = http.post(TOKEN, data=refresh(token), auth=reg.basic)
+    assert r.status_code == 503
+    assert_documented(doc, registry, TOKEN, r)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/auth/jwks", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
+     "/healthz", "/openapi.json"],
+)  # fmt: skip
+def test_get_endpoints_match_document(doc, registry, http, path) -> None:
+    r = http.get(path)
+    assert r.status_code == 200
+    assert_documented(doc, registry, path, r)
+
+
+def test_healthz_unavailable_matches_document(doc, registry, http, rt, monkeypatch, tmp_path):
+    engine = unreachable_engine(rt, tmp_path)
+    monkeypatch.setattr(rt.store, "engine", engine)
+    try:
+        r = http.get("/healthz")
+    finally:
+        engine.dispose()
+    assert r.status_code == 503
+    assert_documented(doc, registry, "/healthz", r)
+
+
+def test_validation_is_not_vacuous(doc, registry) -> None:
+    """The helpers above really reject a response that breaks the document."""
+    wrong = httpx.Response(
+        400,
+        json={"error": "invalid_request", "error_description": "x", "extra": 1},
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        request=httpx.Request("POST", "https://issuer.test" + TOKEN),
+    )
+    with pytest.raises(AssertionError):
+        assert_documented(doc, registry, TOKEN, wrong)
+    no_headers = httpx.Response(
+        400,
+        json={"error": "invalid_request", "error_description": "x"},
+        request=httpx.Request("POST", "https://issuer.test" + TOKEN),
+    )
+    with pytest.raises(AssertionError, match="documented header"):
+        assert_documented(doc, registry, TOKEN, no_headers)
+    undocumented = httpx.Response(
+        418, json={}, request=httpx.Request("GET", "https://issuer.test/healthz")
+    )
+    with pytest.raises(AssertionError, match="not documented"):
+        assert_documented(doc, registry, "/healthz", undocumented)
