@@ -47,6 +47,7 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            hide_parameters=True,  # statement parameters (hashes, ids) never reach a log
         )
         _configure_sqlite(engine)
         return engine
@@ -56,6 +57,7 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         max_overflow=pool_size,
         pool_recycle=1800,
         pool_pre_ping=True,
+        hide_parameters=True,
     )
 
 
@@ -90,7 +92,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads (SqlStore._read) take no write lock; everything else queues for it up front.
+        read = conn.get_execution_options().get("tokend_read", False)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine) -> None:

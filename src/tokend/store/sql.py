@@ -1,6 +1,5 @@
 """The SQLAlchemy implementation of the domain's storage Protocols, plus the admin queries
-the CLI needs. Core statements built once at import (SQLAlchemy caches their compiled form);
-no ORM objects on the hot path."""
+the CLI needs. No ORM objects anywhere; the token endpoint's statements run at driver level."""
 
 from __future__ import annotations
 
@@ -8,9 +7,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.sql.expression import Executable
 
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.models import Client, Family, SecurityEvent, StoredRefreshToken
@@ -52,8 +54,12 @@ class KeyRecord:
     retired_at: float | None
 
 
-rt, fam = refresh_tokens.c, token_families.c
+rt, fam, cl = refresh_tokens.c, token_families.c, clients.c
 
+# The hot path's statements: built once here with SQLAlchemy Core, compiled once per dialect
+# (``_Compiled``), then run on the DBAPI cursor directly, skipping SQLAlchemy's per-execute
+# machinery (result objects, events, cache-key generation): a refresh is a handful of
+# primary-key statements, and that machinery cost more than the statements themselves.
 _FIND_TOKEN = (
     select(
         rt.token_hash, rt.created_at, rt.expires_at, rt.spent_at, rt.successor_hash,
@@ -69,74 +75,125 @@ _SPEND = (
     .where(rt.token_hash == bindparam("h"), rt.spent_at.is_(None))
     .values(spent_at=bindparam("at"), successor_hash=bindparam("succ"))
 )
-_INSERT_TOKEN = insert(refresh_tokens)
+_INSERT_TOKEN = insert(refresh_tokens).values(
+    token_hash=bindparam("h"),
+    family_id=bindparam("fid"),
+    created_at=bindparam("created"),
+    expires_at=bindparam("expires"),
+)
 _IS_SPENT = select(rt.spent_at).where(rt.token_hash == bindparam("h"))
+_INSERT_FAMILY = insert(token_families).values(
+    {c: bindparam(c) for c in ("id", "client_id", "user_id", "subject", "scope", "created_at",
+                               "expires_at", "auth_time")}
+)  # fmt: skip
 _REVOKE_FAMILY = (
     update(token_families)
     .where(fam.id == bindparam("fid"), fam.revoked_at.is_(None))
     .values(revoked_at=bindparam("at"), revoked_reason=bindparam("reason"))
 )
-_GET_CLIENT = select(clients).where(clients.c.client_id == bindparam("cid"))
+_INSERT_EVENT = insert(security_events).values(
+    {c: bindparam(c) for c in ("at", "kind", "client_id", "family_id", "user_id", "detail")}
+)
+_CLIENT_COLUMNS = (
+    cl.client_id, cl.name, cl.public, cl.secret_hash, cl.grant_types, cl.redirect_uris,
+    cl.scope, cl.refresh_grace, cl.access_token_ttl, cl.refresh_token_ttl,
+    cl.refresh_idle_ttl, cl.subject_type,
+)  # fmt: skip
+_GET_CLIENT = select(*_CLIENT_COLUMNS).where(cl.client_id == bindparam("cid"))
 
 
 def _client_from_row(row) -> Client:  # type: ignore[no-untyped-def]
+    (client_id, name, public, secret_hash, grant_types, redirect_uris, scope, grace,
+     access_ttl, refresh_ttl, idle_ttl, subject_type) = row  # fmt: skip
     return Client(
-        client_id=row.client_id,
-        name=row.name,
-        public=bool(row.public),
-        secret_hash=row.secret_hash,
-        grant_types=frozenset(row.grant_types.split()),
-        redirect_uris=tuple(json.loads(row.redirect_uris)),
-        scopes=tuple(row.scope.split()),
-        refresh_grace=row.refresh_grace,
-        access_token_ttl=row.access_token_ttl,
-        refresh_token_ttl=row.refresh_token_ttl,
-        refresh_idle_ttl=row.refresh_idle_ttl,
-        subject_type=row.subject_type,
+        client_id=client_id,
+        name=name,
+        public=bool(public),
+        secret_hash=None if secret_hash is None else bytes(secret_hash),
+        grant_types=frozenset(grant_types.split()),
+        redirect_uris=tuple(json.loads(redirect_uris)),
+        scopes=tuple(scope.split()),
+        refresh_grace=grace,
+        access_token_ttl=access_ttl,
+        refresh_token_ttl=refresh_ttl,
+        refresh_idle_ttl=idle_ttl,
+        subject_type=subject_type,
     )
 
 
+class _Compiled:
+    """One statement compiled for one dialect: SQL text plus how to order its parameters."""
+
+    __slots__ = ("order", "sql")
+
+    def __init__(self, stmt: Executable, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.order = tuple(compiled.positiontup or ()) if compiled.positional else None
+
+    def args(self, params: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        order = self.order
+        return params if order is None else tuple([params[k] for k in order])
+
+
+class _Statements:
+    """The hot path's statements compiled for one engine's dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.find_token = _Compiled(_FIND_TOKEN, dialect)
+        self.spend = _Compiled(_SPEND, dialect)
+        self.insert_token = _Compiled(_INSERT_TOKEN, dialect)
+        self.is_spent = _Compiled(_IS_SPENT, dialect)
+        self.insert_family = _Compiled(_INSERT_FAMILY, dialect)
+        self.revoke_family = _Compiled(_REVOKE_FAMILY, dialect)
+        self.insert_event = _Compiled(_INSERT_EVENT, dialect)
+        self.get_client = _Compiled(_GET_CLIENT, dialect)
+
+
 class SqlTransaction:
-    """``tokend.core.ports.Transaction`` over one SQLAlchemy connection."""
+    """``tokend.core.ports.Transaction`` over one DBAPI cursor inside an open transaction."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("_cur", "_q")
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, cursor: Any, statements: _Statements) -> None:
+        self._cur = cursor
+        self._q = statements
+
+    def _run(self, stmt: _Compiled, params: dict[str, Any]) -> Any:
+        cur = self._cur
+        cur.execute(stmt.sql, stmt.args(params))
+        return cur
 
     def find_refresh_token(self, token_hash: bytes) -> StoredRefreshToken | None:
-        row = self.conn.execute(_FIND_TOKEN, {"h": token_hash}).first()
+        row = self._run(self._q.find_token, {"h": token_hash}).fetchone()
         if row is None:
             return None
         (h, created, expires, spent, succ, fid, cid, uid, sub, scope, fcreated, fexp, auth,
          revoked) = row  # fmt: skip
         family = Family(fid, cid, uid, sub, tuple(scope.split()), fcreated, fexp, auth, revoked)
-        return StoredRefreshToken(h, family, created, expires, spent, succ)
+        return StoredRefreshToken(
+            bytes(h), family, created, expires, spent, None if succ is None else bytes(succ)
+        )
 
     def spend_refresh_token(self, token_hash: bytes, *, at: float, successor_hash: bytes) -> bool:
-        result = self.conn.execute(_SPEND, {"h": token_hash, "at": at, "succ": successor_hash})
-        return result.rowcount == 1
+        cur = self._run(self._q.spend, {"h": token_hash, "at": at, "succ": successor_hash})
+        return cur.rowcount == 1
 
     def insert_refresh_token(
         self, token_hash: bytes, *, family_id: str, created_at: float, expires_at: float
     ) -> None:
-        self.conn.execute(
-            _INSERT_TOKEN,
-            {
-                "token_hash": token_hash,
-                "family_id": family_id,
-                "created_at": created_at,
-                "expires_at": expires_at,
-            },
+        self._run(
+            self._q.insert_token,
+            {"h": token_hash, "fid": family_id, "created": created_at, "expires": expires_at},
         )
 
     def is_refresh_token_spent(self, token_hash: bytes) -> bool | None:
-        row = self.conn.execute(_IS_SPENT, {"h": token_hash}).first()
+        row = self._run(self._q.is_spent, {"h": token_hash}).fetchone()
         return None if row is None else row[0] is not None
 
     def create_family(self, family: Family) -> None:
-        self.conn.execute(
-            insert(token_families),
+        self._run(
+            self._q.insert_family,
             {
                 "id": family.id,
                 "client_id": family.client_id,
@@ -150,12 +207,12 @@ class SqlTransaction:
         )
 
     def revoke_family(self, family_id: str, *, at: float, reason: str) -> bool:
-        result = self.conn.execute(_REVOKE_FAMILY, {"fid": family_id, "at": at, "reason": reason})
-        return result.rowcount == 1
+        cur = self._run(self._q.revoke_family, {"fid": family_id, "at": at, "reason": reason})
+        return cur.rowcount == 1
 
     def record_event(self, event: SecurityEvent) -> None:
-        self.conn.execute(
-            insert(security_events),
+        self._run(
+            self._q.insert_event,
             {
                 "at": event.at,
                 "kind": event.kind,
@@ -172,24 +229,74 @@ class SqlStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._q = _Statements(engine.dialect)
+        self._sqlite = engine.dialect.name == "sqlite"
+        dbapi = engine.dialect.dbapi
+        self._operational_error: type[Exception] = dbapi.OperationalError  # type: ignore[union-attr]
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
+        """A write transaction on a pooled DBAPI connection. SQLite: ``BEGIN IMMEDIATE``
+        (writers queue on the busy handler up front); PostgreSQL: read committed, with the
+        token row locked by ``find_refresh_token``."""
         try:
-            with self.engine.begin() as conn:
-                yield SqlTransaction(conn)
-        except OperationalError as exc:
+            conn = self.engine.raw_connection()
+        except (OperationalError, self._operational_error) as exc:
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
+        try:
+            cur = conn.cursor()
+            try:
+                if self._sqlite:
+                    cur.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield SqlTransaction(cur, self._q)
+                    except BaseException:
+                        cur.execute("ROLLBACK")
+                        raise
+                    cur.execute("COMMIT")
+                else:
+                    try:
+                        yield SqlTransaction(cur, self._q)
+                    except BaseException:
+                        conn.rollback()
+                        raise
+                    conn.commit()
+            finally:
+                cur.close()
+        except self._operational_error as exc:
             # Busy timeout exhausted, connection lost: retryable, and never shown raw.
+            if not self._sqlite:
+                conn.invalidate()  # a broken server connection must not go back to the pool
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
+        finally:
+            conn.close()  # back to the pool
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read-only connection (SQLite: a deferred transaction, never the write lock)."""
+        try:
+            with self.engine.connect().execution_options(tokend_read=True) as conn:
+                yield conn
+        except OperationalError as exc:
             raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
 
     # -- clients ---------------------------------------------------------------------------
 
     def get_client(self, client_id: str) -> Client | None:
+        q = self._q.get_client
         try:
-            with self.engine.connect() as conn:
-                row = conn.execute(_GET_CLIENT, {"cid": client_id}).first()
-        except OperationalError as exc:
-            raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
+            conn = self.engine.raw_connection()
+            try:
+                cur = conn.cursor()
+                cur.execute(q.sql, q.args({"cid": client_id}))
+                row = cur.fetchone()
+                cur.close()
+                if not self._sqlite:
+                    conn.rollback()  # end the implicit read transaction
+            finally:
+                conn.close()
+        except (OperationalError, self._operational_error) as exc:
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
         return None if row is None else _client_from_row(row)
 
     def create_client(self, client: Client, *, now: float) -> None:
@@ -219,12 +326,12 @@ class SqlStore:
             raise AlreadyExists(client.client_id) from exc
 
     def list_clients(self) -> list[Client]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(clients).order_by(clients.c.created_at)).all()
+        with self._read() as conn:
+            rows = conn.execute(select(*_CLIENT_COLUMNS).order_by(cl.created_at)).all()
         return [_client_from_row(r) for r in rows]
 
     def count_clients(self) -> int:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(select(func.count()).select_from(clients)).scalar_one()
 
     def delete_client(self, client_id: str) -> bool:
@@ -254,7 +361,7 @@ class SqlStore:
             raise AlreadyExists(user.username) from exc
 
     def get_user_by_username(self, username: str) -> User | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 select(*(users.c[f] for f in User.__slots__)).where(users.c.username == username)
             ).first()
@@ -288,7 +395,7 @@ class SqlStore:
             return result.rowcount
 
     def get_family(self, family_id: str) -> Family | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 select(
                     fam.id, fam.client_id, fam.user_id, fam.subject, fam.scope,
@@ -303,7 +410,7 @@ class SqlStore:
         stmt = select(security_events).order_by(security_events.c.id)
         if kind is not None:
             stmt = stmt.where(security_events.c.kind == kind)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [
                 {**row._asdict(), "detail": json.loads(row.detail)}
                 for row in conn.execute(stmt).all()
@@ -347,7 +454,7 @@ class SqlStore:
             )
 
     def list_keys(self) -> list[KeyRecord]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(*(signing_keys.c[f] for f in KeyRecord.__slots__)).order_by(
                     signing_keys.c.created_at
@@ -357,7 +464,7 @@ class SqlStore:
 
     def keys_version(self) -> tuple[int, float]:
         """Cheap fingerprint of the key ring: changes whenever a key is added or retired."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             n, latest = conn.execute(
                 select(
                     func.count(),
@@ -376,5 +483,5 @@ class SqlStore:
     # -- health ----------------------------------------------------------------------------
 
     def ping(self) -> None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             conn.execute(text("SELECT 1"))
