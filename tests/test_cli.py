@@ -614,3 +614,17 @@ def test_missing_secret_key_on_postgres_is_a_message() -> None:
     )
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
     assert "TOKEND_SECRET_KEY" in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("name", ["", " ", " alice", "bob\n", "a\x00b"], ids=repr)
+def test_users_create_rejects_blank_or_unprintable_username(cli: Cli, name: str) -> None:
+    r = cli.fails("users", "create", name, "--password-stdin", input=PASSWORD + "\n")
+    assert "USERNAME" in r.stderr
+
+
+def test_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    from tests.support.postgres import free_port
+
+    cli = Cli(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    r = cli.fails("clients", "list")
+    assert "database unavailable" in r.stderr

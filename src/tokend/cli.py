@@ -15,7 +15,7 @@ import click
 
 from tokend.config import DEFAULT_DATABASE_URL, MissingSecretKey, Settings
 from tokend.core.clock import SystemClock
-from tokend.core.errors import InvalidScope
+from tokend.core.errors import InvalidScope, TemporarilyUnavailable
 from tokend.core.models import Client
 from tokend.core.scopes import parse_scope
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
@@ -55,7 +55,20 @@ def _store(database_url: str) -> SqlStore:
     return SqlStore(engine)
 
 
-@click.group()
+class _Group(click.Group):
+    """Database trouble ends a command with one line on stderr, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, TemporarilyUnavailable) as exc:
+            detail = exc.orig if isinstance(exc, OperationalError) else exc.debug
+            raise click.ClickException(f"database unavailable: {detail}") from None
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="tokend")
 def main() -> None:
     """tokend: OpenID Connect / OAuth 2.0 token service."""
@@ -332,6 +345,10 @@ def users_create(
     """Create a user; the password (first line of stdin) is stored as an Argon2id hash."""
     from argon2 import PasswordHasher
 
+    if not username.strip() or username != username.strip() or not username.isprintable():
+        raise click.BadParameter(
+            "must be non-empty printable text without outer spaces", param_hint="USERNAME"
+        )
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise click.ClickException("empty password on stdin")
