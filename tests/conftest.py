@@ -140,7 +140,7 @@ def issue(rt: Runtime, user: User) -> Callable[..., TokenResponse]:
         return rt.issuer.issue(
             client=reg.client,
             user_id=user.id,
-            subject=user.id,
+            subject=rt.subjects.subject(reg.client, user.id),
             scopes=tuple(scopes.split()),
             now=rt.clock.now(),
         )

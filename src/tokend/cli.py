@@ -19,6 +19,7 @@ from tokend.core.errors import InvalidScope, TemporarilyUnavailable
 from tokend.core.models import Client
 from tokend.core.scopes import parse_scope
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tokend.core.subjects import PUBLIC, SUBJECT_TYPES, check_subject_type
 from tokend.keys.ring import SUPPORTED_ALGS
 from tokend.runtime import Runtime, build_runtime
 from tokend.store.engine import create_db_engine, migrate
@@ -216,6 +217,13 @@ def _client_json(
 @click.option("--access-token-ttl", type=click.IntRange(1))
 @click.option("--refresh-token-ttl", type=click.IntRange(1))
 @click.option("--refresh-idle-ttl", type=click.IntRange(1))
+@click.option(
+    "--subject-type",
+    type=click.Choice(SUBJECT_TYPES),
+    default=PUBLIC,
+    show_default=True,
+    help="pairwise: a per-host `sub` (OIDC Core §8.1); the redirect URIs must share one host.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def clients_create(
     database_url: str,
@@ -228,6 +236,7 @@ def clients_create(
     access_token_ttl: int | None,
     refresh_token_ttl: int | None,
     refresh_idle_ttl: int | None,
+    subject_type: str,
     as_json: bool,
 ) -> None:
     """Register a client. Its secret is shown once and stored only as a hash."""
@@ -241,6 +250,10 @@ def clients_create(
     except Exception:
         raise click.BadParameter("malformed scope", param_hint="--scope") from None
     uris = tuple(_validate_redirect_uri(u) for u in redirect_uris)
+    try:
+        check_subject_type(subject_type, uris)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--subject-type") from None
     secret = None if public else new_client_secret()
     client = Client(
         client_id=new_client_id(),
@@ -254,6 +267,7 @@ def clients_create(
         access_token_ttl=access_token_ttl,
         refresh_token_ttl=refresh_token_ttl,
         refresh_idle_ttl=refresh_idle_ttl,
+        subject_type=subject_type,
     )
     _store(database_url).create_client(client, now=SystemClock().now())
     out = _client_json(client, secret)
@@ -321,53 +335,131 @@ def users() -> None:
     """Manage users."""
 
 
+def _profile_text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Printable text; ``--picture`` an absolute http(s) URL, ``--email`` an address."""
+    if not value:  # None: not given; "": clear the field (users update)
+        return value
+    if not value.isprintable() or value != value.strip():
+        raise click.BadParameter("must be printable text without outer spaces")
+    if param.name == "picture":
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise click.BadParameter(f"{value!r} must be an absolute http(s) URL")
+    if param.name == "email":
+        local, at, domain = value.rpartition("@")
+        if not (at and local and domain) or " " in value:
+            raise click.BadParameter(f"{value!r} is not an email address")
+    return value
+
+
+def profile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The user's profile fields (served by the UserInfo endpoint)."""
+    for name, help_ in reversed(
+        [
+            ("--email", "Email address (scope email)."),
+            ("--given-name", "First name (scopes names, profile)."),
+            ("--family-name", "Last name (scopes names, profile)."),
+            ("--phone-number", "Phone number, E.164 recommended: +14155550100 (scope phone)."),
+            ("--picture", "URL of a profile picture (scopes picture, profile)."),
+        ]
+    ):
+        fn = click.option(name, callback=_profile_text, help=help_)(fn)
+    return fn
+
+
+def _read_password() -> str:
+    from argon2 import PasswordHasher
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise click.ClickException("empty password on stdin")
+    return PasswordHasher().hash(password)
+
+
 @users.command("create")
 @database_option
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, required=True, help="Read the password from stdin.")
-@click.option("--email")
+@profile_options
 @click.option("--email-verified", is_flag=True)
-@click.option("--given-name")
-@click.option("--family-name")
-@click.option("--phone-number")
-@click.option("--picture")
+@click.option("--phone-verified", is_flag=True)
 def users_create(
     database_url: str,
     username: str,
     password_stdin: bool,
     email: str | None,
-    email_verified: bool,
     given_name: str | None,
     family_name: str | None,
     phone_number: str | None,
     picture: str | None,
+    email_verified: bool,
+    phone_verified: bool,
 ) -> None:
     """Create a user; the password (first line of stdin) is stored as an Argon2id hash."""
-    from argon2 import PasswordHasher
-
     if not username.strip() or username != username.strip() or not username.isprintable():
         raise click.BadParameter(
             "must be non-empty printable text without outer spaces", param_hint="USERNAME"
         )
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise click.ClickException("empty password on stdin")
     user = User(
         id=new_id(),
         username=username,
-        password_hash=PasswordHasher().hash(password),
-        email=email,
+        password_hash=_read_password(),
+        email=email or None,
         email_verified=email_verified,
-        given_name=given_name,
-        family_name=family_name,
-        phone_number=phone_number,
-        picture=picture,
+        given_name=given_name or None,
+        family_name=family_name or None,
+        phone_number=phone_number or None,
+        phone_number_verified=phone_verified,
+        picture=picture or None,
     )
     try:
         _store(database_url).create_user(user, now=SystemClock().now())
     except AlreadyExists:
         raise click.ClickException(f"user {username!r} already exists") from None
-    emit({"id": user.id, "username": username, "email": email})
+    emit({"id": user.id, "username": username, "email": user.email})
+
+
+@users.command("update")
+@database_option
+@click.argument("username")
+@profile_options
+@click.option("--email-verified/--no-email-verified", default=None)
+@click.option("--phone-verified/--no-phone-verified", default=None)
+@click.option("--password-stdin", is_flag=True, help="Read a new password from stdin.")
+def users_update(
+    database_url: str,
+    username: str,
+    email_verified: bool | None,
+    phone_verified: bool | None,
+    password_stdin: bool,
+    **profile: str | None,
+) -> None:
+    """Change the given fields of a user (an empty value clears a field); prints the profile."""
+    changes: dict[str, Any] = {k: v or None for k, v in profile.items() if v is not None}
+    if email_verified is not None:
+        changes["email_verified"] = email_verified
+    if phone_verified is not None:
+        changes["phone_number_verified"] = phone_verified
+    if not changes and not password_stdin:
+        raise click.UsageError("nothing to update: give at least one field to change")
+    if password_stdin:
+        changes["password_hash"] = _read_password()
+    user = _store(database_url).update_user(username, changes, now=SystemClock().now())
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    emit(
+        {
+            "id": user.id,
+            "username": user.username,
+            "email": user.email,
+            "email_verified": user.email_verified,
+            "given_name": user.given_name,
+            "family_name": user.family_name,
+            "phone_number": user.phone_number,
+            "phone_number_verified": user.phone_number_verified,
+            "picture": user.picture,
+        }
+    )
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -401,10 +493,14 @@ def tokens_issue(
         extra = [s for s in scopes if s not in client.scopes]
         if extra:
             raise click.ClickException(f"scope not allowed for this client: {' '.join(extra)}")
+        try:
+            subject = rt.subjects.subject(client, user.id)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
         for _ in range(count):
             now = rt.clock.now()
             resp = rt.issuer.issue(
-                client=client, user_id=user.id, subject=user.id, scopes=scopes, now=now
+                client=client, user_id=user.id, subject=subject, scopes=scopes, now=now
             )
             emit(resp.to_dict())
     finally:

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     access_token_audience: str | None = None
     secret_key: str | None = None
     max_body_bytes: int = Field(16 * 1024, ge=1024)
+    session_ttl: int = Field(43200, ge=60)  # browser sign-in session, seconds
     key_refresh_interval: float = Field(2.0, gt=0)
     db_pool_size: int = Field(10, ge=1)
     log_level: str = "info"

@@ -5,15 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokend.config import Settings
+from tokend.core.authorization import CodeIssuer
 from tokend.core.clock import Clock, SystemClock
+from tokend.core.grants.authorization_code import AuthorizationCodeGrant
 from tokend.core.grants.client_credentials import ClientCredentialsGrant
 from tokend.core.grants.refresh_token import RefreshTokenGrant
 from tokend.core.issuance import FamilyIssuer
 from tokend.core.minting import TokenMinter
 from tokend.core.models import Policy
 from tokend.core.service import TokenService
+from tokend.core.subjects import Subjects
 from tokend.keys.material import derive
 from tokend.keys.ring import KeyRing
+from tokend.store.accounts import AccountStore
 from tokend.store.engine import create_db_engine, is_sqlite, migrate
 from tokend.store.sql import SqlStore
 
@@ -27,6 +31,9 @@ class Runtime:
     service: TokenService
     issuer: FamilyIssuer
     clock: Clock
+    subjects: Subjects
+    codes: CodeIssuer
+    accounts: AccountStore
 
     @property
     def is_sqlite(self) -> bool:
@@ -60,7 +67,10 @@ def build_runtime(
         keys.load()
     policy = settings.policy()
     minter = TokenMinter(keys, policy)
+    subjects = Subjects(derive(secret, "pairwise-subject"))
+    issuer = FamilyIssuer(store=store, minter=minter, policy=policy)
     grants = [
+        AuthorizationCodeGrant(store=store, issuer=issuer),
         RefreshTokenGrant(
             store=store,
             minter=minter,
@@ -75,6 +85,9 @@ def build_runtime(
         store=store,
         keys=keys,
         service=TokenService(store=store, grants=grants, clock=clock),
-        issuer=FamilyIssuer(store=store, minter=minter, policy=policy),
+        issuer=issuer,
         clock=clock,
+        subjects=subjects,
+        codes=CodeIssuer(store),
+        accounts=AccountStore(engine),
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import jwt
 
-from tokend.core.models import Client, Family, SecurityEvent, StoredRefreshToken
+from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
 from tokend.core.secrets import hash_secret
 from tokend.keys.ring import generate_private_key, public_jwk
 
@@ -43,6 +43,7 @@ class State:
     tokens: dict[bytes, TokenRow] = field(default_factory=dict)
     revocation_reasons: dict[str, str] = field(default_factory=dict)
     events: list[SecurityEvent] = field(default_factory=list)
+    codes: dict[bytes, StoredCode] = field(default_factory=dict)
 
     def copy(self) -> State:
         return State(
@@ -50,6 +51,7 @@ class State:
             tokens=dict(self.tokens),
             revocation_reasons=dict(self.revocation_reasons),
             events=list(self.events),
+            codes=dict(self.codes),
         )
 
 
@@ -121,6 +123,23 @@ class MemoryTransaction:
 
     def record_event(self, event: SecurityEvent) -> None:
         self._live().events.append(event)
+
+    def insert_authorization_code(self, code: StoredCode) -> None:
+        state = self._live()
+        if code.code_hash in state.codes:
+            raise KeyError("duplicate authorization code")
+        state.codes[code.code_hash] = code
+
+    def find_authorization_code(self, code_hash: bytes) -> StoredCode | None:
+        return self._live().codes.get(code_hash)
+
+    def consume_authorization_code(self, code_hash: bytes, *, at: float, family_id: str) -> bool:
+        state = self._live()
+        code = state.codes.get(code_hash)
+        if code is None or code.consumed_at is not None:
+            return False
+        state.codes[code_hash] = replace(code, consumed_at=at, family_id=family_id)
+        return True
 
 
 class MemoryStore:

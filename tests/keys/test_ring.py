@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import threading
 import time
@@ -423,3 +424,72 @@ def test_concurrent_first_start_leaves_one_current_key(db_url: str, store: SqlSt
     assert errors == []
     current = [k for k in store.list_keys() if k.retired_at is None]
     assert [k.alg for k in current] == ["RS256"]
+
+
+# -- verifying our own tokens (tokend.core.bearer.TokenVerifier) ---------------------------------
+
+
+def test_verification_keys_are_built_once_per_load(store: SqlStore, clock: FrozenClock) -> None:
+    r = ring(store, clock)
+    r.ensure()
+    keys = r.verification_keys()
+    assert r.verification_keys() is keys  # no per-request work
+    assert set(keys) == {k["kid"] for k in r.jwks["keys"]}
+    assert all(isinstance(k, jwt.PyJWK) for k in keys.values())
+    with pytest.raises(TypeError):
+        keys["x"] = keys[r.current_kid()]  # type: ignore[index]  # read-only
+    old = r.current_kid()
+    r.rotate("RS256")
+    r.load()
+    assert r.verification_keys() is not keys
+    assert set(r.verification_keys()) == {old, r.current_kid()}  # the retired key verifies
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_verify_own_tokens(store: SqlStore, clock: FrozenClock, alg: str) -> None:
+    r = ring(store, clock, access_token_alg=alg)
+    r.ensure()
+    for token, typ in ((r.sign_access_token(CLAIMS), "at+jwt"), (r.sign_id_token(CLAIMS), "JWT")):
+        header, claims = r.verify(token)
+        assert claims == CLAIMS
+        assert header["typ"] == typ and header["kid"] in r.verification_keys()
+
+
+def _segments(header: dict, claims: dict) -> str:  # type: ignore[type-arg]
+    return b64u(json.dumps(header).encode()) + "." + b64u(json.dumps(claims).encode())
+
+
+def test_verify_refuses_everything_else(store: SqlStore, clock: FrozenClock) -> None:
+    from tokend.core.bearer import InvalidToken
+    from tokend.keys.ring import generate_private_key
+
+    r = ring(store, clock, access_token_alg="ES256")
+    r.ensure()
+    good = r.sign_access_token(CLAIMS)
+    header = jwt.get_unverified_header(good)
+    es_public = r.verification_keys()[header["kid"]].key
+    rs_kid = r.current_kid("RS256")
+    foreign = generate_private_key("ES256")
+    pem = es_public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    hs_input = _segments({**header, "alg": "HS256"}, CLAIMS)
+    hs_sig = b64u(hmac.new(pem, hs_input.encode(), hashlib.sha256).digest())
+    head, payload, sig = good.split(".")
+    bad = {
+        "alg-none": _segments({**header, "alg": "none"}, CLAIMS) + ".",
+        "hs256-with-public-key": hs_input + "." + hs_sig,
+        "foreign-key-our-kid": jwt.encode(CLAIMS, foreign, "ES256", headers=header),
+        # Our RS256 key's kid on an ES256 signature: the key's own alg is the only one.
+        "other-alg-for-kid": jwt.encode(CLAIMS, foreign, "ES256", headers={"kid": rs_kid}),
+        "unknown-kid": jwt.encode(CLAIMS, foreign, "ES256", headers={"kid": "nope"}),
+        "no-kid": _segments({"alg": "ES256", "typ": "at+jwt"}, CLAIMS) + "." + sig,
+        "tampered": head + "." + b64u(json.dumps({**CLAIMS, "sub": "x"}).encode()) + "." + sig,
+        "payload-not-an-object": _segments(header, {}).split(".")[0] + "." + b64u(b"[1]") + "." + sig,
+        "not-a-jwt": "abc",
+        "empty": "",
+    }
+    for name, token in bad.items():
+        with pytest.raises(InvalidToken):
+            r.verify(token)
+        assert name

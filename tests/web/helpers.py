@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -113,3 +114,30 @@ def unreachable_engine(rt: Any, tmp_path: Any) -> Engine:
         f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/tokend",
         connect_args={"connect_timeout": 2},
     )
+
+
+# -- the UserInfo endpoint (RFC 6750 bearer errors) --------------------------------------------
+
+USERINFO = "/auth/v2/users/retrieve"
+_CHALLENGE = re.compile(
+    r'Bearer error="([a-z_]+)", '
+    r'error_description="([\x20\x21\x23-\x5b\x5d-\x7e]+)"(, scope="([^"]+)")?'
+)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_bearer_error(
+    r: httpx.Response, error: str, status: int, *, leaks: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """An RFC 6750 §3 error: the status, the JSON of assert_oauth_error, and the challenge
+    ``Bearer error="...", error_description="..."`` (plus ``scope`` on insufficient_scope)
+    whose values match the body's."""
+    body = assert_oauth_error(r, error, status, leaks=leaks)
+    m = _CHALLENGE.fullmatch(r.headers["www-authenticate"])
+    assert m, r.headers["www-authenticate"]
+    assert m.group(1) == error and m.group(2) == body["error_description"]
+    assert (m.group(4) is not None) == (error == "insufficient_scope")
+    return body

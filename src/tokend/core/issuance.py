@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tokend.core.minting import TokenMinter
 from tokend.core.models import Client, Family, Policy, TokenResponse
-from tokend.core.ports import Store
+from tokend.core.ports import Store, Transaction
 from tokend.core.scopes import wants_refresh_token
 from tokend.core.secrets import hash_secret, new_id, new_refresh_token
 
@@ -22,6 +22,63 @@ class FamilyIssuer:
         self._minter = minter
         self._policy = policy
 
+    def start(
+        self,
+        tx: Transaction,
+        *,
+        client: Client,
+        user_id: str,
+        subject: str,
+        scopes: tuple[str, ...],
+        now: float,
+        auth_time: float | None = None,
+        family_id: str | None = None,
+    ) -> tuple[Family, str | None]:
+        """Create the family (and its first refresh token, if granted) inside ``tx``."""
+        family = Family(
+            id=family_id or new_id(),
+            client_id=client.client_id,
+            user_id=user_id,
+            subject=subject,
+            scopes=scopes,
+            created_at=now,
+            expires_at=now + self._policy.family_ttl(client),
+            auth_time=auth_time if auth_time is not None else now,
+        )
+        tx.create_family(family)
+        refresh_token = None
+        if wants_refresh_token(scopes) and "refresh_token" in client.grant_types:
+            refresh_token = new_refresh_token()
+            tx.insert_refresh_token(
+                hash_secret(refresh_token),
+                family_id=family.id,
+                created_at=now,
+                expires_at=min(now + self._policy.idle_ttl(client), family.expires_at),
+            )
+        return family, refresh_token
+
+    def respond(
+        self,
+        *,
+        client: Client,
+        family: Family,
+        refresh_token: str | None,
+        now: float,
+        nonce: str | None = None,
+    ) -> TokenResponse:
+        return self._minter.respond(
+            client=client,
+            subject=family.subject,
+            scopes=family.scopes,
+            now=now,
+            ttl=self._policy.access_ttl(client),
+            refresh_token=refresh_token,
+            family_id=family.id,
+            auth_time=family.auth_time,
+            nonce=nonce,
+            with_id_token=True,
+        )
+
     def issue(
         self,
         *,
@@ -33,36 +90,17 @@ class FamilyIssuer:
         auth_time: float | None = None,
         nonce: str | None = None,
     ) -> TokenResponse:
-        family = Family(
-            id=new_id(),
-            client_id=client.client_id,
-            user_id=user_id,
-            subject=subject,
-            scopes=scopes,
-            created_at=now,
-            expires_at=now + self._policy.family_ttl(client),
-            auth_time=auth_time if auth_time is not None else now,
-        )
-        refresh_token = None
+        """Start a family in its own transaction and answer as the token endpoint would."""
         with self._store.transaction() as tx:
-            tx.create_family(family)
-            if wants_refresh_token(scopes) and "refresh_token" in client.grant_types:
-                refresh_token = new_refresh_token()
-                tx.insert_refresh_token(
-                    hash_secret(refresh_token),
-                    family_id=family.id,
-                    created_at=now,
-                    expires_at=min(now + self._policy.idle_ttl(client), family.expires_at),
-                )
-        return self._minter.respond(
-            client=client,
-            subject=subject,
-            scopes=scopes,
-            now=now,
-            ttl=self._policy.access_ttl(client),
-            refresh_token=refresh_token,
-            family_id=family.id,
-            auth_time=family.auth_time,
-            nonce=nonce,
-            with_id_token=True,
+            family, refresh_token = self.start(
+                tx,
+                client=client,
+                user_id=user_id,
+                subject=subject,
+                scopes=scopes,
+                now=now,
+                auth_time=auth_time,
+            )
+        return self.respond(
+            client=client, family=family, refresh_token=refresh_token, now=now, nonce=nonce
         )

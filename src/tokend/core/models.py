@@ -86,6 +86,25 @@ class StoredRefreshToken:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredCode:
+    """An authorization code as stored (the code itself only as its hash)."""
+
+    code_hash: bytes
+    client_id: str
+    user_id: str
+    subject: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    nonce: str | None
+    code_challenge: str | None
+    auth_time: float
+    created_at: float
+    expires_at: float
+    consumed_at: float | None = None
+    family_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClientCredentials:
     """What the client presented to authenticate (RFC 6749 §2.3), already parsed from HTTP."""
 

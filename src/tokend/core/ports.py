@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from tokend.core.models import Client, Family, SecurityEvent, StoredRefreshToken
+from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
 
 
 class Transaction(Protocol):
@@ -48,6 +48,19 @@ class Transaction(Protocol):
 
     def record_event(self, event: SecurityEvent) -> None:
         """Append a security event (audit log)."""
+        ...
+
+    def insert_authorization_code(self, code: StoredCode) -> None:
+        """Store a new, unconsumed authorization code (by hash)."""
+        ...
+
+    def find_authorization_code(self, code_hash: bytes) -> StoredCode | None:
+        """The code with this hash, or None; takes the row's write lock where possible."""
+        ...
+
+    def consume_authorization_code(self, code_hash: bytes, *, at: float, family_id: str) -> bool:
+        """Mark the code consumed and remember the family issued from it, only if it is
+        still unconsumed. Returns False if it was already consumed (compare-and-set)."""
         ...
 
 

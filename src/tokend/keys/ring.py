@@ -17,13 +17,16 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jwt
+import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from tokend.core.bearer import InvalidToken
 from tokend.core.clock import Clock
 from tokend.keys.material import Sealer
 from tokend.store.sql import KeyRecord, SqlStore
@@ -34,6 +37,7 @@ _THUMBPRINT_MEMBERS = {
     "EC": ("crv", "kty", "x", "y"),
     "OKP": ("crv", "kty", "x"),
 }
+_JWS = jwt.PyJWS()  # signature checks only: claims are checked by tokend.core.bearer
 
 
 class NoSigningKey(RuntimeError):
@@ -101,6 +105,7 @@ class KeyRing:
         self._unpublish_at: float | None = None  # when the next retired key leaves the JWKS
         self.jwks: dict[str, Any] = {"keys": []}
         self.jwks_json: bytes = b'{"keys":[]}'
+        self._verification_keys: Mapping[str, jwt.PyJWK] = MappingProxyType({})
 
     # -- administration --------------------------------------------------------------------
 
@@ -161,6 +166,7 @@ class KeyRing:
         self._current = current
         self.jwks = {"keys": published}
         self.jwks_json = json.dumps(self.jwks, separators=(",", ":")).encode()
+        self._verification_keys = MappingProxyType({k["kid"]: jwt.PyJWK(k) for k in published})
         self._version = version
         self._unpublish_at = unpublish_at
 
@@ -191,6 +197,27 @@ class KeyRing:
     def current_kid(self, alg: str | None = None) -> str:
         return self._key(alg or self.access_token_alg).kid
 
-    def verification_keys(self) -> dict[str, Any]:
-        """kid -> PyJWK of every published key (for verifying our own tokens)."""
-        return {k["kid"]: jwt.PyJWK(k) for k in self.jwks["keys"]}
+    def verification_keys(self) -> Mapping[str, jwt.PyJWK]:
+        """kid -> PyJWK of every published key (for verifying our own tokens); built once
+        per ``load()``."""
+        return self._verification_keys
+
+    # -- tokend.core.bearer.TokenVerifier --------------------------------------------------
+
+    def verify(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Header and claims of a JWT signed by one of our published keys (by ``kid``),
+        with that key's own algorithm: ``none``, HS* or any other ``alg`` than the key's is
+        refused. One opaque failure, ``InvalidToken``; no claim is checked here."""
+        keys = self._verification_keys
+        try:
+            header = _JWS.get_unverified_header(token)
+            key = keys.get(header.get("kid"))  # type: ignore[arg-type]
+            if key is None:
+                raise InvalidToken("The token was not signed by a key of this server.")
+            decoded = _JWS.decode_complete(token, key=key, algorithms=[key.algorithm_name])
+            claims = orjson.loads(decoded["payload"])
+        except (jwt.PyJWTError, orjson.JSONDecodeError):
+            raise InvalidToken() from None
+        if not isinstance(claims, dict):
+            raise InvalidToken()
+        return header, claims

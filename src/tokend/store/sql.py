@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql.expression import Executable
 
 from tokend.core.errors import TemporarilyUnavailable
-from tokend.core.models import Client, Family, SecurityEvent, StoredRefreshToken
+from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
 from tokend.store.schema import (
+    authorization_codes,
     clients,
     refresh_tokens,
     security_events,
@@ -94,6 +95,20 @@ _REVOKE_FAMILY = (
 _INSERT_EVENT = insert(security_events).values(
     {c: bindparam(c) for c in ("at", "kind", "client_id", "family_id", "user_id", "detail")}
 )
+ac = authorization_codes.c
+_CODE_COLUMNS = (
+    ac.code_hash, ac.client_id, ac.user_id, ac.subject, ac.redirect_uri, ac.scope, ac.nonce,
+    ac.code_challenge, ac.auth_time, ac.created_at, ac.expires_at, ac.consumed_at, ac.family_id,
+)  # fmt: skip
+_INSERT_CODE = insert(authorization_codes).values(
+    {c.name: bindparam(c.name) for c in _CODE_COLUMNS}
+)
+_FIND_CODE = select(*_CODE_COLUMNS).where(ac.code_hash == bindparam("code_hash")).with_for_update()
+_CONSUME_CODE = (
+    update(authorization_codes)
+    .where(ac.code_hash == bindparam("h"), ac.consumed_at.is_(None))
+    .values(consumed_at=bindparam("at"), family_id=bindparam("fid"))
+)
 _CLIENT_COLUMNS = (
     cl.client_id, cl.name, cl.public, cl.secret_hash, cl.grant_types, cl.redirect_uris,
     cl.scope, cl.refresh_grace, cl.access_token_ttl, cl.refresh_token_ttl,
@@ -148,6 +163,9 @@ class _Statements:
         self.revoke_family = _Compiled(_REVOKE_FAMILY, dialect)
         self.insert_event = _Compiled(_INSERT_EVENT, dialect)
         self.get_client = _Compiled(_GET_CLIENT, dialect)
+        self.insert_code = _Compiled(_INSERT_CODE, dialect)
+        self.find_code = _Compiled(_FIND_CODE, dialect)
+        self.consume_code = _Compiled(_CONSUME_CODE, dialect)
 
 
 class SqlTransaction:
@@ -222,6 +240,26 @@ class SqlTransaction:
                 "detail": json.dumps(dict(event.detail), sort_keys=True),
             },
         )
+
+    def insert_authorization_code(self, code: StoredCode) -> None:
+        values = {f: getattr(code, f) for f in StoredCode.__slots__}
+        values["scope"] = " ".join(values.pop("scopes"))
+        self._run(self._q.insert_code, values)
+
+    def find_authorization_code(self, code_hash: bytes) -> StoredCode | None:
+        row = self._run(self._q.find_code, {"code_hash": code_hash}).fetchone()
+        if row is None:
+            return None
+        (h, cid, uid, sub, uri, scope, nonce, challenge, auth, created, expires, consumed,
+         fid) = row  # fmt: skip
+        return StoredCode(
+            bytes(h), cid, uid, sub, uri, tuple(scope.split()), nonce, challenge, auth,
+            created, expires, consumed, fid,
+        )  # fmt: skip
+
+    def consume_authorization_code(self, code_hash: bytes, *, at: float, family_id: str) -> bool:
+        cur = self._run(self._q.consume_code, {"h": code_hash, "at": at, "fid": family_id})
+        return cur.rowcount == 1
 
 
 class SqlStore:
@@ -366,6 +404,26 @@ class SqlStore:
                 select(*(users.c[f] for f in User.__slots__)).where(users.c.username == username)
             ).first()
         return None if row is None else User(*row)
+
+    def get_user(self, user_id: str) -> User | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(*(users.c[f] for f in User.__slots__)).where(users.c.id == user_id)
+            ).first()
+        return None if row is None else User(*row)
+
+    def update_user(self, username: str, changes: dict[str, Any], *, now: float) -> User | None:
+        """Set the given fields (any of ``User``'s but ``id`` and ``username``) of the user;
+        the updated user, or None if there is no such user."""
+        unknown = set(changes) - (set(User.__slots__) - {"id", "username"})
+        if unknown:
+            raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
+        where = users.c.username == username
+        with self.engine.begin() as conn:
+            if conn.execute(update(users).where(where).values(**changes, updated_at=now)).rowcount:
+                row = conn.execute(select(*(users.c[f] for f in User.__slots__)).where(where))
+                return User(*row.one())
+        return None
 
     # -- families --------------------------------------------------------------------------
 

@@ -24,7 +24,9 @@ from tokend.core.models import TokenRequest
 from tokend.runtime import Runtime, build_runtime
 from tokend.web.discovery import discovery_document
 from tokend.web.openapi import openapi_document
+from tokend.web.pages import page_routes
 from tokend.web.parsing import parse_basic, parse_params, read_body
+from tokend.web.userinfo import USERINFO_PATH, userinfo_endpoint
 
 log = logging.getLogger("tokend.web")
 T = TypeVar("T")
@@ -55,8 +57,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     max_body = settings.max_body_bytes
     inline = rt.is_sqlite  # SQLite work is a few µs of local I/O: run it on the loop
 
-    async def call(fn: Callable[..., T], *args: Any) -> T:
-        return fn(*args) if inline else await run_in_threadpool(fn, *args)
+    async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if inline:
+            return fn(*args, **kwargs)
+        return await run_in_threadpool(fn, *args, **kwargs)
 
     async def token(request: Request) -> Response:
         try:
@@ -76,6 +80,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             {"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
             "application/jwk-set+json",
         )
+
+    userinfo = userinfo_endpoint(rt, call, max_body)
 
     discovery = discovery_document(rt.policy.issuer, grant_types=service.grant_types)
     discovery_body = orjson.dumps(discovery)
@@ -133,10 +139,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         Route("/auth/v2/token", token, methods=["POST"]),
         Route("/auth/v2/token/", token, methods=["POST"]),
         Route("/auth/jwks", jwks, methods=["GET"]),
+        Route(USERINFO_PATH, userinfo, methods=["GET", "POST"]),
         Route("/.well-known/openid-configuration", well_known, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", well_known, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *page_routes(rt, call),
     ]
     app = Starlette(
         routes=routes,

@@ -22,18 +22,29 @@ SCOPES_SUPPORTED = [
 def discovery_document(issuer: str, *, grant_types: tuple[str, ...]) -> dict[str, object]:
     return {
         "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/auth/v2/authorize",
         "token_endpoint": f"{issuer}/auth/v2/token",
+        "userinfo_endpoint": f"{issuer}/auth/v2/users/retrieve",
         "jwks_uri": f"{issuer}/auth/jwks",
         "scopes_supported": SCOPES_SUPPORTED,
         "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "grant_types_supported": sorted(grant_types),
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
             "none",
         ],
-        "subject_types_supported": ["public"],
+        "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "at_hash", "sid"],
+        "claims_supported": [
+            *("iss", "sub", "aud", "exp", "iat", "auth_time", "at_hash", "sid", "nonce"),
+            # UserInfo (tokend.core.userinfo): Didit's objects and OIDC Core §5.4's claims
+            *("names", "given_name", "family_name", "name", "picture"),
+            *("email", "email_verified", "phone", "phone_number", "phone_number_verified"),
+        ],
         "service_documentation": f"{issuer}/openapi.json",
     }

@@ -14,6 +14,8 @@ _ERROR_CODES = [
     "server_error",
     "temporarily_unavailable",
     "not_found",
+    "invalid_token",
+    "insufficient_scope",
 ]
 
 _NO_STORE_HEADERS = {
@@ -36,9 +38,12 @@ _TOKEN_REQUEST = {
     "properties": {
         "grant_type": {
             "type": "string",
-            "enum": ["refresh_token", "client_credentials"],
-            "description": "RFC 6749 §6 / §4.4",
+            "enum": ["authorization_code", "refresh_token", "client_credentials"],
+            "description": "RFC 6749 §4.1.3 / §6 / §4.4",
         },
+        "code": {"type": "string", "description": "authorization_code: the code."},
+        "redirect_uri": {"type": "string", "description": "authorization_code: as requested."},
+        "code_verifier": {"type": "string", "description": "authorization_code: PKCE (RFC 7636)."},
         "refresh_token": {"type": "string", "description": "Required for refresh_token."},
         "scope": {
             "type": "string",
@@ -91,6 +96,7 @@ def openapi_document(issuer: str) -> dict[str, Any]:
         },
         "servers": [{"url": issuer}],
         "paths": {
+            **PAGE_PATHS,
             "/auth/v2/token": {"post": _TOKEN_OPERATION},
             "/auth/v2/token/": {"post": {**_TOKEN_OPERATION, "operationId": "tokenSlash"}},
             "/auth/jwks": {
@@ -108,6 +114,18 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                         }
                     },
                 }
+            },
+            "/auth/v2/users/retrieve": {
+                "get": {**_USERINFO_OPERATION, "operationId": "userinfo"},
+                "post": {
+                    **_USERINFO_OPERATION,
+                    "operationId": "userinfoPost",
+                    "requestBody": _USERINFO_FORM,
+                    "responses": {
+                        **_USERINFO_OPERATION["responses"],
+                        "413": _bearer_error("Body larger than the server accepts."),
+                    },
+                },
             },
             "/.well-known/openid-configuration": {
                 "get": {
@@ -166,7 +184,13 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "basic",
                     "description": "client_id:client_secret, form-urlencoded (RFC 6749 §2.3.1)",
-                }
+                },
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "An access token of this server (RFC 6750, RFC 9068).",
+                },
             },
             "schemas": {
                 "TokenResponse": {
@@ -226,6 +250,7 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                         "jwks_uri": {"type": "string", "format": "uri"},
                     },
                 },
+                "UserInfo": _USERINFO_SCHEMA,
                 "Health": {
                     "type": "object",
                     "required": ["status"],
@@ -244,3 +269,236 @@ def _metadata_response() -> dict[str, Any]:
         "description": "Metadata document.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Metadata"}}},
     }
+
+
+# -- UserInfo (web/userinfo.py, core/userinfo.py) ------------------------------------------
+
+
+def _bearer_error(description: str) -> dict[str, Any]:
+    """An error with the RFC 6750 §3 challenge."""
+    challenge = {"schema": {"type": "string", "pattern": "^Bearer( |$)"}}
+    return _error(description, {"WWW-Authenticate": challenge})
+
+
+def _verified_value(value: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [value, "is_verified", "is_primary"],
+        "properties": {
+            value: {"type": "string"},
+            "is_verified": {"type": "boolean"},
+            "is_primary": {"type": "boolean"},
+        },
+        "additionalProperties": False,
+    }
+
+
+_USERINFO_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Didit's objects and the standard claims (OIDC Core §5.4) by granted scope; "
+    "unknown values are left out, never null.",
+    "required": ["sub"],
+    "properties": {
+        "sub": {"type": "string", "description": "Public or pairwise (OIDC Core §8)."},
+        "names": {
+            "type": "object",
+            "description": "Scope names or profile.",
+            "required": ["full_name", "is_verified"],
+            "properties": {
+                "first_name": {"type": "string"},
+                "family_name": {"type": "string"},
+                "full_name": {"type": "string"},
+                "is_verified": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
+        "given_name": {"type": "string"},
+        "family_name": {"type": "string"},
+        "name": {"type": "string"},
+        "picture": {"type": "string", "format": "uri", "description": "Scope picture or profile."},
+        "email": {**_verified_value("email"), "description": "Scope email."},
+        "email_verified": {"type": "boolean"},
+        "phone": {**_verified_value("phone_number"), "description": "Scope phone."},
+        "phone_number": {"type": "string"},
+        "phone_number_verified": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+
+_USERINFO_OPERATION: dict[str, Any] = {
+    "summary": "UserInfo (OIDC Core §5.3): the signed-in user's claims, by the token's scope",
+    "security": [{"bearer": []}],
+    "responses": {
+        "200": {
+            "description": "The claims.",
+            "headers": _NO_STORE_HEADERS,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UserInfo"}}},
+        },
+        "400": _bearer_error("invalid_request: the token in the query string or sent twice."),
+        "401": _bearer_error(
+            "invalid_token (no error attribute in the challenge when no token was sent)."
+        ),
+        "403": _bearer_error('insufficient_scope: the token lacks "openid".'),
+        "500": _error("server_error."),
+        "503": _error("temporarily_unavailable; retry."),
+    },
+}
+
+_USERINFO_FORM = {
+    "required": False,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "access_token": {
+                        "type": "string",
+                        "description": "RFC 6750 §2.2, instead of the Authorization header.",
+                    }
+                },
+            }
+        }
+    },
+}
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _redirect(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"Location": {"schema": {"type": "string", "format": "uri-reference"}}},
+    }
+
+
+_FORM_CSRF = {
+    "type": "object",
+    "required": ["csrf_token"],
+    "properties": {"csrf_token": {"type": "string"}},
+}
+
+
+def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    **_FORM_CSRF,
+                    "required": ["csrf_token", *required],
+                    "properties": {**_FORM_CSRF["properties"], **properties},
+                }
+            }
+        },
+    }
+
+
+PAGE_PATHS: dict[str, Any] = {
+    "/auth/v2/authorize": {
+        "get": {
+            "summary": "Authorization endpoint (OIDC Core §3.1.2, RFC 6749 §4.1, PKCE S256)",
+            "operationId": "authorize",
+            "parameters": [
+                {"name": n, "in": "query", "required": r, "schema": {"type": "string"}}
+                for n, r in (
+                    ("response_type", True),
+                    ("client_id", True),
+                    ("redirect_uri", True),
+                    ("scope", True),
+                    ("state", False),
+                    ("nonce", False),
+                    ("code_challenge", False),
+                    ("code_challenge_method", False),
+                    ("prompt", False),
+                    ("max_age", False),
+                )
+            ],
+            "responses": {
+                "200": _html("The sign-in or consent page."),
+                "302": _redirect("Back to the redirect URI with code+state+iss, or an error."),
+                "400": _html("Unknown client or unregistered redirect URI: never redirected."),
+            },
+        }
+    },
+    "/auth/v2/authorize/login": {
+        "post": {
+            "summary": "Sign in (username + password), then continue the authorization",
+            "operationId": "login",
+            "requestBody": _form(
+                {
+                    "username": {"type": "string"},
+                    "password": {"type": "string"},
+                    "next": {"type": "string"},
+                },
+                ["username", "password", "next"],
+            ),
+            "responses": {
+                "303": _redirect("Signed in: on to the authorization request or /account."),
+                "400": _html("Wrong username or password (one generic message)."),
+                "403": _html("Missing or wrong CSRF token, or a cross-origin POST."),
+            },
+        }
+    },
+    "/auth/v2/authorize/consent": {
+        "post": {
+            "summary": "Allow or deny the client the requested scopes",
+            "operationId": "consent",
+            "requestBody": _form(
+                {
+                    "request": {"type": "string", "description": "The authorization query."},
+                    "decision": {"type": "string", "enum": ["allow", "deny"]},
+                },
+                ["request", "decision"],
+            ),
+            "responses": {
+                "303": _redirect("Back to the client with a code, or error=access_denied."),
+                "200": _html("The sign-in page, when the session has ended."),
+                "400": _html("The carried authorization request is no longer valid."),
+                "403": _html("Missing or wrong CSRF token, or a cross-origin POST."),
+            },
+        }
+    },
+    "/account": {
+        "get": {
+            "summary": "The signed-in user's active sessions (one per token family)",
+            "operationId": "account",
+            "responses": {"200": _html("The account page, or the sign-in page.")},
+        }
+    },
+    "/account/revoke": {
+        "post": {
+            "summary": "Revoke one of the user's token families at once",
+            "operationId": "accountRevoke",
+            "requestBody": _form({"family_id": {"type": "string"}}, ["family_id"]),
+            "responses": {
+                "303": _redirect("Back to /account."),
+                "403": _html("Missing or wrong CSRF token."),
+            },
+        }
+    },
+    "/account/logout": {
+        "post": {
+            "summary": "End the browser session",
+            "operationId": "logout",
+            "requestBody": _form({}, []),
+            "responses": {
+                "303": _redirect("Back to /account."),
+                "403": _html("Missing or wrong CSRF token."),
+            },
+        }
+    },
+    "/auth/static/tokend.css": {
+        "get": {
+            "summary": "The pages' stylesheet",
+            "operationId": "stylesheet",
+            "responses": {
+                "200": {
+                    "description": "CSS",
+                    "content": {"text/css": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+}

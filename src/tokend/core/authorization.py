@@ -1,0 +1,217 @@
+"""The authorization request (RFC 6749 §4.1.1, OIDC Core §3.1.2.1) and its codes (§4.1.2).
+
+``validate`` turns the query of ``GET /auth/v2/authorize`` into an ``AuthorizationRequest``
+or raises one of two kinds of error (RFC 6749 §4.1.2.1):
+
+- ``FatalAuthorizationError``: the client or redirect URI cannot be trusted (unknown client,
+  missing/unregistered/repeated redirect URI). The user sees an error page; the server
+  MUST NOT redirect.
+- ``RedirectableError``: everything else; the user agent goes back to the (verified)
+  redirect URI with ``error``, ``error_description`` and ``state``.
+
+Codes are single-use, live 60 s, and are bound to the client, the redirect URI, the PKCE
+challenge and the nonce; only their hash is stored.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tokend.core import pkce
+from tokend.core.errors import InvalidScope
+from tokend.core.models import Client, StoredCode
+from tokend.core.ports import Store
+from tokend.core.scopes import OPENID, parse_scope
+from tokend.core.secrets import hash_secret
+
+CODE_TTL = 60
+CODE_PREFIX = "tkd_ac_"
+_PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+
+
+class FatalAuthorizationError(Exception):
+    """An error shown to the user on our own page, never sent to the redirect URI."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class RedirectableError(Exception):
+    """An error returned to the client at its redirect URI (RFC 6749 §4.1.2.1)."""
+
+    def __init__(self, error: str, description: str, redirect_uri: str, state: str | None) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.redirect_uri = redirect_uri
+        self.state = state
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    client: Client
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    state: str | None
+    nonce: str | None
+    code_challenge: str | None
+    prompt: frozenset[str]
+    max_age: int | None
+
+    def error(self, error: str, description: str) -> RedirectableError:
+        return RedirectableError(error, description, self.redirect_uri, self.state)
+
+
+def validate(
+    pairs: Sequence[tuple[str, str]], lookup: Callable[[str], Client | None]
+) -> AuthorizationRequest:
+    """Validate an authorization request given as (name, value) pairs from the query."""
+    params: dict[str, str] = {}
+    repeated: set[str] = set()
+    for name, value in pairs:
+        if name in params:
+            repeated.add(name)
+        if value != "":  # RFC 6749 §3.1: empty means omitted
+            params[name] = value
+
+    client_id = params.get("client_id")
+    if "client_id" in repeated or not client_id:
+        raise FatalAuthorizationError("The request has no valid client_id.")
+    client = lookup(client_id)
+    if client is None:
+        raise FatalAuthorizationError("The client is not registered with this server.")
+    redirect_uri = params.get("redirect_uri")
+    if "redirect_uri" in repeated or not redirect_uri:
+        raise FatalAuthorizationError("The request has no valid redirect_uri.")
+    # RFC 9700 §4.1.3 / OIDC Core §3.1.2.1: exact string comparison, no pattern matching.
+    if redirect_uri not in client.redirect_uris:
+        raise FatalAuthorizationError("The redirect_uri is not registered for this client.")
+
+    state = params.get("state")
+    fail = _redirector(redirect_uri, None if "state" in repeated else state)
+    if repeated:
+        raise fail("invalid_request", f"The {sorted(repeated)[0]} parameter is repeated.")
+    if params.get("response_type") != "code":
+        if "response_type" not in params:
+            raise fail("invalid_request", "The response_type parameter is required.")
+        raise fail("unsupported_response_type", "Only response_type=code is supported.")
+    if "authorization_code" not in client.grant_types:
+        raise fail("unauthorized_client", "The client may not use the authorization code flow.")
+    if "request" in params or "request_uri" in params:
+        raise fail(
+            "request_not_supported" if "request" in params else "request_uri_not_supported",
+            "Request objects are not supported.",
+        )
+    try:
+        scopes = parse_scope(params.get("scope"))
+    except InvalidScope:
+        raise fail("invalid_scope", "The scope parameter is malformed.") from None
+    if OPENID not in scopes:
+        raise fail("invalid_scope", "The scope must include openid.")
+    extra = [s for s in scopes if s not in client.scopes]
+    if extra:
+        raise fail("invalid_scope", "The requested scope is not allowed for this client.")
+
+    challenge = params.get("code_challenge")
+    method = params.get("code_challenge_method")
+    if challenge is None:
+        if method is not None:
+            raise fail("invalid_request", "code_challenge_method without code_challenge.")
+        if client.public:
+            # RFC 9700 §2.1.1: public clients MUST use PKCE.
+            raise fail("invalid_request", "Public clients must send a PKCE code_challenge (S256).")
+    else:
+        if method != pkce.S256:
+            # RFC 7636 §4.3 defaults a missing method to plain, which we do not accept.
+            raise fail("invalid_request", "code_challenge_method must be S256.")
+        if not pkce.is_valid_challenge(challenge):
+            raise fail("invalid_request", "The code_challenge is malformed.")
+
+    prompt = frozenset(params.get("prompt", "").split())
+    if not prompt <= _PROMPTS or ("none" in prompt and len(prompt) > 1):
+        raise fail("invalid_request", "The prompt parameter is invalid.")
+    max_age = None
+    if "max_age" in params:
+        raw = params["max_age"]
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
+            raise fail("invalid_request", "The max_age parameter must be a non-negative integer.")
+        max_age = int(raw)
+    nonce = params.get("nonce")
+    if nonce is not None and len(nonce) > 512:
+        raise fail("invalid_request", "The nonce is too long.")
+
+    return AuthorizationRequest(
+        client=client,
+        redirect_uri=redirect_uri,
+        scopes=scopes,
+        state=state,
+        nonce=nonce,
+        code_challenge=challenge,
+        prompt=prompt,
+        max_age=max_age,
+    )
+
+
+def _redirector(redirect_uri: str, state: str | None) -> Callable[[str, str], RedirectableError]:
+    def make(error: str, description: str) -> RedirectableError:
+        return RedirectableError(error, description, redirect_uri, state)
+
+    return make
+
+
+def needs_login(request: AuthorizationRequest, auth_time: float | None, now: float) -> bool:
+    """OIDC Core §3.1.2.1: prompt=login, or max_age exceeded, forces a fresh sign-in."""
+    if auth_time is None or "login" in request.prompt:
+        return True
+    return request.max_age is not None and now - auth_time > request.max_age
+
+
+def needs_consent(request: AuthorizationRequest, granted: frozenset[str] | None) -> bool:
+    """Ask unless the user already granted every requested scope to this client."""
+    if "consent" in request.prompt or granted is None:
+        return True
+    return not set(request.scopes) <= granted
+
+
+def new_code() -> str:
+    return CODE_PREFIX + secrets.token_urlsafe(32)
+
+
+class CodeIssuer:
+    """Issues the code at the end of a successful authorization (RFC 6749 §4.1.2)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def issue(
+        self,
+        request: AuthorizationRequest,
+        *,
+        user_id: str,
+        subject: str,
+        auth_time: float,
+        now: float,
+    ) -> str:
+        code = new_code()
+        with self._store.transaction() as tx:
+            tx.insert_authorization_code(
+                StoredCode(
+                    code_hash=hash_secret(code),
+                    client_id=request.client.client_id,
+                    user_id=user_id,
+                    subject=subject,
+                    redirect_uri=request.redirect_uri,
+                    scopes=request.scopes,
+                    nonce=request.nonce,
+                    code_challenge=request.code_challenge,
+                    auth_time=auth_time,
+                    created_at=now,
+                    expires_at=now + CODE_TTL,
+                )
+            )
+        return code

@@ -1,0 +1,468 @@
+"""The pages a person sees: the authorize endpoint with its sign-in and consent steps
+(OIDC Core §3.1.2, RFC 6749 §4.1), and ``/account`` to see and revoke sessions.
+
+Security habits here:
+- CSRF: a random ``tokend_csrf`` cookie (HttpOnly) and, in every form, an HMAC of it under a
+  key derived from the system secret (signed double-submit); POSTs from another ``Origin``
+  are refused as well.
+- The browser session is a random 256-bit id in an HttpOnly, SameSite=Lax cookie (Secure
+  when the issuer is https); only its SHA-256 is stored; it is replaced at every sign-in.
+- Strict CSP (no inline script or style, no external asset), frame-ancestors none,
+  no-referrer, no-store. ``form-action`` also names the client's redirect origin, since
+  browsers apply it to the redirect that ends a form submission.
+- One generic error for a wrong username or password, and the same Argon2id work either way.
+- Pending authorization requests are carried as the original query string and validated
+  again at every step, so nothing a page posts back can widen or alter them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from tokend.core import authorization as authz
+from tokend.core.secrets import hash_secret
+from tokend.keys.material import derive
+from tokend.runtime import Runtime
+from tokend.store.accounts import BrowserSession
+from tokend.web.parsing import read_body
+
+AUTHORIZE = "/auth/v2/authorize"
+LOGIN = "/auth/v2/authorize/login"
+CONSENT = "/auth/v2/authorize/consent"
+ACCOUNT = "/account"
+ACCOUNT_REVOKE = "/account/revoke"
+LOGOUT = "/account/logout"
+CSS = "/auth/static/tokend.css"
+
+SESSION_COOKIE = "tokend_session"
+CSRF_COOKIE = "tokend_csrf"
+MAX_FORM_BYTES = 8 * 1024
+
+SCOPE_WORDS: dict[str, tuple[str, str]] = {
+    "openid": (
+        "Confirm it's you",
+        "Know that you are signed in, with an identifier for your account.",
+    ),
+    "offline": ("Stay connected", "Keep access when you're not using it, until you revoke it."),
+    "offline_access": (
+        "Stay connected",
+        "Keep access when you're not using it, until you revoke it.",
+    ),
+    "profile": ("See your profile", "Your name and profile picture."),
+    "names": ("See your name", "Your first and family name."),
+    "email": ("See your email address", ""),
+    "phone": ("See your phone number", ""),
+    "picture": ("See your profile picture", ""),
+    "user_id": ("See your user ID", ""),
+}
+
+_STATIC = Path(__file__).parent / "static"
+_TEMPLATES = Path(__file__).parent / "templates"
+# Verifying against this when the username is unknown costs what a real check costs.
+_DUMMY_HASH = PasswordHasher().hash(secrets.token_urlsafe(16))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def with_query(uri: str, params: dict[str, str | None]) -> str:
+    """Add parameters to a redirect URI, keeping the query it already has (RFC 6749 §3.1.2)."""
+    parts = urlsplit(uri)
+    extra = urlencode({k: v for k, v in params.items() if v is not None})
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit(parts._replace(query=query))
+
+
+def _origin(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        return f"{parts.scheme}://{parts.netloc}"
+    return f"{parts.scheme}:"  # a native app's private-use scheme (RFC 8252 §7.1)
+
+
+def _when(t: float) -> tuple[str, str]:
+    d = datetime.fromtimestamp(t, UTC)
+    return d.strftime("%d %b %Y, %H:%M UTC"), d.isoformat()
+
+
+def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]:
+    settings = rt.settings
+    issuer = rt.policy.issuer
+    issuer_origin = _origin(issuer)
+    secure = issuer.startswith("https://")
+    csrf_key = derive(settings.resolve_secret_key(), "csrf")
+    session_ttl = settings.session_ttl
+    hasher = PasswordHasher()
+    css_bytes = (_STATIC / "tokend.css").read_bytes()
+    css_url = f"{CSS}?v={hashlib.sha256(css_bytes).hexdigest()[:12]}"
+    env = Environment(
+        loader=FileSystemLoader(_TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        auto_reload=False,
+    )
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def csrf_token(cookie: str) -> str:
+        return _b64(hmac.new(csrf_key, cookie.encode(), "sha256").digest())
+
+    def page(
+        template: str,
+        status: int = 200,
+        *,
+        csrf_cookie: str | None = None,
+        form_targets: tuple[str, ...] = (),
+        **context: Any,
+    ) -> Response:
+        html = env.get_template(template).render(css_url=css_url, **context)
+        form_action = " ".join(["'self'", *form_targets])
+        headers = {
+            "Content-Security-Policy": (
+                "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+                f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+            ),
+            "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store",
+            "Pragma": "no-cache",
+        }
+        response = Response(html, status, headers, "text/html; charset=utf-8")
+        if csrf_cookie is not None:
+            response.set_cookie(
+                CSRF_COOKIE, csrf_cookie, httponly=True, samesite="lax", secure=secure, path="/"
+            )
+        return response
+
+    def csrf_cookie_of(request: Request) -> str:
+        value = request.cookies.get(CSRF_COOKIE)
+        if value and 20 <= len(value) <= 64 and value.isascii():
+            return value
+        return secrets.token_urlsafe(32)
+
+    def form_page(request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
+        cookie = csrf_cookie_of(request)
+        return page(template, status, csrf_cookie=cookie, csrf_token=csrf_token(cookie), **ctx)
+
+    async def read_form(request: Request) -> dict[str, str] | None:
+        """The POSTed form, if its Origin and CSRF token are right; else None."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin != issuer_origin:
+            return None
+        try:
+            body = await read_body(request, MAX_FORM_BYTES)
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+        except Exception:
+            return None
+        form = dict(pairs)
+        cookie = request.cookies.get(CSRF_COOKIE)
+        token = form.get("csrf_token", "")
+        if not cookie or not hmac.compare_digest(token.encode(), csrf_token(cookie).encode()):
+            return None
+        return form
+
+    def forbidden() -> Response:
+        return page(
+            "error.html",
+            403,
+            message="This form has expired or did not come from this site. Go back and try again.",
+        )
+
+    async def current_session(request: Request) -> tuple[str | None, BrowserSession | None]:
+        sid = request.cookies.get(SESSION_COOKIE)
+        if not sid or len(sid) > 64:
+            return None, None
+        session = await call(rt.accounts.get_session, hash_secret(sid), now=rt.clock.now())
+        return sid, session
+
+    def redirect(url: str, status: int = 302) -> Response:
+        return RedirectResponse(url, status, headers={"Cache-Control": "no-store"})
+
+    def to_client_error(err: authz.RedirectableError, status: int = 302) -> Response:
+        return redirect(
+            with_query(
+                err.redirect_uri,
+                {
+                    "error": err.error,
+                    "error_description": err.description,
+                    "state": err.state,
+                    "iss": issuer,  # RFC 9207
+                },
+            ),
+            status,
+        )
+
+    def scope_items(scopes: tuple[str, ...]) -> list[dict[str, str]]:
+        items, seen = [], set()
+        for s in scopes:
+            title, detail = SCOPE_WORDS.get(s, (f"Access “{s}”", ""))
+            if title not in seen:
+                seen.add(title)
+                items.append({"title": title, "detail": detail})
+        return items
+
+    async def validate(query: str) -> authz.AuthorizationRequest:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=64)
+        return await call(authz.validate, pairs, rt.store.get_client)
+
+    async def finish(
+        req: authz.AuthorizationRequest, session: BrowserSession, status: int
+    ) -> Response:
+        subject = rt.subjects.subject(req.client, session.user_id)
+        code = await call(
+            rt.codes.issue,
+            req,
+            user_id=session.user_id,
+            subject=subject,
+            auth_time=session.auth_time,
+            now=rt.clock.now(),
+        )
+        return redirect(
+            with_query(req.redirect_uri, {"code": code, "state": req.state, "iss": issuer}),
+            status,
+        )
+
+    def login_page(
+        request: Request,
+        next_: str,
+        req: authz.AuthorizationRequest | None,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        username: str = "",
+    ) -> Response:
+        targets = (_origin(req.redirect_uri),) if req is not None else ()
+        return form_page(
+            request,
+            "login.html",
+            status,
+            action=LOGIN,
+            next=next_,
+            client_name=req.client.name if req is not None else None,
+            error=error,
+            username=username,
+            form_targets=targets,
+        )
+
+    async def consent_or_finish(
+        request: Request,
+        req: authz.AuthorizationRequest,
+        session: BrowserSession,
+        query: str,
+        status: int,
+    ) -> Response:
+        granted = await call(rt.accounts.get_consent, session.user_id, req.client.client_id)
+        if authz.needs_consent(req, granted):
+            if "none" in req.prompt:
+                return to_client_error(
+                    req.error("consent_required", "Consent is required."), status
+                )
+            return form_page(
+                request,
+                "consent.html",
+                action=CONSENT,
+                client_name=req.client.name,
+                username=session.username,
+                scopes=scope_items(req.scopes),
+                request_query=query,
+                account_url=ACCOUNT,
+                form_targets=(_origin(req.redirect_uri),),
+            )
+        return await finish(req, session, status)
+
+    # -- routes ----------------------------------------------------------------------------
+
+    async def authorize(request: Request) -> Response:
+        query = request.url.query
+        try:
+            req = await validate(query)
+        except authz.FatalAuthorizationError as exc:
+            return page("error.html", 400, message=exc.description)
+        except authz.RedirectableError as err:
+            return to_client_error(err)
+        _, session = await current_session(request)
+        now = rt.clock.now()
+        if session is None or authz.needs_login(req, session.auth_time, now):
+            if "none" in req.prompt:
+                return to_client_error(req.error("login_required", "The user is not signed in."))
+            if session is not None and "login" in req.prompt:
+                # Forced re-authentication: the next sign-in must not loop back here with
+                # prompt=login again, so drop it from the request carried by the form.
+                query = urlencode([(k, v) for k, v in parse_qsl(query) if k != "prompt"])
+            return login_page(request, f"{AUTHORIZE}?{query}", req)
+        return await consent_or_finish(request, req, session, query, 302)
+
+    async def login(request: Request) -> Response:
+        form = await read_form(request)
+        if form is None:
+            return forbidden()
+        next_ = form.get("next", "")
+        req = None
+        if next_.startswith(f"{AUTHORIZE}?"):
+            try:
+                req = await validate(next_[len(AUTHORIZE) + 1 :])
+            except authz.FatalAuthorizationError as exc:
+                return page("error.html", 400, message=exc.description)
+            except authz.RedirectableError as err:
+                return to_client_error(err, 303)
+        elif next_ != ACCOUNT:
+            return forbidden()
+        username = form.get("username", "").strip()
+        password = form.get("password", "")
+        user = await call(rt.store.get_user_by_username, username) if username else None
+        ok = await run_in_threadpool(_verify_password, hasher, user, password)
+        if user is None or not ok:
+            return login_page(
+                request,
+                next_,
+                req,
+                status=400,
+                error="Incorrect username or password.",
+                username=username[:255],
+            )
+        old_sid, _ = await current_session(request)
+        if old_sid:
+            await call(rt.accounts.delete_session, hash_secret(old_sid))
+        sid = secrets.token_urlsafe(32)
+        now = rt.clock.now()
+        await call(
+            rt.accounts.create_session,
+            hash_secret(sid),
+            user_id=user.id,
+            auth_time=now,
+            now=now,
+            ttl=session_ttl,
+        )
+        response = redirect(next_, 303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            sid,
+            max_age=session_ttl,
+            httponly=True,
+            samesite="lax",
+            secure=secure,
+            path="/",
+        )
+        return response
+
+    async def consent(request: Request) -> Response:
+        form = await read_form(request)
+        if form is None:
+            return forbidden()
+        query = form.get("request", "")
+        try:
+            req = await validate(query)
+        except authz.FatalAuthorizationError as exc:
+            return page("error.html", 400, message=exc.description)
+        except authz.RedirectableError as err:
+            return to_client_error(err, 303)
+        _, session = await current_session(request)
+        if session is None:
+            return login_page(request, f"{AUTHORIZE}?{query}", req)
+        if form.get("decision") != "allow":
+            return to_client_error(req.error("access_denied", "The user denied access."), 303)
+        await call(
+            rt.accounts.save_consent,
+            session.user_id,
+            req.client.client_id,
+            req.scopes,
+            now=rt.clock.now(),
+        )
+        return await finish(req, session, 303)
+
+    async def account(request: Request, notice: str | None = None) -> Response:
+        _, session = await current_session(request)
+        if session is None:
+            return login_page(request, ACCOUNT, None)
+        families = []
+        for f in await call(rt.accounts.active_families, session.user_id, now=rt.clock.now()):
+            granted, granted_iso = _when(f.granted_at)
+            last_used, last_used_iso = _when(f.last_used_at)
+            families.append(
+                {
+                    "family_id": f.family_id,
+                    "client_name": f.client_name,
+                    "scope": f.scope,
+                    "granted": granted,
+                    "granted_iso": granted_iso,
+                    "last_used": last_used,
+                    "last_used_iso": last_used_iso,
+                }
+            )
+        return form_page(
+            request,
+            "account.html",
+            username=session.username,
+            families=families,
+            notice=notice,
+            revoke_url=ACCOUNT_REVOKE,
+            logout_url=LOGOUT,
+        )
+
+    async def account_revoke(request: Request) -> Response:
+        form = await read_form(request)
+        if form is None:
+            return forbidden()
+        _, session = await current_session(request)
+        if session is None:
+            return redirect(ACCOUNT, 303)
+        family_id = form.get("family_id", "")
+        await call(rt.accounts.revoke_user_family, session.user_id, family_id, now=rt.clock.now())
+        return redirect(ACCOUNT, 303)
+
+    async def logout(request: Request) -> Response:
+        form = await read_form(request)
+        if form is None:
+            return forbidden()
+        sid, _ = await current_session(request)
+        if sid:
+            await call(rt.accounts.delete_session, hash_secret(sid))
+        response = redirect(ACCOUNT, 303)
+        response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True)
+        return response
+
+    async def css(request: Request) -> Response:
+        return Response(
+            css_bytes,
+            200,
+            {"Cache-Control": "public, max-age=31536000, immutable"},
+            "text/css; charset=utf-8",
+        )
+
+    async def account_get(request: Request) -> Response:
+        return await account(request)
+
+    return [
+        Route(AUTHORIZE, authorize, methods=["GET"]),
+        Route(LOGIN, login, methods=["POST"]),
+        Route(CONSENT, consent, methods=["POST"]),
+        Route(ACCOUNT, account_get, methods=["GET"]),
+        Route(ACCOUNT_REVOKE, account_revoke, methods=["POST"]),
+        Route(LOGOUT, logout, methods=["POST"]),
+        Route(CSS, css, methods=["GET"]),
+    ]
+
+
+def _verify_password(hasher: PasswordHasher, user: Any, password: str) -> bool:
+    """Argon2id verification; the same work when the user does not exist."""
+    try:
+        return hasher.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return False

@@ -1,0 +1,108 @@
+"""``GET|POST /auth/v2/users/retrieve``: the UserInfo endpoint (OIDC Core §5.3) over HTTP.
+
+The access token comes as ``Authorization: Bearer <token>`` (RFC 6750 §2.1) or, on POST, as
+the ``access_token`` parameter of a form body (§2.2); never in the query string (§2.3 is a
+MAY, and a URL ends up in logs and browser history). Errors carry the ``WWW-Authenticate:
+Bearer`` challenge of §3: with ``error="invalid_token"`` (401), ``error="insufficient_scope"``
+and the needed ``scope`` (403), ``error="invalid_request"`` (400); and without any error
+attribute when the request held no token at all (§3.1). The claims themselves are the
+core's (``tokend.core.userinfo``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tokend.core.bearer import InsufficientScope, InvalidToken
+from tokend.core.errors import InvalidRequest, OAuthError
+from tokend.core.userinfo import UserInfoService
+from tokend.runtime import Runtime
+from tokend.web.parsing import parse_params, read_body
+
+USERINFO_PATH = "/auth/v2/users/retrieve"
+FORM = "application/x-www-form-urlencoded"
+_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
+_NOT_DESCRIPTION_CHAR = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+Call = Callable[..., Awaitable[Any]]
+
+
+class MissingToken(InvalidToken):
+    """No access token in the request (RFC 6750 §3.1: the challenge has no error code)."""
+
+    default_description = "An access token is required."
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>``; None when the header is absent or
+    uses another scheme; ``InvalidToken`` when Bearer credentials are malformed."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip(" ")
+    if not _B64TOKEN.fullmatch(token):
+        raise InvalidToken("The Authorization header is malformed.")
+    return token
+
+
+async def access_token_of(request: Request, max_body: int) -> str:
+    """The one access token the request presents (RFC 6750 §2: "Clients MUST NOT use more
+    than one method to transmit the token in each request")."""
+    if request.scope.get("query_string") and "access_token" in request.query_params:
+        raise InvalidRequest("The access token must not be sent in the query string.")
+    token = bearer_token(request.headers.get("authorization"))
+    content_type = request.headers.get("content-type", "")
+    if request.method == "POST" and content_type.partition(";")[0].strip().lower() == FORM:
+        params = parse_params(content_type, await read_body(request, max_body))
+        in_body = params.get("access_token")
+        if in_body is not None:
+            if token is not None:
+                raise InvalidRequest("The access token was sent in more than one way.")
+            token = in_body
+    if token is None:
+        raise MissingToken()
+    return token
+
+
+def challenge(exc: OAuthError) -> str:
+    """The ``WWW-Authenticate`` value for a failed request (RFC 6750 §3)."""
+    if isinstance(exc, MissingToken):
+        return "Bearer"
+    description = _NOT_DESCRIPTION_CHAR.sub("", exc.description)
+    value = f'Bearer error="{exc.error}", error_description="{description}"'
+    if isinstance(exc, InsufficientScope):
+        value += f', scope="{exc.scope}"'
+    return value
+
+
+def _json(body: object, status: int, headers: dict[str, str] = _HEADERS) -> Response:
+    return Response(orjson.dumps(body), status, headers, "application/json")
+
+
+def userinfo_endpoint(rt: Runtime, call: Call, max_body: int) -> Callable[..., Awaitable[Response]]:
+    """The route handler, with its service built once."""
+    service = UserInfoService(verifier=rt.keys, store=rt.store, policy=rt.policy, clock=rt.clock)
+
+    async def userinfo(request: Request) -> Response:
+        try:
+            token = await access_token_of(request, max_body)
+            claims = await call(service.userinfo, token)
+        except (InvalidToken, InsufficientScope, InvalidRequest) as exc:
+            # Anything else (temporarily_unavailable, ...) goes to the app's OAuthError handler.
+            return _json(
+                exc.to_dict(), exc.status_code, {**_HEADERS, "WWW-Authenticate": challenge(exc)}
+            )
+        return _json(claims, 200)
+
+    return userinfo
