@@ -559,7 +559,14 @@ def test_gc(cli: Cli, crt: Runtime) -> None:
     cli.ok("tokens", "revoke", "--family", drop_sid)
 
     [out] = cli.ok("gc")  # default retention (a day): the fresh revocation stays
-    assert set(out) == {"families", "refresh_tokens", "security_events", "signing_keys"}
+    assert set(out) == {
+        "families",
+        "refresh_tokens",
+        "authorization_codes",
+        "browser_sessions",
+        "security_events",
+        "signing_keys",
+    }
     assert out["families"] == 0
     assert crt.store.get_family(drop_sid) is not None
 
@@ -628,3 +635,219 @@ def test_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> Non
     cli = Cli(f"postgresql://nobody@127.0.0.1:{free_port()}/none")
     r = cli.fails("clients", "list")
     assert "database unavailable" in r.stderr
+
+
+# -- subject types (OIDC Core §8) --------------------------------------------------------------
+
+
+def test_clients_create_subject_type(cli: Cli, crt: Runtime) -> None:
+    default = cli.client()
+    assert crt.store.get_client(default["client_id"]).subject_type == "public"
+    [shown] = cli.ok("clients", "show", default["client_id"])
+    assert shown["subject_type"] == "public"
+
+    [pw] = cli.ok(
+        "clients", "create", "--name", "pw", "--subject-type", "pairwise", "--json",
+        "--redirect-uri", "https://app.example/cb", "--redirect-uri", "https://app.example:8443/2",
+    )  # fmt: skip
+    assert set(pw) == CONTRACT_KEYS  # the contract's output is unchanged
+    assert crt.store.get_client(pw["client_id"]).subject_type == "pairwise"
+    [shown] = cli.ok("clients", "show", pw["client_id"])
+    assert shown["subject_type"] == "pairwise"
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        ("https://a.example/cb", "https://b.example/cb"),
+        (),
+        ("com.example.app:/oauth2redirect",),
+    ],
+    ids=["two-hosts", "no-redirect-uri", "no-host"],
+)
+def test_clients_create_pairwise_needs_one_host(cli: Cli, uris: tuple[str, ...]) -> None:
+    args = [a for u in uris for a in ("--redirect-uri", u)]
+    r = cli("clients", "create", "--name", "x", "--subject-type", "pairwise", "--json", *args)
+    assert r.exit_code == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert "--subject-type" in r.stderr and ("host" in r.stderr or "redirect URI" in r.stderr)
+    assert cli.ok("clients", "list") == []
+    # The same URIs are fine for a public client.
+    cli.ok("clients", "create", "--name", "x", "--subject-type", "public", "--json", *args)
+
+
+def test_clients_create_refuses_unknown_subject_type(cli: Cli) -> None:
+    r = cli("clients", "create", "--name", "x", "--subject-type", "secret", "--json")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert cli.ok("clients", "list") == []
+
+
+def test_tokens_issue_uses_the_clients_subject_type(cli: Cli, crt: Runtime) -> None:
+    from tokend.core.subjects import pairwise_subject
+    from tokend.keys.material import derive
+
+    user = cli.user()
+    public = cli.client()
+
+    def pairwise(host: str) -> dict:  # type: ignore[type-arg]
+        [out] = cli.ok(
+            "clients", "create", "--name", host, "--subject-type", "pairwise", "--json",
+            "--redirect-uri", f"https://{host}/cb", "--scope", "openid offline",
+        )  # fmt: skip
+        return out
+
+    a, b = pairwise("a.example"), pairwise("b.example")
+
+    def subjects(client: dict) -> set[str]:  # type: ignore[type-arg]
+        out = cli.ok("tokens", "issue", "--client-id", client["client_id"], "--user", "alice",
+                     "--scope", "openid offline", "--count", "2")  # fmt: skip
+        subs = set()
+        for resp in out:
+            for token in (resp["access_token"], resp["id_token"]):
+                subs.add(jwt.decode(token, options={"verify_signature": False})["sub"])
+            # Refreshing keeps the family's subject.
+            refreshed = refresh(crt, client["client_id"], client["client_secret"],
+                                resp["refresh_token"])  # fmt: skip
+            subs.add(jwt.decode(refreshed.access_token, options={"verify_signature": False})["sub"])
+        return subs
+
+    salt = derive(SECRET_KEY, "pairwise-subject")
+    assert subjects(public) == {user["id"]}
+    assert subjects(a) == {pairwise_subject("a.example", user["id"], salt)}
+    assert subjects(b) == {pairwise_subject("b.example", user["id"], salt)}
+    assert len(subjects(a) | subjects(b) | {user["id"]}) == 3
+
+
+# -- user profiles -----------------------------------------------------------------------------
+
+
+def test_users_create_profile_fields(cli: Cli, crt: Runtime) -> None:
+    cli.ok(
+        "users", "create", "carol", "--password-stdin", "--email", "c@example.com",
+        "--email-verified", "--phone-number", "+441234567890", "--phone-verified",
+        "--picture", "https://img.example/c.png", input=PASSWORD + "\n",
+    )  # fmt: skip
+    u = crt.store.get_user_by_username("carol")
+    assert (u.email, u.email_verified) == ("c@example.com", True)
+    assert (u.phone_number, u.phone_number_verified) == ("+441234567890", True)
+    assert u.picture == "https://img.example/c.png"
+    cli.user("dave")
+    d = crt.store.get_user_by_username("dave")
+    assert (d.email, d.email_verified, d.phone_number, d.phone_number_verified, d.picture) == (
+        None, False, None, False, None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--picture", "javascript:alert(1)"),
+        ("--picture", "/relative.png"),
+        ("--picture", "https://"),
+        ("--email", "not-an-address"),
+        ("--email", "a b@example.com"),
+        ("--given-name", "Al\x00ice"),
+        ("--family-name", " Liddell"),
+        ("--phone-number", "+1\n555"),
+    ],
+    ids=repr,
+)
+def test_users_refuse_bad_profile_values(cli: Cli, crt: Runtime, option: str, value: str) -> None:
+    r = cli("users", "create", "erin", "--password-stdin", option, value, input=PASSWORD + "\n")
+    assert r.exit_code == 2 and r.stdout == "" and option in r.stderr
+    assert crt.store.get_user_by_username("erin") is None
+    cli.user("frank")
+    before = crt.store.get_user_by_username("frank")
+    r = cli("users", "update", "frank", option, value)
+    assert r.exit_code == 2 and r.stdout == "" and option in r.stderr
+    assert crt.store.get_user_by_username("frank") == before
+
+
+def test_users_update_changes_only_the_given_fields(cli_any: Cli, crt_any: Runtime) -> None:
+    cli, crt = cli_any, crt_any
+    cli.ok(
+        "users", "create", "alice", "--password-stdin", "--email", "a@example.com",
+        "--given-name", "Alice", "--family-name", "Liddell", input=PASSWORD + "\n",
+    )  # fmt: skip
+    before = crt.store.get_user_by_username("alice")
+    cli.user("bob")
+    bob = crt.store.get_user_by_username("bob")
+
+    [out] = cli.ok(
+        "users", "update", "alice", "--email", "alice@new.example", "--email-verified",
+        "--phone-number", "+15555550100", "--picture", "https://img.example/a.png",
+    )  # fmt: skip
+    after = crt.store.get_user_by_username("alice")
+    assert out == {
+        "id": before.id,
+        "username": "alice",
+        "email": "alice@new.example",
+        "email_verified": True,
+        "given_name": "Alice",
+        "family_name": "Liddell",
+        "phone_number": "+15555550100",
+        "phone_number_verified": False,
+        "picture": "https://img.example/a.png",
+    }
+    assert (after.given_name, after.family_name) == ("Alice", "Liddell")  # untouched
+    assert after.password_hash == before.password_hash
+    assert crt.store.get_user_by_username("bob") == bob  # only that user
+
+    cli.ok("users", "update", "alice", "--no-email-verified", "--phone-verified")
+    u = crt.store.get_user_by_username("alice")
+    assert (u.email, u.email_verified, u.phone_number_verified) == (
+        "alice@new.example", False, True,
+    )  # fmt: skip
+    # An empty value clears a field.
+    [out] = cli.ok("users", "update", "alice", "--given-name", "", "--picture", "")
+    assert out["given_name"] is None and out["picture"] is None
+    u = crt.store.get_user_by_username("alice")
+    assert (u.given_name, u.picture, u.family_name) == (None, None, "Liddell")
+
+
+def test_users_update_password(cli: Cli, crt: Runtime) -> None:
+    cli.user("alice")
+    r = cli("users", "update", "alice", "--password-stdin", input="new password\n")
+    assert r.exit_code == 0, r.stderr
+    [out] = lines(r.stdout)
+    assert "password_hash" not in out and "new password" not in r.stdout + r.stderr
+    stored = crt.store.get_user_by_username("alice").password_hash
+    assert PasswordHasher().verify(stored, "new password")
+    with pytest.raises(VerifyMismatchError):
+        PasswordHasher().verify(stored, PASSWORD)
+    r = cli.fails("users", "update", "alice", "--password-stdin", input="\n")
+    assert "password" in r.stderr
+    assert crt.store.get_user_by_username("alice").password_hash == stored
+
+
+def test_users_update_errors(cli: Cli) -> None:
+    r = cli.fails("users", "update", "nobody", "--email", "n@example.com")
+    assert "nobody" in r.stderr
+    cli.user("alice")
+    r = cli("users", "update", "alice")
+    assert r.exit_code == 2 and r.stdout == "" and "nothing to update" in r.stderr
+
+
+def test_userinfo_serves_the_cli_profile(cli: Cli, crt: Runtime) -> None:
+    """The CLI's profile fields reach the UserInfo endpoint (issue 3, item 5)."""
+    from starlette.testclient import TestClient
+
+    from tokend.web.app import create_app
+
+    c = cli.client(scope="openid email phone profile")
+    user = cli.user("alice")
+    cli.ok("users", "update", "alice", "--email", "a@example.com", "--given-name", "Alice",
+           "--phone-number", "+15555550100", "--phone-verified")  # fmt: skip
+    [resp] = cli.ok(
+        "tokens", "issue", "--client-id", c["client_id"], "--user", "alice",
+        TOKEND_ISSUER=crt.settings.issuer,
+    )  # fmt: skip
+    with TestClient(create_app(crt.settings, runtime=crt), base_url="https://i.test") as http:
+        r = http.get(
+            "/auth/v2/users/retrieve", headers={"Authorization": "Bearer " + resp["access_token"]}
+        )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["sub"] == user["id"]
+    assert body["email"] == {"email": "a@example.com", "is_verified": False, "is_primary": True}
+    assert body["given_name"] == "Alice" and body["names"]["full_name"] == "Alice"
+    assert body["phone_number"] == "+15555550100" and body["phone_number_verified"] is True

@@ -595,12 +595,19 @@ def keys_list(database_url: str) -> None:
     type=click.IntRange(0),
     help="Seconds to keep expired/revoked data.",
 )
-def gc(database_url: str, retention: int) -> None:
+@click.option(
+    "--event-retention",
+    default=90 * 86400,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Seconds to keep security events (the audit trail).",
+)
+def gc(database_url: str, retention: int, event_retention: int) -> None:
     """Delete expired and revoked data older than the retention period."""
     rt = _runtime(database_url)
     try:
         now = rt.clock.now()
-        out = rt.store.gc(now=now, retention=retention)
+        out = rt.store.gc(now=now, retention=retention, event_retention=event_retention)
         out["signing_keys"] = rt.store.delete_keys_retired_before(now - rt.keys.retention)
     finally:
         rt.close()

@@ -161,17 +161,17 @@ class Verifier:
 
 
 class Store:
-    """``UserInfoStore`` over the world's families and a dict of users."""
+    """``UserInfoStore`` over the world's families and a dict of users; counts reads."""
 
     def __init__(self, world: World) -> None:
         self.world = world
         self.users: dict[str, Profile] = {"user-1": ALICE}
+        self.reads = 0
 
-    def get_family(self, family_id: str) -> Family | None:
-        return self.world.store.state.families.get(family_id)
-
-    def get_user(self, user_id: str) -> Profile | None:
-        return self.users.get(user_id)
+    def get_family_and_user(self, family_id: str) -> tuple[Family, Profile | None] | None:
+        self.reads += 1
+        family = self.world.store.state.families.get(family_id)
+        return None if family is None else (family, self.users.get(family.user_id))
 
 
 @pytest.fixture
@@ -188,13 +188,14 @@ def sid_of(world: World, access_token: str) -> str:
 
 
 def test_userinfo_of_a_live_token(setup) -> None:
-    world, _, service = setup
+    world, store, service = setup
     tokens = world.start(scope="openid email", user_id="user-1", subject="pairwise-sub")
     assert service.userinfo(tokens.access_token) == {
         "sub": "pairwise-sub",  # the token's (family's) subject, not the user id
         "email": {"email": "alice@example.com", "is_verified": True, "is_primary": True},
         "email_verified": True,
     }
+    assert store.reads == 1  # one storage read per request
     # A refreshed, narrowed token serves only its own scope.
     first = world.start(scope="openid offline email phone", user_id="user-1")
     refreshed = world.refresh(first.refresh_token, scope="openid phone")

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.core.memory_store import FakeSigner, MemoryStore
+from tokend.core import pkce
+from tokend.core.authorization import AuthorizationRequest, CodeIssuer, validate
 from tokend.core.clock import FrozenClock
+from tokend.core.grants.authorization_code import AuthorizationCodeGrant
 from tokend.core.grants.client_credentials import ClientCredentialsGrant
 from tokend.core.grants.refresh_token import RefreshTokenGrant
 from tokend.core.issuance import FamilyIssuer
@@ -25,6 +28,10 @@ from tokend.core.secrets import hash_secret, new_client_secret
 from tokend.core.service import TokenService
 
 ISSUER = "https://issuer.test"
+REDIRECT_URI = "https://app.example/cb"
+# RFC 7636 Appendix B.
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 DERIVATION_KEY = b"tokend-test-derivation-key-0123456789abcdef"
 MINUTE = 60
 HOUR = 3600
@@ -90,6 +97,15 @@ class World:
             store=self.store, grants=[self.refresh_grant, self.cc_grant], clock=clock
         )
         self.issuer = FamilyIssuer(store=self.store, minter=self.minter, policy=self.policy)
+        # The sign-in side: codes, and the service with every grant as tokend.runtime wires
+        # it (``service`` above keeps the two grants the token-endpoint tests were written for).
+        self.codes = CodeIssuer(self.store)
+        self.code_grant = AuthorizationCodeGrant(store=self.store, issuer=self.issuer)
+        self.full_service = TokenService(
+            store=self.store,
+            grants=[self.code_grant, self.refresh_grant, self.cc_grant],
+            clock=clock,
+        )
         self.web = self.register("web")
         self.other = self.register("other")
         self.spa = self.register(
@@ -105,6 +121,7 @@ class World:
         public: bool = False,
         grant_types: frozenset[str] = ALL_GRANTS,
         scopes: str = FULL_SCOPE + " offline_access api:read api:write",
+        redirect_uris: tuple[str, ...] = (REDIRECT_URI,),
         **overrides: Any,
     ) -> Registered:
         secret = None if public else new_client_secret()
@@ -114,7 +131,7 @@ class World:
             public=public,
             secret_hash=None if secret is None else hash_secret(secret),
             grant_types=grant_types,
-            redirect_uris=("https://app.example/cb",),
+            redirect_uris=redirect_uris,
             scopes=tuple(scopes.split()),
             **overrides,
         )
@@ -141,6 +158,65 @@ class World:
             auth_time=auth_time,
             nonce=nonce,
         )
+
+    # -- sign-in (authorize, code, exchange) ------------------------------------------------
+
+    def authorize(
+        self, reg: Registered | None = None, scope: str = FULL_SCOPE, **params: str | None
+    ) -> AuthorizationRequest:
+        """A validated authorization request; ``params`` override the defaults (None drops
+        one). A public client sends the RFC 7636 Appendix B challenge by default."""
+        reg = reg or self.web
+        query: dict[str, str | None] = {
+            "response_type": "code",
+            "client_id": reg.client_id,
+            "redirect_uri": REDIRECT_URI,
+            "scope": scope,
+            "state": "st-1",
+            "nonce": "n-1",
+        }
+        if reg.client.public:
+            query |= {"code_challenge": CHALLENGE, "code_challenge_method": pkce.S256}
+        query |= params
+        pairs = [(k, v) for k, v in query.items() if v is not None]
+        return validate(pairs, self.store.get_client)
+
+    def code(
+        self,
+        request: AuthorizationRequest | None = None,
+        *,
+        user_id: str = "user-1",
+        subject: str = "alice",
+        auth_time: float | None = None,
+    ) -> str:
+        """A code for ``request``, as if the user had signed in (at ``auth_time``) and
+        consented now."""
+        now = self.clock.now()
+        return self.codes.issue(
+            request or self.authorize(),
+            user_id=user_id,
+            subject=subject,
+            auth_time=now if auth_time is None else auth_time,
+            now=now,
+        )
+
+    def exchange(
+        self,
+        reg: Registered,
+        code: str,
+        *,
+        redirect_uri: str | None = REDIRECT_URI,
+        verifier: str | None = None,
+        credentials: ClientCredentials | None = None,
+    ) -> TokenResponse:
+        """``grant_type=authorization_code`` at the token endpoint."""
+        params = {"grant_type": "authorization_code", "code": code}
+        if redirect_uri is not None:
+            params["redirect_uri"] = redirect_uri
+        if verifier is not None:
+            params["code_verifier"] = verifier
+        creds = credentials or reg.credentials()
+        return self.full_service.token(TokenRequest(params=params, credentials=creds))
 
     # -- requests --------------------------------------------------------------------------
 

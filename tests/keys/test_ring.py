@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.conftest import ISSUER, SECRET_KEY
 from tokend.config import Settings
+from tokend.core.bearer import InvalidToken
 from tokend.core.clock import FrozenClock, SystemClock
 from tokend.core.models import Client
 from tokend.core.secrets import new_client_id, new_id
 from tokend.keys.material import Sealer, derive
-from tokend.keys.ring import KeyRing, NoSigningKey, public_jwk
+from tokend.keys.ring import KeyRing, NoSigningKey, generate_private_key, public_jwk
 from tokend.runtime import build_runtime
 from tokend.store.engine import create_db_engine, migrate
 from tokend.store.sql import SqlStore, User
@@ -460,36 +461,64 @@ def _segments(header: dict, claims: dict) -> str:  # type: ignore[type-arg]
 
 
 def test_verify_refuses_everything_else(store: SqlStore, clock: FrozenClock) -> None:
-    from tokend.core.bearer import InvalidToken
-    from tokend.keys.ring import generate_private_key
-
     r = ring(store, clock, access_token_alg="ES256")
     r.ensure()
     good = r.sign_access_token(CLAIMS)
     header = jwt.get_unverified_header(good)
-    es_public = r.verification_keys()[header["kid"]].key
-    rs_kid = r.current_kid("RS256")
+    head, payload, sig = good.split(".")
+    our_key = r._current["ES256"].key
     foreign = generate_private_key("ES256")
-    pem = es_public.public_bytes(
+
+    def signed(jws_header: object, body: bytes = json.dumps(CLAIMS).encode()) -> str:
+        """Validly signed by our ES256 key, whatever the header and payload say."""
+        signing_input = b64u(json.dumps(jws_header).encode()) + "." + b64u(body)
+        es256 = jwt.get_algorithm_by_name("ES256")
+        return signing_input + "." + b64u(es256.sign(signing_input.encode(), our_key))
+
+    assert r.verify(signed(header))[1] == CLAIMS  # the helper signs right
+    pem = r.verification_keys()[header["kid"]].key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     hs_input = _segments({**header, "alg": "HS256"}, CLAIMS)
     hs_sig = b64u(hmac.new(pem, hs_input.encode(), hashlib.sha256).digest())
-    head, payload, sig = good.split(".")
+    # ES256 signatures are 64 bytes: 86 base64url digits, the last one with 4 unused bits.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    stray = alphabet[alphabet.index(sig[-1]) ^ 1]
+    assert base64.urlsafe_b64decode(sig[:-1] + stray + "==") == base64.urlsafe_b64decode(sig + "==")
     bad = {
+        # Validly signed, but the header or payload is wrong.
+        "header-alg-none": signed({**header, "alg": "none"}),
+        "header-alg-hs256": signed({**header, "alg": "HS256"}),
+        "header-alg-es384": signed({**header, "alg": "ES384"}),
+        "header-without-alg": signed({k: v for k, v in header.items() if k != "alg"}),
+        "header-not-an-object": signed([header]),
+        "crit": signed({**header, "crit": ["x"], "x": 1}),  # RFC 7515 §4.1.11
+        "payload-not-an-object": signed(header, b"[1]"),
+        "payload-not-json": signed(header, b"{"),
+        # Not validly signed by the key the header names.
         "alg-none": _segments({**header, "alg": "none"}, CLAIMS) + ".",
         "hs256-with-public-key": hs_input + "." + hs_sig,
         "foreign-key-our-kid": jwt.encode(CLAIMS, foreign, "ES256", headers=header),
         # Our RS256 key's kid on an ES256 signature: the key's own alg is the only one.
-        "other-alg-for-kid": jwt.encode(CLAIMS, foreign, "ES256", headers={"kid": rs_kid}),
+        "other-alg-for-kid": jwt.encode(
+            CLAIMS, foreign, "ES256", headers={"kid": r.current_kid("RS256")}
+        ),
         "unknown-kid": jwt.encode(CLAIMS, foreign, "ES256", headers={"kid": "nope"}),
         "no-kid": _segments({"alg": "ES256", "typ": "at+jwt"}, CLAIMS) + "." + sig,
         "tampered": head + "." + b64u(json.dumps({**CLAIMS, "sub": "x"}).encode()) + "." + sig,
-        "payload-not-an-object": _segments(header, {}).split(".")[0] + "." + b64u(b"[1]") + "." + sig,
+        # Not a compact JWS in canonical base64url.
+        "non-canonical-base64url": f"{head}.{payload}.{sig[:-1]}{stray}",
+        "padded": good + "==",
+        "non-ascii": good + "\u00e9",
+        "four-segments": good + ".abc",
         "not-a-jwt": "abc",
         "empty": "",
     }
+    accepted = []
     for name, token in bad.items():
-        with pytest.raises(InvalidToken):
+        try:
             r.verify(token)
-        assert name
+        except InvalidToken:
+            continue
+        accepted.append(name)
+    assert accepted == []

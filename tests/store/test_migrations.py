@@ -53,9 +53,7 @@ def _head() -> str:
     import tokend.store.engine as engine_module
 
     cfg = Config()
-    cfg.set_main_option(
-        "script_location", str(Path(engine_module.__file__).parent / "migrations")
-    )
+    cfg.set_main_option("script_location", str(Path(engine_module.__file__).parent / "migrations"))
     return ScriptDirectory.from_config(cfg).get_current_head()
 
 

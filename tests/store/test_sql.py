@@ -33,7 +33,13 @@ from tokend.core.secrets import (
 from tokend.runtime import Runtime, build_runtime
 from tokend.store import engine as engine_mod
 from tokend.store.engine import create_db_engine, migrate
-from tokend.store.schema import metadata, refresh_tokens, security_events, token_families
+from tokend.store.schema import (
+    metadata,
+    refresh_tokens,
+    security_events,
+    token_families,
+    users,
+)
 from tokend.store.sql import AlreadyExists, SqlStore, User
 
 FAR = 10**7
@@ -434,6 +440,8 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
     assert rt.store.gc(now=t0, retention=retention) == {
         "families": 0,
         "refresh_tokens": 0,
+        "authorization_codes": 0,
+        "browser_sessions": 0,
         "security_events": 0,
     }
     assert count(rt, token_families) == 5 and count(rt, refresh_tokens) == 6
@@ -469,8 +477,21 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
     assert rt.store.gc(now=clock.now(), retention=retention) == {
         "families": 0,
         "refresh_tokens": 0,
+        "authorization_codes": 0,
+        "browser_sessions": 0,
         "security_events": 0,
     }
+
+
+def test_gc_keeps_security_events_for_their_own_retention(rt: Runtime, clock: FrozenClock) -> None:
+    t0 = clock.now()
+    with rt.store.transaction() as tx:
+        tx.record_event(SecurityEvent("audit", t0))
+    clock.advance(5000)
+    out = rt.store.gc(now=clock.now(), retention=1000, event_retention=10_000)
+    assert out["security_events"] == 0 and count(rt, security_events) == 1
+    out = rt.store.gc(now=clock.now(), retention=1000, event_retention=4000)
+    assert out["security_events"] == 1 and count(rt, security_events) == 0
 
 
 def test_gc_keeps_live_tokens_issued_normally(rt: Runtime, make_client, issue, clock) -> None:
@@ -692,5 +713,79 @@ def test_unreachable_postgres_is_temporarily_unavailable() -> None:
             pass
         with pytest.raises(TemporarilyUnavailable):
             store.get_client("x")
+    finally:
+        store.engine.dispose()
+
+
+# -- users: profile reads and updates (the UserInfo endpoint, `tokend users update`) ----------
+
+
+def test_get_user_and_update_user(rt: Runtime) -> None:
+    u = new_user(rt, "carol")
+    other = new_user(rt, "dave")
+    assert rt.store.get_user(u.id) == u
+    assert rt.store.get_user("nobody") is None
+
+    updated = rt.store.update_user(
+        "carol", {"email": "c@example.com", "email_verified": True}, now=rt.clock.now()
+    )
+    assert updated == User(
+        id=u.id,
+        username="carol",
+        password_hash=u.password_hash,
+        email="c@example.com",
+        email_verified=True,
+    )
+    assert rt.store.get_user(u.id) == updated == rt.store.get_user_by_username("carol")
+    assert rt.store.get_user(other.id) == other  # only that user
+
+    cleared = rt.store.update_user("carol", {"email": None, "picture": "https://p/x"}, now=2.0)
+    assert (cleared.email, cleared.email_verified, cleared.picture) == (None, True, "https://p/x")
+    assert rt.store.update_user("nobody", {"email": "x@y.z"}, now=3.0) is None
+    for field in ("id", "username", "created_at", "no_such_field"):
+        with pytest.raises(ValueError):
+            rt.store.update_user("carol", {field: "x"}, now=4.0)
+    assert rt.store.get_user(u.id) == cleared
+
+
+def test_get_family_and_user(rt: Runtime, make_client) -> None:
+    reg = make_client()
+    u = User(
+        id=new_id(),
+        username="erin",
+        password_hash="$argon2id$h",
+        email="e@example.com",
+        email_verified=True,
+        phone_number="+1555",
+        phone_number_verified=False,
+        picture="https://p/e.png",
+    )
+    rt.store.create_user(u, now=rt.clock.now())
+    family, _ = new_family(rt, reg.client_id, u.id)
+
+    found = rt.store.get_family_and_user(family.id)
+    assert found == (family, u)
+    assert found[0] == rt.store.get_family(family.id)
+    # Real booleans on both backends (the driver-level read converts SQLite's 0/1).
+    assert found[1].email_verified is True and found[1].phone_number_verified is False
+    assert rt.store.get_family_and_user("no-such-family") is None
+
+    rt.store.revoke_families(now=rt.clock.now(), reason="test", family_id=family.id)
+    revoked, user = rt.store.get_family_and_user(family.id)
+    assert revoked.revoked_at == rt.clock.now() and user == u
+
+    # A deleted user takes their families along (ON DELETE CASCADE).
+    with rt.store.engine.begin() as conn:
+        conn.execute(users.delete().where(users.c.id == u.id))
+    assert rt.store.get_family_and_user(family.id) is None
+
+
+def test_get_family_and_user_unreachable_is_temporarily_unavailable(rt: Runtime, tmp_path) -> None:
+    from tests.web.helpers import unreachable_engine
+
+    store = SqlStore(unreachable_engine(rt, tmp_path))
+    try:
+        with pytest.raises(TemporarilyUnavailable):
+            store.get_family_and_user("x")
     finally:
         store.engine.dispose()

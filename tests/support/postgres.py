@@ -56,7 +56,9 @@ class PostgresServer:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     @classmethod
-    def start(cls) -> PostgresServer:
+    def start(cls, *, durable: bool = False) -> PostgresServer:
+        """A fresh cluster. Tests run it with fsync off (it is thrown away); benchmarks ask
+        for ``durable`` (fsync, synchronous_commit on: what production runs)."""
         bindir = _bindir()
         root = tempfile.mkdtemp(prefix="tokend-pg-")
         as_postgres = os.geteuid() == 0
@@ -67,7 +69,7 @@ class PostgresServer:
         server._run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
         opts = (
             f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 "
-            "-c max_connections=300 -c fsync=off -c full_page_writes=off"
+            "-c max_connections=300" + ("" if durable else " -c fsync=off -c full_page_writes=off")
         )
         server._run(
             "pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "start", "-o", opts

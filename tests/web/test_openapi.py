@@ -20,6 +20,8 @@ from tests.web.helpers import (
     JSON,
     TOKEN,
     TOKEN_SLASH,
+    USERINFO,
+    bearer,
     refresh,
     unreachable_engine,
 )
@@ -326,3 +328,55 @@ def test_validation_is_not_vacuous(doc, registry) -> None:
     )
     with pytest.raises(AssertionError, match="not documented"):
         assert_documented(doc, registry, "/healthz", undocumented)
+
+
+# -- the UserInfo endpoint -----------------------------------------------------------------
+
+
+def test_userinfo_responses_match_document(
+    doc, registry, http, rt, make_client, issue, user
+) -> None:
+    reg = make_client(scopes="openid offline email profile phone")
+    profile = {
+        "email": "a@example.com",
+        "given_name": "A",
+        "family_name": "B",
+        "phone_number": "+1555",
+        "picture": "https://p.example/a",
+    }
+    rt.store.update_user(user.username, profile, now=rt.clock.now())
+    full = issue(reg, "openid email profile phone").access_token
+    no_openid = issue(reg, "email").access_token
+    cases = [
+        (200, "GET", {"headers": bearer(full)}),
+        (200, "POST", {"data": {"access_token": full}}),
+        (200, "GET", {"headers": bearer(issue(reg, "openid").access_token)}),
+        (401, "GET", {}),
+        (401, "POST", {"headers": bearer(full[:-2])}),
+        (401, "GET", {"headers": bearer("not.a.token")}),
+        (403, "GET", {"headers": bearer(no_openid)}),
+        (403, "POST", {"data": {"access_token": no_openid}}),
+        (400, "GET", {"params": {"access_token": full}}),
+        (413, "POST", {"data": {"access_token": "x" * 20_000}}),
+    ]
+    for status, method, kwargs in cases:
+        r = http.request(method, USERINFO, **kwargs)
+        assert r.status_code == status, (status, method, r.text)
+        assert_documented(doc, registry, USERINFO, r)
+    # The full response used every documented member.
+    body = http.get(USERINFO, headers=bearer(full)).json()
+    assert set(body) == set(doc["components"]["schemas"]["UserInfo"]["properties"])
+
+
+def test_userinfo_unavailable_matches_document(
+    doc, registry, http, make_client, issue, rt, monkeypatch
+) -> None:
+    token = issue(make_client()).access_token
+
+    def busy(family_id: str) -> None:
+        raise TemporarilyUnavailable()
+
+    monkeypatch.setattr(rt.store, "get_family_and_user", busy)
+    r = http.get(USERINFO, headers=bearer(token))
+    assert r.status_code == 503
+    assert_documented(doc, registry, USERINFO, r)

@@ -406,7 +406,14 @@ def test_deleted_user(http, rt, app, alice, issue) -> None:
 def test_user_gone_but_family_left(http, rt, app, alice, issue, monkeypatch) -> None:
     """The user check itself (the foreign key normally takes the family with the user)."""
     token = issue(app, "openid").access_token
-    monkeypatch.setattr(rt.store, "get_user", lambda user_id: None)
+    real = rt.store.get_family_and_user
+
+    def without_user(family_id: str):  # type: ignore[no-untyped-def]
+        family, user = real(family_id)
+        assert user is not None
+        return family, None
+
+    monkeypatch.setattr(rt.store, "get_family_and_user", without_user)
     body = assert_bearer_error(http.get(USERINFO, headers=bearer(token)), "invalid_token", 401)
     assert "user" in body["error_description"]
 

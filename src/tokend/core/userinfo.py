@@ -60,12 +60,9 @@ class UserProfile(Protocol):
 
 
 class UserInfoStore(Protocol):
-    def get_family(self, family_id: str) -> Family | None:
-        """The token family (revoked or not), or None if it does not exist (any more)."""
-        ...
-
-    def get_user(self, user_id: str) -> UserProfile | None:
-        """The user, or None if it does not exist (any more)."""
+    def get_family_and_user(self, family_id: str) -> tuple[Family, UserProfile | None] | None:
+        """The token family (revoked or not) and its user (None if the user no longer
+        exists), in one read; None if the family does not exist (any more)."""
         ...
 
 
@@ -125,15 +122,15 @@ class UserInfoService:
         if token.family_id is None:
             # client_credentials (RFC 9068 §2.2: sub is the client): nobody's user info.
             raise InvalidToken("The access token was not issued to a user.")
-        family = self._store.get_family(token.family_id)
-        if family is None or family.revoked_at is not None:
+        found = self._store.get_family_and_user(token.family_id)
+        if found is None or found[0].revoked_at is not None:
             raise InvalidToken("The access token has been revoked.")
+        family, user = found
         if family.client_id != token.client_id or family.subject != token.subject:
             raise InvalidToken()
         # OIDC Core §5.3: the UserInfo endpoint serves tokens of an OpenID request.
         if OPENID not in token.scopes:
             raise InsufficientScope(OPENID)
-        user = self._store.get_user(family.user_id)
         if user is None:
             raise InvalidToken("The user of this access token no longer exists.")
         return userinfo_claims(token.subject, token.scopes, user)

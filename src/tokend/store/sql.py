@@ -18,6 +18,7 @@ from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
 from tokend.store.schema import (
     authorization_codes,
+    browser_sessions,
     clients,
     refresh_tokens,
     security_events,
@@ -115,6 +116,16 @@ _CLIENT_COLUMNS = (
     cl.refresh_idle_ttl, cl.subject_type,
 )  # fmt: skip
 _GET_CLIENT = select(*_CLIENT_COLUMNS).where(cl.client_id == bindparam("cid"))
+# UserInfo: a family and its user in one read (LEFT JOIN: a family outliving its user shows).
+_GET_FAMILY_USER = (
+    select(
+        fam.id, fam.client_id, fam.user_id, fam.subject, fam.scope,
+        fam.created_at, fam.expires_at, fam.auth_time, fam.revoked_at,
+        *(users.c[f] for f in User.__slots__),
+    )
+    .select_from(token_families.outerjoin(users, users.c.id == fam.user_id))
+    .where(fam.id == bindparam("fid"))
+)  # fmt: skip
 
 
 def _client_from_row(row) -> Client:  # type: ignore[no-untyped-def]
@@ -163,6 +174,7 @@ class _Statements:
         self.revoke_family = _Compiled(_REVOKE_FAMILY, dialect)
         self.insert_event = _Compiled(_INSERT_EVENT, dialect)
         self.get_client = _Compiled(_GET_CLIENT, dialect)
+        self.get_family_user = _Compiled(_GET_FAMILY_USER, dialect)
         self.insert_code = _Compiled(_INSERT_CODE, dialect)
         self.find_code = _Compiled(_FIND_CODE, dialect)
         self.consume_code = _Compiled(_CONSUME_CODE, dialect)
@@ -320,13 +332,13 @@ class SqlStore:
 
     # -- clients ---------------------------------------------------------------------------
 
-    def get_client(self, client_id: str) -> Client | None:
-        q = self._q.get_client
+    def _read_row(self, q: _Compiled, params: dict[str, Any]) -> Any:
+        """One row of a hot-path read at driver level, or None."""
         try:
             conn = self.engine.raw_connection()
             try:
                 cur = conn.cursor()
-                cur.execute(q.sql, q.args({"cid": client_id}))
+                cur.execute(q.sql, q.args(params))
                 row = cur.fetchone()
                 cur.close()
                 if not self._sqlite:
@@ -335,6 +347,10 @@ class SqlStore:
                 conn.close()
         except (OperationalError, self._operational_error) as exc:
             raise TemporarilyUnavailable(debug=str(exc)) from exc
+        return row
+
+    def get_client(self, client_id: str) -> Client | None:
+        row = self._read_row(self._q.get_client, {"cid": client_id})
         return None if row is None else _client_from_row(row)
 
     def create_client(self, client: Client, *, now: float) -> None:
@@ -405,6 +421,20 @@ class SqlStore:
             ).first()
         return None if row is None else User(*row)
 
+    def get_family_and_user(self, family_id: str) -> tuple[Family, User | None] | None:
+        """The family (revoked or not) and its user (None if deleted), in one read at
+        driver level (the UserInfo endpoint's hot path); None for an unknown family."""
+        row = self._read_row(self._q.get_family_user, {"fid": family_id})
+        if row is None:
+            return None
+        family = Family(row[0], row[1], row[2], row[3], tuple(row[4].split()), *row[5:9])
+        if row[9] is None:
+            return family, None
+        user = dict(zip(User.__slots__, row[9:], strict=True))
+        for flag in ("email_verified", "phone_number_verified"):
+            user[flag] = bool(user[flag])  # SQLite's driver returns 0/1
+        return family, User(**user)
+
     def get_user(self, user_id: str) -> User | None:
         with self._read() as conn:
             row = conn.execute(
@@ -474,20 +504,37 @@ class SqlStore:
                 for row in conn.execute(stmt).all()
             ]
 
-    def gc(self, *, now: float, retention: float) -> dict[str, int]:
+    def gc(
+        self, *, now: float, retention: float, event_retention: float | None = None
+    ) -> dict[str, int]:
         """Delete what can never be valid again, once it is older than ``retention`` seconds:
-        expired or revoked families (with their tokens), spent tokens of live families whose
-        grace and reuse-detection value is over, and old security events."""
+        expired or revoked families (with their tokens), expired refresh tokens, expired
+        authorization codes (consumed ones are kept that long for replay detection), ended
+        browser sessions; and security events older than ``event_retention`` (the audit
+        trail; defaults to ``retention``)."""
         cutoff = now - retention
+        event_cutoff = now - (retention if event_retention is None else event_retention)
         with self.engine.begin() as conn:
+            codes = conn.execute(
+                delete(authorization_codes).where(authorization_codes.c.expires_at < cutoff)
+            ).rowcount
+            sessions = conn.execute(
+                delete(browser_sessions).where(browser_sessions.c.expires_at < now)
+            ).rowcount
             families = conn.execute(
                 delete(token_families).where((fam.expires_at < cutoff) | (fam.revoked_at < cutoff))
             ).rowcount
             tokens = conn.execute(delete(refresh_tokens).where(rt.expires_at < cutoff)).rowcount
             events = conn.execute(
-                delete(security_events).where(security_events.c.at < cutoff)
+                delete(security_events).where(security_events.c.at < event_cutoff)
             ).rowcount
-        return {"families": families, "refresh_tokens": tokens, "security_events": events}
+        return {
+            "families": families,
+            "refresh_tokens": tokens,
+            "authorization_codes": codes,
+            "browser_sessions": sessions,
+            "security_events": events,
+        }
 
     # -- signing keys ----------------------------------------------------------------------
 

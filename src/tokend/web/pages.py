@@ -8,8 +8,8 @@ Security habits here:
 - The browser session is a random 256-bit id in an HttpOnly, SameSite=Lax cookie (Secure
   when the issuer is https); only its SHA-256 is stored; it is replaced at every sign-in.
 - Strict CSP (no inline script or style, no external asset), frame-ancestors none,
-  no-referrer, no-store. ``form-action`` also names the client's redirect origin, since
-  browsers apply it to the redirect that ends a form submission.
+  Referrer-Policy same-origin, no-store. ``form-action`` also names the client's redirect
+  origin, since browsers apply it to the redirect that ends a form submission.
 - One generic error for a wrong username or password, and the same Argon2id work either way.
 - Pending authorization requests are carried as the original query string and validated
   again at every step, so nothing a page posts back can widen or alter them.
@@ -140,7 +140,9 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
             ),
             "X-Frame-Options": "DENY",
             "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
+            # Not no-referrer: with it browsers send `Origin: null` on our own form POSTs,
+            # which the Origin check must refuse. same-origin still sends nothing elsewhere.
+            "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
             "Pragma": "no-cache",
         }
@@ -302,11 +304,9 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         if session is None or authz.needs_login(req, session.auth_time, now):
             if "none" in req.prompt:
                 return to_client_error(req.error("login_required", "The user is not signed in."))
-            if session is not None and "login" in req.prompt:
-                # Forced re-authentication: the next sign-in must not loop back here with
-                # prompt=login again, so drop it from the request carried by the form.
-                query = urlencode([(k, v) for k, v in parse_qsl(query) if k != "prompt"])
-            return login_page(request, f"{AUTHORIZE}?{query}", req)
+            # The sign-in about to happen satisfies prompt=login and max_age: the request
+            # the form carries must not ask for them again, or signing in would loop.
+            return login_page(request, f"{AUTHORIZE}?{_after_sign_in(query)}", req)
         return await consent_or_finish(request, req, session, query, 302)
 
     async def login(request: Request) -> Response:
@@ -458,6 +458,19 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         Route(LOGOUT, logout, methods=["POST"]),
         Route(CSS, css, methods=["GET"]),
     ]
+
+
+def _after_sign_in(query: str) -> str:
+    """The authorization request without what a fresh sign-in satisfies: ``login`` in
+    ``prompt`` (other values, e.g. ``consent``, stay) and ``max_age``."""
+    pairs = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "prompt":
+            value = " ".join(p for p in value.split() if p != "login")
+        if name == "max_age" or (name == "prompt" and not value):
+            continue
+        pairs.append((name, value))
+    return urlencode(pairs)
 
 
 def _verify_password(hasher: PasswordHasher, user: Any, password: str) -> bool:

@@ -1,0 +1,211 @@
+"""``RefreshingAuth``: an ``httpx.Auth`` that keeps a rotating refresh token alive.
+
+What it guarantees, for ``httpx.Client`` and ``httpx.AsyncClient`` alike:
+
+- every request carries ``Authorization: Bearer <access token>`` (RFC 6750 §2.1);
+- the token is refreshed ``skew`` seconds before it expires, and once (then the request is
+  retried once) when the resource answers 401 to a token nobody has refreshed yet;
+- one refresh at a time: across threads (a lock) and across asyncio tasks (a lock per
+  event loop, then the same thread lock); whoever waited re-reads the store and uses the
+  token the winner saved instead of refreshing again;
+- the rotated token is saved in the store *before* any request uses it;
+- a failed refresh leaves the store as it was, so the next attempt presents the same
+  refresh token: if the server had rotated it and the answer was lost, its grace window
+  (``TOKEND_REFRESH_REUSE_GRACE``) hands back the same successor.
+
+The refresh request goes through the same ``httpx`` client as the request it serves, so a
+failure to reach the token endpoint raises that client's own ``httpx.TransportError``; an
+answer that is an error raises ``OAuthError`` (``InvalidGrant`` when the family is gone:
+sign the user in again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tokend.client import _wire
+from tokend.client._errors import MissingToken
+from tokend.client._models import TokenResponse
+
+if TYPE_CHECKING:
+    from tokend.client._client import AsyncOAuthClient, OAuthClient
+    from tokend.client._stores import AsyncTokenStore, TokenStore
+
+__all__ = ["RefreshingAuth"]
+
+_POLL = 0.002  # seconds between tries at the thread lock from a coroutine
+
+
+class RefreshingAuth(httpx.Auth):
+    """Bearer auth from ``store``, refreshed through ``client``'s token endpoint.
+
+    ``client`` is an ``OAuthClient`` or ``AsyncOAuthClient`` (only its metadata and
+    credentials are used, so either works with either kind of httpx client). ``scope``
+    narrows each refresh (RFC 6749 §6). ``clock`` returns seconds since the epoch.
+    Use one ``RefreshingAuth`` per token (per user): it is what serialises refreshes.
+    """
+
+    def __init__(
+        self,
+        client: OAuthClient | AsyncOAuthClient,
+        store: TokenStore | AsyncTokenStore,
+        *,
+        skew: float = 30.0,
+        scope: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.skew = skew
+        self.scope = scope
+        self._clock = clock
+        self._thread_lock = threading.Lock()
+        self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop_locks_guard = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RefreshingAuth({self.client!r}, {self.store!r}, skew={self.skew!r})"
+
+    # -- shared, without I/O ------------------------------------------------------------------
+
+    def _due(self, token: TokenResponse) -> bool:
+        return token.refresh_token is not None and token.is_expired(
+            skew=self.skew, now=self._clock()
+        )
+
+    def _refresh_request(self, token: TokenResponse) -> httpx.Request:
+        assert token.refresh_token is not None
+        return self.client.token_request(
+            "refresh_token", {"refresh_token": token.refresh_token, "scope": self.scope}
+        )
+
+    @staticmethod
+    def _successor(old: TokenResponse, response: httpx.Response, sent_at: float) -> TokenResponse:
+        new = _wire.parse_token_response(response, sent_at=sent_at)
+        if new.refresh_token is None:  # not rotated (RFC 6749 §6 "MAY issue a new one")
+            new = dataclasses.replace(new, refresh_token=old.refresh_token)
+        return new
+
+    @staticmethod
+    def _authorize(request: httpx.Request, token: TokenResponse) -> httpx.Request:
+        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        return request
+
+    @staticmethod
+    def _needs_retry(response: httpx.Response, token: TokenResponse) -> bool:
+        return response.status_code == 401 and token.refresh_token is not None
+
+    # -- sync -------------------------------------------------------------------------------
+
+    def _load(self) -> TokenResponse:
+        token = self.store.load()
+        if inspect.isawaitable(token):
+            if inspect.iscoroutine(token):
+                token.close()
+            raise TypeError(f"{self.store!r} is an async store: use it with httpx.AsyncClient")
+        if token is None:
+            raise MissingToken(f"{self.store!r} holds no token: sign in and save one first")
+        return token
+
+    def _refresh(
+        self, token: TokenResponse
+    ) -> Generator[httpx.Request, httpx.Response, TokenResponse]:
+        sent_at = self._clock()
+        response = yield self._refresh_request(token)
+        response.read()
+        new = self._successor(token, response, sent_at)
+        self.store.save(new)  # type: ignore[arg-type]  # saved before anyone uses it
+        return new
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        request.read()  # so that it can be sent again after a 401
+        token = self._load()
+        if self._due(token):
+            with self._thread_lock:
+                token = self._load()  # another thread may have refreshed while we waited
+                if self._due(token):
+                    token = yield from self._refresh(token)
+        response = yield self._authorize(request, token)
+        if not self._needs_retry(response, token):
+            return
+        with self._thread_lock:
+            current = self._load()
+            if current.access_token == token.access_token and current.refresh_token:
+                current = yield from self._refresh(current)
+        yield self._authorize(request, current)
+
+    # -- async ------------------------------------------------------------------------------
+
+    async def _aload(self) -> TokenResponse:
+        token: Any = self.store.load()
+        if inspect.isawaitable(token):
+            token = await token
+        if token is None:
+            raise MissingToken(f"{self.store!r} holds no token: sign in and save one first")
+        return token
+
+    async def _asave(self, token: TokenResponse) -> None:
+        result: Any = self.store.save(token)  # type: ignore[arg-type]
+        if inspect.isawaitable(result):
+            await result
+
+    def _loop_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        with self._loop_locks_guard:
+            lock = self._loop_locks.get(loop)
+            if lock is None:
+                lock = self._loop_locks[loop] = asyncio.Lock()
+            return lock
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """The loop's lock (tasks queue without spinning), then the thread lock, polled so
+        that the event loop never blocks on another thread's refresh."""
+        async with self._loop_lock():
+            while not self._thread_lock.acquire(blocking=False):
+                await asyncio.sleep(_POLL)
+            try:
+                yield
+            finally:
+                self._thread_lock.release()
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        await request.aread()  # so that it can be sent again after a 401
+        token = await self._aload()
+        if self._due(token):
+            async with self._exclusive():
+                token = await self._aload()  # another task may have refreshed meanwhile
+                if self._due(token):
+                    sent_at = self._clock()
+                    response = yield self._refresh_request(token)
+                    await response.aread()
+                    token = self._successor(token, response, sent_at)
+                    await self._asave(token)  # saved before anyone uses it
+        response = yield self._authorize(request, token)
+        if not self._needs_retry(response, token):
+            return
+        async with self._exclusive():
+            current = await self._aload()
+            if current.access_token == token.access_token and current.refresh_token:
+                sent_at = self._clock()
+                response = yield self._refresh_request(current)
+                await response.aread()
+                current = self._successor(current, response, sent_at)
+                await self._asave(current)
+        yield self._authorize(request, current)

@@ -1,0 +1,242 @@
+"""Errors of the client library: one class per OAuth error code, and the failures that are
+not the server's answer.
+
+Exception tree::
+
+    ClientError
+    ├── OAuthError                     the server answered with an OAuth error
+    │   ├── InvalidRequest             invalid_request            RFC 6749 §5.2
+    │   ├── InvalidClient              invalid_client             RFC 6749 §5.2
+    │   ├── InvalidGrant               invalid_grant              RFC 6749 §5.2
+    │   ├── UnauthorizedClient         unauthorized_client        RFC 6749 §5.2
+    │   ├── UnsupportedGrantType       unsupported_grant_type     RFC 6749 §5.2
+    │   ├── InvalidScope               invalid_scope              RFC 6749 §5.2
+    │   ├── AccessDenied               access_denied              RFC 6749 §4.1.2.1
+    │   ├── UnsupportedResponseType    unsupported_response_type  RFC 6749 §4.1.2.1
+    │   ├── ServerError                server_error               RFC 6749 §4.1.2.1
+    │   ├── TemporarilyUnavailable     temporarily_unavailable    RFC 6749 §4.1.2.1
+    │   ├── InvalidToken               invalid_token              RFC 6750 §3.1
+    │   ├── InsufficientScope          insufficient_scope         RFC 6750 §3.1
+    │   └── UnsupportedTokenType       unsupported_token_type     RFC 7009 §2.2.1
+    ├── TransportError                 no answer: connecting, sending or receiving failed
+    ├── InvalidResponse                an answer that is not what the RFCs say it must be
+    ├── EndpointNotSupported           the server's metadata does not offer the endpoint
+    └── MissingToken                   RefreshingAuth's store holds no token yet
+
+A code without a class of its own (``login_required``, an extension's) raises ``OAuthError``
+itself, with ``error`` set to the code.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ERRORS_BY_CODE",
+    "AccessDenied",
+    "ClientError",
+    "EndpointNotSupported",
+    "InsufficientScope",
+    "InvalidClient",
+    "InvalidGrant",
+    "InvalidRequest",
+    "InvalidResponse",
+    "InvalidScope",
+    "InvalidToken",
+    "MissingToken",
+    "OAuthError",
+    "ServerError",
+    "TemporarilyUnavailable",
+    "TransportError",
+    "UnauthorizedClient",
+    "UnsupportedGrantType",
+    "UnsupportedResponseType",
+    "UnsupportedTokenType",
+    "error_from",
+]
+
+
+class ClientError(Exception):
+    """Base of every error ``tokend.client`` raises."""
+
+
+class OAuthError(ClientError):
+    """The server answered with an OAuth error (RFC 6749 §5.2).
+
+    ``str(exc)`` is the server's ``error_description``, or a default that names the code.
+    """
+
+    code: ClassVar[str | None] = None
+    default_message: ClassVar[str] = "The authorization server returned an error."
+
+    def __init__(
+        self,
+        error: str | None = None,
+        error_description: str | None = None,
+        *,
+        error_uri: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.error: str = error or self.code or "unknown_error"
+        self.error_description = error_description
+        self.error_uri = error_uri
+        self.status_code = status_code
+        super().__init__(error_description or self._default(self.error))
+
+    def _default(self, error: str) -> str:
+        if self.code is None:
+            return f"The authorization server returned the error {error!r}."
+        return self.default_message
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(error={self.error!r}, "
+            f"error_description={self.error_description!r}, status_code={self.status_code!r})"
+        )
+
+
+class InvalidRequest(OAuthError):
+    """A parameter is missing, repeated or malformed."""
+
+    code = "invalid_request"
+    default_message = "The request is missing a required parameter or is otherwise malformed."
+
+
+class InvalidClient(OAuthError):
+    """Client authentication failed: unknown client, missing or wrong secret."""
+
+    code = "invalid_client"
+    default_message = "Client authentication failed."
+
+
+class InvalidGrant(OAuthError):
+    """The refresh token or code is invalid, expired, revoked, or another client's."""
+
+    code = "invalid_grant"
+    default_message = "The refresh token or authorization code is invalid or has expired."
+
+
+class UnauthorizedClient(OAuthError):
+    """The client may not use this grant type."""
+
+    code = "unauthorized_client"
+    default_message = "The client is not authorized to use this grant type."
+
+
+class UnsupportedGrantType(OAuthError):
+    """The server does not support this grant type."""
+
+    code = "unsupported_grant_type"
+    default_message = "The authorization server does not support this grant type."
+
+
+class InvalidScope(OAuthError):
+    """The requested scope is invalid, unknown, or exceeds what was granted."""
+
+    code = "invalid_scope"
+    default_message = "The requested scope is invalid or exceeds the granted scope."
+
+
+class AccessDenied(OAuthError):
+    """The user or the server refused the authorization request."""
+
+    code = "access_denied"
+    default_message = "The user or the authorization server denied the request."
+
+
+class UnsupportedResponseType(OAuthError):
+    """The server does not support this response_type."""
+
+    code = "unsupported_response_type"
+    default_message = "The authorization server does not support this response type."
+
+
+class ServerError(OAuthError):
+    """The server met an unexpected condition."""
+
+    code = "server_error"
+    default_message = "The authorization server encountered an unexpected condition."
+
+
+class TemporarilyUnavailable(OAuthError):
+    """The server is overloaded or under maintenance; retrying later may succeed."""
+
+    code = "temporarily_unavailable"
+    default_message = "The authorization server is temporarily unavailable; retry later."
+
+
+class InvalidToken(OAuthError):
+    """The access token is expired, revoked, malformed or otherwise invalid."""
+
+    code = "invalid_token"
+    default_message = "The access token is invalid."
+
+
+class InsufficientScope(OAuthError):
+    """The access token does not grant the scope the resource needs."""
+
+    code = "insufficient_scope"
+    default_message = "The access token does not grant the scope this request needs."
+
+
+class UnsupportedTokenType(OAuthError):
+    """The server cannot revoke tokens of this type."""
+
+    code = "unsupported_token_type"
+    default_message = "The authorization server cannot revoke this type of token."
+
+
+class TransportError(ClientError):
+    """The request could not be sent or its answer was not received (connection refused,
+    timeout, connection reset). The server may or may not have processed it; for a refresh,
+    retrying with the same refresh token is safe inside the server's grace window."""
+
+
+class InvalidResponse(ClientError):
+    """An answer that breaks the protocol: not JSON, no ``access_token``, an ``issuer``
+    that is not the one asked for, a ``state`` that does not match."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class EndpointNotSupported(ClientError):
+    """The server's discovery metadata does not advertise the endpoint this call needs."""
+
+
+class MissingToken(ClientError):
+    """``RefreshingAuth`` found no token in its store: sign the user in and save one first."""
+
+
+ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidRequest,
+        InvalidClient,
+        InvalidGrant,
+        UnauthorizedClient,
+        UnsupportedGrantType,
+        InvalidScope,
+        AccessDenied,
+        UnsupportedResponseType,
+        ServerError,
+        TemporarilyUnavailable,
+        InvalidToken,
+        InsufficientScope,
+        UnsupportedTokenType,
+    )
+    if cls.code is not None
+}
+
+
+def error_from(
+    error: str,
+    error_description: str | None = None,
+    *,
+    error_uri: str | None = None,
+    status_code: int | None = None,
+) -> OAuthError:
+    """The exception for an error code off the wire: its class, else ``OAuthError``."""
+    cls = ERRORS_BY_CODE.get(error, OAuthError)
+    return cls(error, error_description, error_uri=error_uri, status_code=status_code)
