@@ -22,6 +22,8 @@ TABLES = {
     "authorization_codes",
     "consents",
     "browser_sessions",
+    "revoked_access_tokens",
+    "dpop_proofs",
     "token_families",
     "refresh_tokens",
     "security_events",

@@ -95,6 +95,8 @@ token_families = Table(
     Column("auth_time", Time),
     Column("revoked_at", Time),
     Column("revoked_reason", String(64)),
+    # RFC 9449 §5: a public client's refresh tokens are bound to this DPoP key thumbprint.
+    Column("dpop_jkt", String(64)),
 )
 
 refresh_tokens = Table(
@@ -196,5 +198,25 @@ browser_sessions = Table(
     ),
     Column("auth_time", Time, nullable=False),
     Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+)
+
+# RFC 7009 §2.2: a revoked access token (a JWT, otherwise valid until ``exp``) is kept on
+# this deny list until it would have expired anyway.
+revoked_access_tokens = Table(
+    "revoked_access_tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("revoked_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+)
+
+# RFC 9449 §11.1: DPoP proof ``jti`` replay cache, shared by every process through the
+# database (the key is a hash of the jti, bound to htm+htu); rows expire with the proof window.
+dpop_proofs = Table(
+    "dpop_proofs",
+    metadata,
+    Column("jti_hash", LargeBinary(32), primary_key=True),
     Column("expires_at", Time, nullable=False, index=True),
 )
