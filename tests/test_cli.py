@@ -565,6 +565,8 @@ def test_gc(cli: Cli, crt: Runtime) -> None:
         "authorization_codes",
         "browser_sessions",
         "security_events",
+        "revoked_access_tokens",
+        "dpop_proofs",
         "signing_keys",
     }
     assert out["families"] == 0

@@ -7,6 +7,7 @@ import os
 import secrets
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024, ge=1024)
     session_ttl: int = Field(43200, ge=60)  # browser sign-in session, seconds
     key_refresh_interval: float = Field(2.0, gt=0)
+    # RFC 9449: how far a DPoP proof's iat may be from now (seconds, either way), and
+    # whether every proof must carry a server nonce (DPoP-Nonce, §8), for all clients.
+    dpop_proof_window: int = Field(60, ge=1, le=3600)
+    dpop_nonce: Literal["off", "on"] = "off"
     db_pool_size: int = Field(10, ge=1)
     log_level: str = "info"
 

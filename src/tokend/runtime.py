@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from tokend.config import Settings
 from tokend.core.authorization import CodeIssuer
 from tokend.core.clock import Clock, SystemClock
+from tokend.core.dpop import DPoPNonces, ProofVerifier
 from tokend.core.grants.authorization_code import AuthorizationCodeGrant
 from tokend.core.grants.client_credentials import ClientCredentialsGrant
 from tokend.core.grants.refresh_token import RefreshTokenGrant
@@ -34,6 +35,7 @@ class Runtime:
     subjects: Subjects
     codes: CodeIssuer
     accounts: AccountStore
+    dpop: ProofVerifier
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,7 +79,7 @@ def build_runtime(
             policy=policy,
             derivation_key=derive(secret, "refresh-token-successor"),
         ),
-        ClientCredentialsGrant(minter=minter, policy=policy),
+        ClientCredentialsGrant(store=store, minter=minter, policy=policy),
     ]
     return Runtime(
         settings=settings,
@@ -90,4 +92,10 @@ def build_runtime(
         subjects=subjects,
         codes=CodeIssuer(store),
         accounts=AccountStore(engine),
+        dpop=ProofVerifier(
+            window=settings.dpop_proof_window,
+            nonces=DPoPNonces(derive(secret, "dpop-nonce"))
+            if settings.dpop_nonce == "on"
+            else None,
+        ),
     )

@@ -101,6 +101,7 @@ def test_refresh_once_error_path(env, tmp_path) -> None:  # type: ignore[no-unty
 def test_client_calls(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = run("client_calls.py", env, tmp_path)
     assert "'sub':" in out and "send the user to " + env["TOKEND_ISSUER"] in out
+    assert "active: True\n" in out and "after revoke: False\n" in out
 
 
 @pytest.mark.parametrize("name", ["api_sync.py", "api_async.py"])

@@ -15,14 +15,17 @@ import httpx
 import pytest
 
 from tests.client.conftest import TOKEN_ENDPOINT
+from tests.client.dpop_support import deaf_key, nonce_server, server_key
 from tests.client.support import REDIRECT_URI, issue, register_client, sign_in_and_consent
 from tests.conftest import ISSUER, RegisteredClient
 from tests.support.postgres import free_port
 from tokend.client import (
     AccessDenied,
     ClientError,
+    DPoPKey,
     InsufficientScope,
     InvalidClient,
+    InvalidDPoPProof,
     InvalidGrant,
     InvalidRequest,
     InvalidResponse,
@@ -36,6 +39,7 @@ from tokend.client import (
     UnauthorizedClient,
     UnsupportedGrantType,
     UnsupportedResponseType,
+    UseDPoPNonce,
     async_refresh_tokens,
     refresh_tokens,
 )
@@ -76,6 +80,19 @@ def _server_fails(w: Any, exc: Exception) -> Any:
 
     w.monkeypatch.setattr(w.rt.store, "get_client", boom)
     return _refresh(w, w.family.refresh_token)
+
+
+def _dpop_refresh(w: Any, key: DPoPKey, http: httpx.Client) -> Any:
+    oauth = OAuthClient.from_issuer(
+        ISSUER, client_id=w.reg.client_id, client_secret=w.reg.secret, http_client=http,
+        dpop_key=key,
+    )  # fmt: skip
+    return oauth.refresh(w.family.refresh_token)
+
+
+def _deaf_to_nonces(w: Any) -> Any:
+    with nonce_server(w.rt) as http:
+        return _dpop_refresh(w, deaf_key(w.rt), http)
 
 
 def _authorize(w: Any, **params: str) -> Any:
@@ -167,6 +184,19 @@ CASES = [
         UnsupportedResponseType,
         0,
         lambda w: _authorize(w, response_type="token"),
+    ),
+    Case(
+        "invalid_dpop_proof: a client clock an hour behind",
+        InvalidDPoPProof,
+        400,
+        lambda w: _dpop_refresh(w, server_key(w.rt, skew=-3600), w.http),
+        "The DPoP proof is too old.",
+    ),
+    Case(
+        "use_dpop_nonce: a client that ignores the server's nonce",
+        UseDPoPNonce,
+        400,
+        lambda w: _deaf_to_nonces(w),
     ),
 ]
 

@@ -281,23 +281,49 @@ def test_revoke_and_introspect_need_advertised_endpoints(http, reg, family) -> N
         oauth.authorization_url(redirect_uri=REDIRECT_URI)
 
 
-def test_revoke_and_introspect_follow_tokends_discovery(http, reg, family) -> None:  # type: ignore[no-untyped-def]
-    """Against the real discovery: until tokend advertises RFC 7009/7662 endpoints (issue 5)
-    the calls say so; once it does, they must work against them."""
+def test_revoke_and_introspect_follow_tokends_discovery(http, recorder, reg, family) -> None:  # type: ignore[no-untyped-def]
+    """Against the real discovery and the real RFC 7009/7662 endpoints it advertises."""
     oauth = oauth_for(http, reg)
-    document = http.get("/.well-known/openid-configuration").json()
-    if "introspection_endpoint" in document:
-        assert oauth.introspect(family.access_token).active is True
-    else:
-        with pytest.raises(EndpointNotSupported):
-            oauth.introspect(family.access_token)
-    if "revocation_endpoint" in document:
-        oauth.revoke(family.refresh_token, token_type_hint="refresh_token")
-        with pytest.raises(InvalidGrant):
-            oauth.refresh(family.refresh_token)
-    else:
-        with pytest.raises(EndpointNotSupported):
-            oauth.revoke(family.refresh_token)
+    assert oauth.metadata.revocation_endpoint == f"{ISSUER}/auth/v2/revoke"
+    assert oauth.metadata.introspection_endpoint == f"{ISSUER}/auth/v2/introspect"
+    access = oauth.introspect(family.access_token)
+    assert access.active is True and access.client_id == reg.client_id
+    assert access.claims["token_type"] == "Bearer" and access.claims["sid"]
+    refresh = oauth.introspect(family.refresh_token, token_type_hint="refresh_token")
+    assert refresh.active is True and refresh.claims["token_type"] == "refresh_token"
+    assert refresh.sub == access.sub
+
+    assert oauth.revoke(family.refresh_token, token_type_hint="refresh_token") is None
+    sent = recorder.sent[-1]
+    assert sent.path == "/auth/v2/revoke"
+    assert sent.form == {"token": family.refresh_token, "token_type_hint": "refresh_token"}
+    with pytest.raises(InvalidGrant):
+        oauth.refresh(family.refresh_token)
+    # The family is gone, and with it every access token issued from it.
+    assert oauth.introspect(family.access_token).active is False
+    assert oauth.introspect(family.refresh_token).active is False
+    oauth.revoke(family.refresh_token)  # already revoked: still a plain success
+
+
+def test_revoking_an_access_token_with_the_client(http, reg, family) -> None:  # type: ignore[no-untyped-def]
+    oauth = oauth_for(http, reg)
+    oauth.revoke(family.access_token, token_type_hint="access_token")
+    assert oauth.introspect(family.access_token).active is False
+    assert oauth.introspect(family.refresh_token).active is True
+    assert oauth.refresh(family.refresh_token).refresh_token
+
+
+def test_async_revoke_and_introspect_against_tokend(async_http, reg, family) -> None:  # type: ignore[no-untyped-def]
+    async def run() -> tuple[bool, bool]:
+        async with async_http() as http:
+            oauth = await AsyncOAuthClient.from_issuer(
+                ISSUER, client_id=reg.client_id, client_secret=reg.secret, http_client=http
+            )
+            before = (await oauth.introspect(family.refresh_token)).active
+            await oauth.revoke(family.refresh_token)
+            return before, (await oauth.introspect(family.access_token)).active
+
+    assert asyncio.run(run()) == (True, False)
 
 
 def test_own_http_client_is_closed_and_given_one_is_not(http, reg) -> None:  # type: ignore[no-untyped-def]

@@ -1,11 +1,11 @@
 """``revoke`` (RFC 7009) and ``introspect`` (RFC 7662) against a STUB server.
 
-tokend has no revocation or introspection endpoint yet (issue 5), so these two calls alone
-are tested against this tiny ASGI app of our own, which advertises both endpoints in its
-discovery document, records what it receives and answers as each test tells it. Everything
-else in tests/client runs against the real tokend; test_oauth_client.py's
-``test_revoke_and_introspect_follow_tokends_discovery`` switches to the real endpoints as
-soon as tokend advertises them.
+tokend serves both endpoints, and test_oauth_client.py uses them for real
+(``test_revoke_and_introspect_follow_tokends_discovery`` and the tests after it). This tiny
+ASGI app of our own remains for what the real server never answers, so that the client's
+handling of it is still tested: ``unsupported_token_type`` (tokend knows every token type),
+a 503 with a text body, a response without ``active``, another server's introspection shape;
+and for the exact wire format each call sends, recorded byte for byte.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ class State:
     revocation_reasons: dict[str, str] = field(default_factory=dict)
     events: list[SecurityEvent] = field(default_factory=list)
     codes: dict[bytes, StoredCode] = field(default_factory=dict)
+    dpop_proofs: dict[bytes, float] = field(default_factory=dict)  # replay hash -> expiry
 
     def copy(self) -> State:
         return State(
@@ -52,6 +53,7 @@ class State:
             revocation_reasons=dict(self.revocation_reasons),
             events=list(self.events),
             codes=dict(self.codes),
+            dpop_proofs=dict(self.dpop_proofs),
         )
 
 
@@ -111,6 +113,21 @@ class MemoryTransaction:
         if family.id in state.families:
             raise ValueError(f"duplicate family {family.id!r}")
         state.families[family.id] = family
+
+    def bind_family_dpop(self, family_id: str, jkt: str) -> bool:
+        state = self._live()
+        family = state.families[family_id]
+        if family.dpop_jkt is None:
+            state.families[family_id] = replace(family, dpop_jkt=jkt)
+            return True
+        return family.dpop_jkt == jkt
+
+    def record_dpop_proof(self, replay_hash: bytes, *, expires_at: float) -> bool:
+        state = self._live()
+        if replay_hash in state.dpop_proofs:
+            return False  # the SQL primary key
+        state.dpop_proofs[replay_hash] = expires_at
+        return True
 
     def revoke_family(self, family_id: str, *, at: float, reason: str) -> bool:
         state = self._live()

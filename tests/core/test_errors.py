@@ -16,6 +16,8 @@ EXPECTED = [
     ("invalid_scope", errors.InvalidScope, 400),
     ("server_error", errors.ServerError, 500),
     ("temporarily_unavailable", errors.TemporarilyUnavailable, 503),
+    ("invalid_dpop_proof", errors.InvalidDPoPProof, 400),
+    ("use_dpop_nonce", errors.UseDPoPNonce, 400),
 ]
 
 

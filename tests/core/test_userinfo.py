@@ -167,11 +167,17 @@ class Store:
         self.world = world
         self.users: dict[str, Profile] = {"user-1": ALICE}
         self.reads = 0
+        self.revoked_jtis: set[str] = set()
+        self.deny_list_reads = 0
 
     def get_family_and_user(self, family_id: str) -> tuple[Family, Profile | None] | None:
         self.reads += 1
         family = self.world.store.state.families.get(family_id)
         return None if family is None else (family, self.users.get(family.user_id))
+
+    def is_access_token_revoked(self, jti: str) -> bool:
+        self.deny_list_reads += 1
+        return jti in self.revoked_jtis
 
 
 @pytest.fixture
@@ -195,7 +201,8 @@ def test_userinfo_of_a_live_token(setup) -> None:
         "email": {"email": "alice@example.com", "is_verified": True, "is_primary": True},
         "email_verified": True,
     }
-    assert store.reads == 1  # one storage read per request
+    assert store.reads == 1  # one family read per request
+    assert store.deny_list_reads == 1  # and one deny-list lookup (RFC 7009)
     # A refreshed, narrowed token serves only its own scope.
     first = world.start(scope="openid offline email phone", user_id="user-1")
     refreshed = world.refresh(first.refresh_token, scope="openid phone")
@@ -224,6 +231,26 @@ def test_revoked_or_missing_family(setup) -> None:
     del world.store.state.families[sid_of(world, other.access_token)]  # e.g. gc'd
     with pytest.raises(InvalidToken):
         service.userinfo(other.access_token)
+
+
+def test_deny_listed_token_is_refused(setup) -> None:
+    """An access token revoked at the revocation endpoint (RFC 7009) is refused by its jti,
+    while its family, and the family's other access tokens, stay valid."""
+    world, store, service = setup
+    tokens = world.start(scope="openid offline", user_id="user-1")
+    sibling = world.refresh(tokens.refresh_token)
+    jti = jwt.decode(tokens.access_token, options={"verify_signature": False})["jti"]
+    service.userinfo(tokens.access_token)
+    store.revoked_jtis.add(jti)
+    with pytest.raises(InvalidToken, match="revoked"):
+        service.userinfo(tokens.access_token)
+    assert service.userinfo(sibling.access_token)["sub"] == "alice"
+    # An expired token is refused for its expiry, without a deny-list lookup.
+    reads = store.deny_list_reads
+    world.clock.advance(world.policy.access_token_ttl)
+    with pytest.raises(InvalidToken, match="expired"):
+        service.userinfo(tokens.access_token)
+    assert store.deny_list_reads == reads
 
 
 def test_client_credentials_token_is_not_a_user_token(setup) -> None:

@@ -92,7 +92,9 @@ class World:
             policy=self.policy,
             derivation_key=DERIVATION_KEY,
         )
-        self.cc_grant = ClientCredentialsGrant(minter=self.minter, policy=self.policy)
+        self.cc_grant = ClientCredentialsGrant(
+            store=self.store, minter=self.minter, policy=self.policy
+        )
         self.service = TokenService(
             store=self.store, grants=[self.refresh_grant, self.cc_grant], clock=clock
         )

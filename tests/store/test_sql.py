@@ -443,6 +443,8 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
         "authorization_codes": 0,
         "browser_sessions": 0,
         "security_events": 0,
+        "revoked_access_tokens": 0,
+        "dpop_proofs": 0,
     }
     assert count(rt, token_families) == 5 and count(rt, refresh_tokens) == 6
 
@@ -480,6 +482,8 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
         "authorization_codes": 0,
         "browser_sessions": 0,
         "security_events": 0,
+        "revoked_access_tokens": 0,
+        "dpop_proofs": 0,
     }
 
 

@@ -141,3 +141,30 @@ def assert_bearer_error(
     assert m.group(1) == error and m.group(2) == body["error_description"]
     assert (m.group(4) is not None) == (error == "insufficient_scope")
     return body
+
+
+# -- revocation (RFC 7009) and introspection (RFC 7662) ---------------------------------------
+
+REVOKE = "/auth/v2/revoke"
+INTROSPECT = "/auth/v2/introspect"
+INACTIVE = {"active": False}
+
+
+def assert_revoked_response(r: httpx.Response) -> None:
+    """RFC 7009 §2.2: 200, and nothing in the body; no-store like the token endpoint."""
+    assert r.status_code == 200, r.text
+    assert r.content == b""
+    assert "content-type" not in r.headers
+    assert_no_store(r)
+
+
+def introspection(r: httpx.Response) -> dict[str, Any]:
+    """A successful RFC 7662 §2.2 response; returns its body."""
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == JSON
+    assert_no_store(r)
+    body = r.json()
+    assert isinstance(body.get("active"), bool), body
+    if not body["active"]:
+        assert body == INACTIVE  # "MUST NOT include any additional information"
+    return body

@@ -304,3 +304,24 @@ def test_get_endpoints_refuse_post_with_405_json(http, path: str) -> None:
     assert r.headers["content-type"] == JSON
     assert r.json()["error"] == "invalid_request"
     assert "GET" in r.headers["allow"]
+
+
+@pytest.mark.parametrize("path", WELL_KNOWN)
+def test_revocation_and_introspection_are_advertised(http, path: str) -> None:
+    """RFC 8414 §2: the RFC 7009 / RFC 7662 endpoints and how clients authenticate at each
+    (public clients may revoke their own tokens; only confidential clients introspect)."""
+    meta = http.get(path).json()
+    assert meta["revocation_endpoint"] == f"{ISSUER}/auth/v2/revoke"
+    assert meta["introspection_endpoint"] == f"{ISSUER}/auth/v2/introspect"
+    assert meta["revocation_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+        "none",
+    ]
+    assert meta["introspection_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
+    for name in ("revocation_endpoint", "introspection_endpoint"):
+        r = http.post(_path(meta[name]), data={"token": "x"})  # no client authentication
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client"

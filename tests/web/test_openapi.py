@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
@@ -17,7 +18,9 @@ from referencing.jsonschema import DRAFT202012
 
 from tests.web.helpers import (
     FORM,
+    INTROSPECT,
     JSON,
+    REVOKE,
     TOKEN,
     TOKEN_SLASH,
     USERINFO,
@@ -26,6 +29,7 @@ from tests.web.helpers import (
     unreachable_engine,
 )
 from tokend.core.errors import TemporarilyUnavailable
+from tokend.core.secrets import new_refresh_token
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 BASE = "urn:tokend:openapi"
@@ -107,12 +111,18 @@ def assert_documented(
     status = str(r.status_code)
     assert status in op["responses"], f"{method.upper()} {path} -> {status} is not documented"
     documented = op["responses"][status]
-    media = r.headers["content-type"].split(";")[0].strip()
-    assert media in documented["content"], (media, list(documented["content"]))
-    schema = documented["content"][media]["schema"]
-    errors = list(_validator(schema, registry).iter_errors(r.json()))
-    assert not errors, [e.message for e in errors]
+    if "content" not in documented:  # documented without a body (e.g. RFC 7009's 200)
+        assert r.content == b"", f"{method.upper()} {path} -> {status} has an undocumented body"
+        assert "content-type" not in r.headers, r.headers
+    else:
+        media = r.headers["content-type"].split(";")[0].strip()
+        assert media in documented["content"], (media, list(documented["content"]))
+        schema = documented["content"][media]["schema"]
+        errors = list(_validator(schema, registry).iter_errors(r.json()))
+        assert not errors, [e.message for e in errors]
     for name, header in documented.get("headers", {}).items():
+        if header.get("required") is False and name.lower() not in r.headers:
+            continue  # documented as optional (DPoP-Nonce): checked when it is there
         assert name.lower() in r.headers, f"documented header {name} missing on {status}"
         header_errors = list(_validator(header["schema"], registry).iter_errors(r.headers[name]))
         assert not header_errors, (name, [e.message for e in header_errors])
@@ -380,3 +390,80 @@ def test_userinfo_unavailable_matches_document(
     r = http.get(USERINFO, headers=bearer(token))
     assert r.status_code == 503
     assert_documented(doc, registry, USERINFO, r)
+
+
+# -- revocation (RFC 7009) and introspection (RFC 7662) ------------------------------------
+
+
+def test_revocation_and_introspection_responses_match_document(
+    doc, registry, http, rt, make_client, issue, monkeypatch
+) -> None:
+    reg = make_client()
+    public = make_client(public=True)
+    tokens = issue(reg, "openid offline")
+    cc = http.post(TOKEN, data={"grant_type": "client_credentials"}, auth=reg.basic).json()
+    bound = rt.keys.sign_access_token(
+        {**jwt.decode(tokens.access_token, options={"verify_signature": False}),
+         "cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}
+    )  # fmt: skip
+    introspections = [
+        (200, {"data": {"token": tokens.access_token}, "auth": reg.basic}, "Bearer"),
+        (200, {"data": {"token": tokens.refresh_token}, "auth": reg.basic}, "refresh_token"),
+        (200, {"data": {"token": cc["access_token"]}, "auth": reg.basic}, "Bearer"),
+        (200, {"data": {"token": bound}, "auth": reg.basic}, "DPoP"),
+        (200, {"data": {"token": "nonsense"}, "auth": reg.basic}, None),
+        (400, {"data": {}, "auth": reg.basic}, None),
+        (401, {"data": {"token": "x", "client_id": public.client_id}}, None),
+        (401, {"data": {"token": "x"}, "auth": (reg.client_id, "wrong")}, None),
+        (413, {"data": {"token": "x" * 20_000}, "auth": reg.basic}, None),
+    ]
+    for status, kwargs, token_type in introspections:
+        r = http.post(INTROSPECT, **kwargs)
+        assert r.status_code == status, (status, r.text)
+        assert_documented(doc, registry, INTROSPECT, r)
+        if status == 200:
+            assert r.json().get("token_type") == token_type
+    revocations = [
+        (200, {"data": {"token": tokens.access_token}, "auth": reg.basic}),
+        (200, {"data": {"token": "nonsense", "client_id": public.client_id}}),
+        (200, {"data": {"token": tokens.refresh_token}, "auth": reg.basic}),
+        (400, {"data": {"token_type_hint": "access_token"}, "auth": reg.basic}),
+        (400, {"content": b"{", "headers": {"Content-Type": JSON}, "auth": reg.basic}),
+        (401, {"data": {"token": "x"}}),
+        (413, {"data": {"token": "x" * 20_000}, "auth": reg.basic}),
+    ]
+    for status, kwargs in revocations:
+        r = http.post(REVOKE, **kwargs)
+        assert r.status_code == status, (status, r.text)
+        assert_documented(doc, registry, REVOKE, r)
+
+    def busy(*args: object) -> None:
+        raise TemporarilyUnavailable()
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    for fault, status in ((busy, 503), (boom, 500)):
+        monkeypatch.setattr(rt.store, "peek_refresh_token", fault)
+        for path in (INTROSPECT, REVOKE):
+            r = http.post(path, data={"token": new_refresh_token()}, auth=reg.basic)
+            assert r.status_code == status
+            assert_documented(doc, registry, path, r)
+
+
+def test_revocation_and_introspection_validation_is_not_vacuous(doc, registry) -> None:
+    """A body on RFC 7009's empty 200, or more than ``active`` on an inactive token, breaks
+    the document."""
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    with_body = httpx.Response(
+        200, json={}, headers=headers, request=httpx.Request("POST", "https://i.test" + REVOKE)
+    )
+    with pytest.raises(AssertionError, match="undocumented body"):
+        assert_documented(doc, registry, REVOKE, with_body)
+    for body in ({"active": False, "sub": "x"}, {"active": True}, {"active": "false"}):
+        telling = httpx.Response(
+            200, json=body, headers=headers,
+            request=httpx.Request("POST", "https://i.test" + INTROSPECT),
+        )  # fmt: skip
+        with pytest.raises(AssertionError):
+            assert_documented(doc, registry, INTROSPECT, telling)

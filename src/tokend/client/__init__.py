@@ -20,12 +20,14 @@ from tokend.client._client import (
     async_refresh_tokens,
     refresh_tokens,
 )
+from tokend.client._dpop import DPoPKey
 from tokend.client._errors import (
     AccessDenied,
     ClientError,
     EndpointNotSupported,
     InsufficientScope,
     InvalidClient,
+    InvalidDPoPProof,
     InvalidGrant,
     InvalidRequest,
     InvalidResponse,
@@ -40,6 +42,7 @@ from tokend.client._errors import (
     UnsupportedGrantType,
     UnsupportedResponseType,
     UnsupportedTokenType,
+    UseDPoPNonce,
 )
 from tokend.client._models import AuthorizationRequest, Introspection, ServerMetadata, TokenResponse
 from tokend.client._stores import AsyncTokenStore, FileTokenStore, MemoryTokenStore, TokenStore
@@ -50,11 +53,13 @@ __all__ = [
     "AsyncTokenStore",
     "AuthorizationRequest",
     "ClientError",
+    "DPoPKey",
     "EndpointNotSupported",
     "FileTokenStore",
     "InsufficientScope",
     "Introspection",
     "InvalidClient",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidResponse",
@@ -75,6 +80,7 @@ __all__ = [
     "UnsupportedGrantType",
     "UnsupportedResponseType",
     "UnsupportedTokenType",
+    "UseDPoPNonce",
     "async_refresh_tokens",
     "refresh_tokens",
 ]

@@ -2,7 +2,10 @@
 
 What it guarantees, for ``httpx.Client`` and ``httpx.AsyncClient`` alike:
 
-- every request carries ``Authorization: Bearer <access token>`` (RFC 6750 §2.1);
+- every request carries ``Authorization: Bearer <access token>`` (RFC 6750 §2.1), or for a
+  DPoP-bound token (the client has a ``dpop_key``) ``Authorization: DPoP <access token>``
+  and a fresh DPoP proof with ``ath`` (RFC 9449 §7); a resource or token endpoint asking
+  for a DPoP nonce gets the request once more with it;
 - the token is refreshed ``skew`` seconds before it expires, and once (then the request is
   retried once) when the resource answers 401 to a token nobody has refreshed yet;
 - one refresh at a time: across threads (a lock) and across asyncio tasks (a lock per
@@ -98,10 +101,18 @@ class RefreshingAuth(httpx.Auth):
             new = dataclasses.replace(new, refresh_token=old.refresh_token)
         return new
 
-    @staticmethod
-    def _authorize(request: httpx.Request, token: TokenResponse) -> httpx.Request:
+    def _authorize(self, request: httpx.Request, token: TokenResponse) -> httpx.Request:
+        key = self.client.dpop_key
+        if key is not None and token.token_type.lower() == "dpop":
+            return key.sign_request(request, access_token=token.access_token)
         request.headers["Authorization"] = f"Bearer {token.access_token}"
         return request
+
+    def _nonce_retry(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """The client's DPoP nonce handling (RFC 9449 §8, §9): True when ``request`` now
+        carries a fresh proof with the nonce the server asked for. Token endpoint answers
+        must have been read."""
+        return self.client._nonce_retry(request, response)
 
     @staticmethod
     def _needs_retry(response: httpx.Response, token: TokenResponse) -> bool:
@@ -123,8 +134,13 @@ class RefreshingAuth(httpx.Auth):
         self, token: TokenResponse
     ) -> Generator[httpx.Request, httpx.Response, TokenResponse]:
         sent_at = self._clock()
-        response = yield self._refresh_request(token)
+        request = self._refresh_request(token)
+        response = yield request
         response.read()
+        if self._nonce_retry(request, response):
+            sent_at = self._clock()
+            response = yield request
+            response.read()
         new = self._successor(token, response, sent_at)
         self.store.save(new)  # type: ignore[arg-type]  # saved before anyone uses it
         return new
@@ -140,13 +156,17 @@ class RefreshingAuth(httpx.Auth):
                 if self._due(token):
                     token = yield from self._refresh(token)
         response = yield self._authorize(request, token)
+        if self._nonce_retry(request, response):
+            response = yield request
         if not self._needs_retry(response, token):
             return
         with self._thread_lock:
             current = self._load()
             if current.access_token == token.access_token and current.refresh_token:
                 current = yield from self._refresh(current)
-        yield self._authorize(request, current)
+        response = yield self._authorize(request, current)
+        if self._nonce_retry(request, response):
+            yield request
 
     # -- async ------------------------------------------------------------------------------
 
@@ -193,19 +213,33 @@ class RefreshingAuth(httpx.Auth):
                 token = await self._aload()  # another task may have refreshed meanwhile
                 if self._due(token):
                     sent_at = self._clock()
-                    response = yield self._refresh_request(token)
+                    refresh = self._refresh_request(token)
+                    response = yield refresh
                     await response.aread()
+                    if self._nonce_retry(refresh, response):
+                        sent_at = self._clock()
+                        response = yield refresh
+                        await response.aread()
                     token = self._successor(token, response, sent_at)
                     await self._asave(token)  # saved before anyone uses it
         response = yield self._authorize(request, token)
+        if self._nonce_retry(request, response):
+            response = yield request
         if not self._needs_retry(response, token):
             return
         async with self._exclusive():
             current = await self._aload()
             if current.access_token == token.access_token and current.refresh_token:
                 sent_at = self._clock()
-                response = yield self._refresh_request(current)
+                refresh = self._refresh_request(current)
+                response = yield refresh
                 await response.aread()
+                if self._nonce_retry(refresh, response):
+                    sent_at = self._clock()
+                    response = yield refresh
+                    await response.aread()
                 current = self._successor(current, response, sent_at)
                 await self._asave(current)
-        yield self._authorize(request, current)
+        response = yield self._authorize(request, current)
+        if self._nonce_retry(request, response):
+            yield request

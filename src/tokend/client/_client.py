@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import httpx
 
 from tokend.client import _wire
+from tokend.client._dpop import DPoPKey, asks_for_nonce
 from tokend.client._errors import EndpointNotSupported, InvalidResponse, TransportError
 from tokend.client._models import AuthorizationRequest, Introspection, ServerMetadata, TokenResponse
 from tokend.client._wire import AuthMethod, ClientCredentials
@@ -111,11 +112,13 @@ class _Base:
         client_secret: str | None = None,
         redirect_uri: str | None = None,
         auth_method: AuthMethod | None = None,
+        dpop_key: DPoPKey | None = None,
     ) -> None:
         self.metadata = metadata
         self.client_id = client_id
         self.redirect_uri = redirect_uri
         self.credentials = ClientCredentials.of(client_id, client_secret, auth_method)
+        self.dpop_key = dpop_key
 
     def __repr__(self) -> str:
         return (
@@ -131,10 +134,25 @@ class _Base:
         return url
 
     def token_request(self, grant_type: str, params: Mapping[str, str | None]) -> httpx.Request:
-        """The token endpoint request for any grant (RFC 6749 §3.2), authenticated."""
-        return _wire.token_request(
+        """The token endpoint request for any grant (RFC 6749 §3.2), authenticated, with a
+        DPoP proof when the client has a ``dpop_key`` (RFC 9449 §5)."""
+        request = _wire.token_request(
             self.metadata.token_endpoint, grant_type, params, self.credentials
         )
+        if self.dpop_key is not None:
+            self.dpop_key.sign_request(request)
+        return request
+
+    def _nonce_retry(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """Remember the answer's DPoP nonce; when it asks for one (RFC 9449 §8, §9), put a
+        fresh proof with it in ``request`` and say so: the caller sends it once more."""
+        key = self.dpop_key
+        if key is None or not key.remember_nonce(response) or not asks_for_nonce(response):
+            return False
+        authorization = request.headers.get("authorization", "")
+        access_token = authorization[5:] if authorization[:5].lower() == "dpop " else None
+        key.sign_request(request, access_token=access_token)
+        return True
 
     def authorization_url(
         self,
@@ -215,13 +233,20 @@ class _Base:
         )
 
     def _userinfo_request(self, access_token: str | TokenResponse) -> httpx.Request:
+        """Bearer, or with a ``dpop_key`` the DPoP scheme and a proof with ``ath`` (RFC 9449
+        §7): for a token string, and for a ``TokenResponse`` whose token_type is DPoP."""
+        token_type = "DPoP"
         if isinstance(access_token, TokenResponse):
+            token_type = access_token.token_type
             access_token = access_token.access_token
-        return httpx.Request(
+        request = httpx.Request(
             "GET",
             self._endpoint("userinfo_endpoint"),
             headers={**_wire.JSON_ACCEPT, "Authorization": f"Bearer {access_token}"},
         )
+        if self.dpop_key is not None and token_type.lower() == "dpop":
+            self.dpop_key.sign_request(request, access_token=access_token)
+        return request
 
     def _revoked(self, response: httpx.Response) -> None:
         # RFC 7009 §2.2: 200 whether or not the token was valid; the body is ignored.
@@ -254,6 +279,8 @@ class OAuthClient(_Base):
     ``OAuthClient.from_issuer(url, client_id=..., client_secret=...)`` reads discovery once.
     Every method raises ``OAuthError`` subclasses for the server's errors,
     ``TransportError`` when no answer arrived, ``InvalidResponse`` for a broken answer.
+    With ``dpop_key`` (a ``DPoPKey``), token requests carry DPoP proofs, so the tokens are
+    bound to that key (RFC 9449), and ``userinfo`` presents them with the DPoP scheme.
     """
 
     def __init__(
@@ -265,6 +292,7 @@ class OAuthClient(_Base):
         redirect_uri: str | None = None,
         auth_method: AuthMethod | None = None,
         http_client: httpx.Client | None = None,
+        dpop_key: DPoPKey | None = None,
     ) -> None:
         super().__init__(
             metadata,
@@ -272,6 +300,7 @@ class OAuthClient(_Base):
             client_secret=client_secret,
             redirect_uri=redirect_uri,
             auth_method=auth_method,
+            dpop_key=dpop_key,
         )
         self._owns_http = http_client is None
         self.http = (
@@ -288,6 +317,7 @@ class OAuthClient(_Base):
         redirect_uri: str | None = None,
         auth_method: AuthMethod | None = None,
         http_client: httpx.Client | None = None,
+        dpop_key: DPoPKey | None = None,
     ) -> Self:
         """Read ``issuer``'s discovery document (OIDC Discovery, else RFC 8414) once."""
         issuer = issuer.rstrip("/")
@@ -311,6 +341,7 @@ class OAuthClient(_Base):
             redirect_uri=redirect_uri,
             auth_method=auth_method,
             http_client=http,
+            dpop_key=dpop_key,
         )
         client._owns_http = http_client is None
         return client
@@ -318,6 +349,14 @@ class OAuthClient(_Base):
     def close(self) -> None:
         if self._owns_http:
             self.http.close()
+
+    def _send_dpop(self, request: httpx.Request) -> httpx.Response:
+        """Send; once more with a fresh proof when the server asks for a DPoP nonce."""
+        response = _send(self.http, request)
+        if self._nonce_retry(request, response):
+            response = _send(self.http, request)
+            self.dpop_key.remember_nonce(response)  # type: ignore[union-attr]
+        return response
 
     def __enter__(self) -> Self:
         return self
@@ -333,7 +372,7 @@ class OAuthClient(_Base):
     def request_token(self, grant_type: str, **params: str | None) -> TokenResponse:
         """A token request of any grant type (extension grants too)."""
         sent_at = time.time()
-        response = _send(self.http, self.token_request(grant_type, params))
+        response = self._send_dpop(self.token_request(grant_type, params))
         return _wire.parse_token_response(response, sent_at=sent_at)
 
     def refresh(self, refresh_token: str, *, scope: str | None = None) -> TokenResponse:
@@ -355,7 +394,7 @@ class OAuthClient(_Base):
         """RFC 6749 §4.1.3 with the PKCE verifier; with ``nonce``, the id_token's ``iss``,
         ``aud`` and ``nonce`` are checked (OIDC Core §3.1.3.7)."""
         sent_at = time.time()
-        response = _send(self.http, self._code_request(code, code_verifier, redirect_uri))
+        response = self._send_dpop(self._code_request(code, code_verifier, redirect_uri))
         return self._checked(_wire.parse_token_response(response, sent_at=sent_at), nonce)
 
     def complete_authorization(
@@ -385,7 +424,7 @@ class OAuthClient(_Base):
 
     def userinfo(self, access_token: str | TokenResponse) -> dict[str, Any]:
         """OIDC Core §5.3: the user's claims, with the access token as Bearer."""
-        return self._userinfo(_send(self.http, self._userinfo_request(access_token)))
+        return self._userinfo(self._send_dpop(self._userinfo_request(access_token)))
 
 
 class AsyncOAuthClient(_Base):
@@ -400,6 +439,7 @@ class AsyncOAuthClient(_Base):
         redirect_uri: str | None = None,
         auth_method: AuthMethod | None = None,
         http_client: httpx.AsyncClient | None = None,
+        dpop_key: DPoPKey | None = None,
     ) -> None:
         super().__init__(
             metadata,
@@ -407,6 +447,7 @@ class AsyncOAuthClient(_Base):
             client_secret=client_secret,
             redirect_uri=redirect_uri,
             auth_method=auth_method,
+            dpop_key=dpop_key,
         )
         self._owns_http = http_client is None
         self.http = (
@@ -423,6 +464,7 @@ class AsyncOAuthClient(_Base):
         redirect_uri: str | None = None,
         auth_method: AuthMethod | None = None,
         http_client: httpx.AsyncClient | None = None,
+        dpop_key: DPoPKey | None = None,
     ) -> Self:
         """Read ``issuer``'s discovery document (OIDC Discovery, else RFC 8414) once."""
         issuer = issuer.rstrip("/")
@@ -448,6 +490,7 @@ class AsyncOAuthClient(_Base):
             redirect_uri=redirect_uri,
             auth_method=auth_method,
             http_client=http,
+            dpop_key=dpop_key,
         )
         client._owns_http = http_client is None
         return client
@@ -455,6 +498,14 @@ class AsyncOAuthClient(_Base):
     async def aclose(self) -> None:
         if self._owns_http:
             await self.http.aclose()
+
+    async def _send_dpop(self, request: httpx.Request) -> httpx.Response:
+        """Send; once more with a fresh proof when the server asks for a DPoP nonce."""
+        response = await _asend(self.http, request)
+        if self._nonce_retry(request, response):
+            response = await _asend(self.http, request)
+            self.dpop_key.remember_nonce(response)  # type: ignore[union-attr]
+        return response
 
     async def __aenter__(self) -> Self:
         return self
@@ -470,7 +521,7 @@ class AsyncOAuthClient(_Base):
     async def request_token(self, grant_type: str, **params: str | None) -> TokenResponse:
         """A token request of any grant type (extension grants too)."""
         sent_at = time.time()
-        response = await _asend(self.http, self.token_request(grant_type, params))
+        response = await self._send_dpop(self.token_request(grant_type, params))
         return _wire.parse_token_response(response, sent_at=sent_at)
 
     async def refresh(self, refresh_token: str, *, scope: str | None = None) -> TokenResponse:
@@ -492,7 +543,7 @@ class AsyncOAuthClient(_Base):
         """RFC 6749 §4.1.3 with the PKCE verifier; with ``nonce``, the id_token's ``iss``,
         ``aud`` and ``nonce`` are checked (OIDC Core §3.1.3.7)."""
         sent_at = time.time()
-        response = await _asend(self.http, self._code_request(code, code_verifier, redirect_uri))
+        response = await self._send_dpop(self._code_request(code, code_verifier, redirect_uri))
         return self._checked(_wire.parse_token_response(response, sent_at=sent_at), nonce)
 
     async def complete_authorization(
@@ -522,4 +573,4 @@ class AsyncOAuthClient(_Base):
 
     async def userinfo(self, access_token: str | TokenResponse) -> dict[str, Any]:
         """OIDC Core §5.3: the user's claims, with the access token as Bearer."""
-        return self._userinfo(await _asend(self.http, self._userinfo_request(access_token)))
+        return self._userinfo(await self._send_dpop(self._userinfo_request(access_token)))

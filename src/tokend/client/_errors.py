@@ -17,7 +17,9 @@ Exception tree::
     │   ├── TemporarilyUnavailable     temporarily_unavailable    RFC 6749 §4.1.2.1
     │   ├── InvalidToken               invalid_token              RFC 6750 §3.1
     │   ├── InsufficientScope          insufficient_scope         RFC 6750 §3.1
-    │   └── UnsupportedTokenType       unsupported_token_type     RFC 7009 §2.2.1
+    │   ├── UnsupportedTokenType       unsupported_token_type     RFC 7009 §2.2.1
+    │   ├── InvalidDPoPProof           invalid_dpop_proof         RFC 9449 §5, §7.1
+    │   └── UseDPoPNonce               use_dpop_nonce             RFC 9449 §8, §9
     ├── TransportError                 no answer: connecting, sending or receiving failed
     ├── InvalidResponse                an answer that is not what the RFCs say it must be
     ├── EndpointNotSupported           the server's metadata does not offer the endpoint
@@ -38,6 +40,7 @@ __all__ = [
     "EndpointNotSupported",
     "InsufficientScope",
     "InvalidClient",
+    "InvalidDPoPProof",
     "InvalidGrant",
     "InvalidRequest",
     "InvalidResponse",
@@ -52,6 +55,7 @@ __all__ = [
     "UnsupportedGrantType",
     "UnsupportedResponseType",
     "UnsupportedTokenType",
+    "UseDPoPNonce",
     "error_from",
 ]
 
@@ -186,6 +190,20 @@ class UnsupportedTokenType(OAuthError):
     default_message = "The authorization server cannot revoke this type of token."
 
 
+class InvalidDPoPProof(OAuthError):
+    """The server refused the DPoP proof (malformed, stale ``iat``, replayed, wrong key...)."""
+
+    code = "invalid_dpop_proof"
+    default_message = "The DPoP proof is invalid."
+
+
+class UseDPoPNonce(OAuthError):
+    """The server wants a DPoP nonce in the proof, and the retry with it was refused too."""
+
+    code = "use_dpop_nonce"
+    default_message = "The server requires a DPoP nonce."
+
+
 class TransportError(ClientError):
     """The request could not be sent or its answer was not received (connection refused,
     timeout, connection reset). The server may or may not have processed it; for a refresh,
@@ -225,6 +243,8 @@ ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
         InvalidToken,
         InsufficientScope,
         UnsupportedTokenType,
+        InvalidDPoPProof,
+        UseDPoPNonce,
     )
     if cls.code is not None
 }

@@ -105,7 +105,8 @@ def oauth_error(response: httpx.Response, what: str) -> OAuthError | InvalidResp
             error_uri=uri if isinstance(uri, str) else None,
             status_code=response.status_code,
         )
-    challenge = bearer_challenge(response.headers.get("www-authenticate"))
+    header = response.headers.get("www-authenticate")
+    challenge = bearer_challenge(header) or auth_challenge(header, "dpop")
     if challenge.get("error"):
         return error_from(
             challenge["error"],
@@ -121,10 +122,16 @@ def oauth_error(response: httpx.Response, what: str) -> OAuthError | InvalidResp
 
 def bearer_challenge(header: str | None) -> dict[str, str]:
     """The auth-params of a ``Bearer`` challenge (RFC 6750 §3), ``{}`` when there is none."""
+    return auth_challenge(header, "bearer")
+
+
+def auth_challenge(header: str | None, scheme: str) -> dict[str, str]:
+    """The auth-params of a ``WWW-Authenticate`` challenge of ``scheme`` (lower case:
+    ``bearer``, ``dpop``), ``{}`` when the header holds another one or none."""
     if not header:
         return {}
-    scheme, _, rest = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
+    found, _, rest = header.strip().partition(" ")
+    if found.lower() != scheme:
         return {}
     return {
         m.group(1).lower(): (

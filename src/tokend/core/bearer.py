@@ -11,6 +11,7 @@ Bearer`` challenge::
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,6 +62,7 @@ class AccessToken:
     scopes: tuple[str, ...]
     family_id: str | None  # ``sid``: the token family; None for client_credentials tokens
     expires_at: float
+    jkt: str | None = None  # ``cnf.jkt``: the DPoP key the token is bound to (RFC 9449 §6)
 
 
 def _is_number(value: object) -> bool:
@@ -102,4 +104,40 @@ def check_access_token(
         scopes = parse_scope(scope)
     except InvalidScope:
         raise InvalidToken("The access token is malformed.") from None
-    return AccessToken(sub, client_id, scopes, sid, float(exp))
+    jkt = None
+    cnf = claims.get("cnf")
+    if cnf is not None:
+        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+        if not (isinstance(jkt, str) and jkt):
+            raise InvalidToken("The access token is malformed.")
+    return AccessToken(sub, client_id, scopes, sid, float(exp), jkt)
+
+
+def check_binding(token: AccessToken, dpop_jkt: str | None) -> None:
+    """RFC 9449 §7: a DPoP-bound token (``cnf.jkt``) is accepted only with the DPoP scheme
+    and a proof of that key (``dpop_jkt``: the thumbprint of the request's checked proof,
+    None for the Bearer scheme); an unbound token never with the DPoP scheme."""
+    if token.jkt is None:
+        if dpop_jkt is not None:
+            raise InvalidToken("The access token is not bound to a DPoP key: use Bearer.")
+    elif dpop_jkt is None:
+        # §7.2: a bound token sent as a bearer token is refused (it may have been stolen).
+        raise InvalidToken("The access token is bound to a DPoP key: use the DPoP scheme.")
+    elif not hmac.compare_digest(token.jkt, dpop_jkt):
+        raise InvalidToken("The DPoP proof is made with another key than the token is bound to.")
+
+
+class RevokedAccessTokens(Protocol):
+    def is_access_token_revoked(self, jti: str) -> bool:
+        """True while the access token with this ``jti`` is on the deny list (RFC 7009 §2:
+        revoked by its client at ``POST /auth/v2/revoke``, kept until it would expire)."""
+        ...
+
+
+def check_not_revoked(claims: Mapping[str, Any], deny_list: RevokedAccessTokens) -> None:
+    """The deny-list step of validating an access token, after ``check_access_token`` (so
+    that an expired or foreign token costs no lookup): ``InvalidToken`` once its ``jti``
+    has been revoked. Every endpoint that accepts an access token calls this."""
+    jti = claims.get("jti")
+    if isinstance(jti, str) and jti and deny_list.is_access_token_revoked(jti):
+        raise InvalidToken("The access token has been revoked.")

@@ -10,7 +10,9 @@ Exception tree::
     ├── UnsupportedGrantType     400  RFC 6749 §5.2
     ├── InvalidScope             400  RFC 6749 §5.2
     ├── ServerError              500  RFC 6749 §4.1.2.1
-    └── TemporarilyUnavailable   503  RFC 6749 §4.1.2.1
+    ├── TemporarilyUnavailable   503  RFC 6749 §4.1.2.1
+    ├── InvalidDPoPProof         400  RFC 9449 §5 (401 + WWW-Authenticate at a resource)
+    └── UseDPoPNonce             400  RFC 9449 §8 (401 at a resource; DPoP-Nonce header)
 
 ``description`` is the public ``error_description``: it never contains a secret, a token or
 internal detail. Anything for operators goes to ``debug``, which is logged, never sent.
@@ -96,6 +98,22 @@ class TemporarilyUnavailable(OAuthError):
     default_description = "The server is temporarily unable to handle the request; retry."
 
 
+class InvalidDPoPProof(OAuthError):
+    """The DPoP proof is missing where needed, malformed, wrongly signed, for another request,
+    out of its time window or replayed (RFC 9449 §5, §7.1)."""
+
+    error = "invalid_dpop_proof"
+    default_description = "The DPoP proof is invalid."
+
+
+class UseDPoPNonce(OAuthError):
+    """The server requires a nonce in DPoP proofs: retry with the one in the ``DPoP-Nonce``
+    response header (RFC 9449 §8)."""
+
+    error = "use_dpop_nonce"
+    default_description = "Resend the request with a DPoP proof carrying the server nonce."
+
+
 ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
     cls.error: cls
     for cls in (
@@ -107,5 +125,7 @@ ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
         InvalidScope,
         ServerError,
         TemporarilyUnavailable,
+        InvalidDPoPProof,
+        UseDPoPNonce,
     )
 }

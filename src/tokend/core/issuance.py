@@ -33,8 +33,10 @@ class FamilyIssuer:
         now: float,
         auth_time: float | None = None,
         family_id: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> tuple[Family, str | None]:
-        """Create the family (and its first refresh token, if granted) inside ``tx``."""
+        """Create the family (and its first refresh token, if granted) inside ``tx``; with
+        ``dpop_jkt``, its refresh tokens are bound to that DPoP key (RFC 9449 §5)."""
         family = Family(
             id=family_id or new_id(),
             client_id=client.client_id,
@@ -44,6 +46,7 @@ class FamilyIssuer:
             created_at=now,
             expires_at=now + self._policy.family_ttl(client),
             auth_time=auth_time if auth_time is not None else now,
+            dpop_jkt=dpop_jkt,
         )
         tx.create_family(family)
         refresh_token = None
@@ -65,7 +68,9 @@ class FamilyIssuer:
         refresh_token: str | None,
         now: float,
         nonce: str | None = None,
+        dpop_jkt: str | None = None,
     ) -> TokenResponse:
+        """The token response; with ``dpop_jkt``, a DPoP-bound access token."""
         return self._minter.respond(
             client=client,
             subject=family.subject,
@@ -77,6 +82,7 @@ class FamilyIssuer:
             auth_time=family.auth_time,
             nonce=nonce,
             with_id_token=True,
+            dpop_jkt=dpop_jkt,
         )
 
     def issue(

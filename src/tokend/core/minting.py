@@ -40,7 +40,10 @@ class TokenMinter:
         auth_time: float | None = None,
         nonce: str | None = None,
         with_id_token: bool = False,
+        dpop_jkt: str | None = None,
     ) -> TokenResponse:
+        """With ``dpop_jkt``, a DPoP-bound access token (RFC 9449 §6): ``cnf.jkt`` and
+        ``token_type`` DPoP."""
         iat = int(now)
         scope = format_scope(scopes)
         claims: dict[str, object] = {
@@ -57,6 +60,8 @@ class TokenMinter:
             claims["auth_time"] = int(auth_time)
         if family_id is not None:
             claims["sid"] = family_id
+        if dpop_jkt is not None:
+            claims["cnf"] = {"jkt": dpop_jkt}
         access_token = self._signer.sign_access_token(claims)
         id_token = None
         if with_id_token and OPENID in scopes:
@@ -79,6 +84,7 @@ class TokenMinter:
             access_token=access_token,
             expires_in=ttl,
             scope=scope,
+            token_type="Bearer" if dpop_jkt is None else "DPoP",
             refresh_token=refresh_token,
             id_token=id_token,
         )

@@ -73,6 +73,8 @@ class Family:
     expires_at: float
     auth_time: float | None = None
     revoked_at: float | None = None
+    # RFC 9449 §5: the JWK thumbprint a public client's refresh tokens are bound to.
+    dpop_jkt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +116,24 @@ class ClientCredentials:
 
 
 @dataclass(frozen=True, slots=True)
+class DPoPProof:
+    """A DPoP proof (RFC 9449) that passed ``tokend.core.dpop.ProofVerifier``: the RFC 7638
+    thumbprint of its key, and its row of the replay cache (§11.1: a hash of jti, htm and
+    htu, kept until the proof could no longer be accepted anyway)."""
+
+    jkt: str
+    replay_hash: bytes
+    replay_until: float
+
+
+@dataclass(frozen=True, slots=True)
 class TokenRequest:
-    """A token endpoint request after HTTP parsing: single-valued, non-empty parameters."""
+    """A token endpoint request after HTTP parsing: single-valued, non-empty parameters,
+    and the request's checked DPoP proof, if it sent one."""
 
     params: Mapping[str, str]
     credentials: ClientCredentials
+    dpop: DPoPProof | None = None
 
 
 @dataclass(slots=True)

@@ -39,7 +39,19 @@ class Transaction(Protocol):
         ...
 
     def create_family(self, family: Family) -> None:
-        """Store a new token family (grant)."""
+        """Store a new token family (grant), with its ``dpop_jkt`` binding if it has one."""
+        ...
+
+    def bind_family_dpop(self, family_id: str, jkt: str) -> bool:
+        """Bind the family's refresh tokens to the DPoP key with thumbprint ``jkt`` if it is
+        not bound yet (compare-and-set). True if the family is now bound to ``jkt`` (it was
+        unbound, or already bound to it); False if it is bound to another key."""
+        ...
+
+    def record_dpop_proof(self, replay_hash: bytes, *, expires_at: float) -> bool:
+        """Remember a DPoP proof until ``expires_at`` (RFC 9449 §11.1). False if a proof with
+        this hash is already recorded (a replay), by any process: a concurrent transaction
+        recording the same hash waits for this one, then gets False if it commits."""
         ...
 
     def revoke_family(self, family_id: str, *, at: float, reason: str) -> bool:

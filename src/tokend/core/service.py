@@ -38,4 +38,4 @@ class TokenService:
             raise UnsupportedGrantType()
         if grant_type not in client.grant_types:
             raise UnauthorizedClient()
-        return grant.handle(client, request.params, self._clock.now())
+        return grant.handle(client, request.params, self._clock.now(), request.dpop)

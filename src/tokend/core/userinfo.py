@@ -34,7 +34,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from tokend.core.bearer import InsufficientScope, InvalidToken, TokenVerifier, check_access_token
+from tokend.core.bearer import (
+    InsufficientScope,
+    InvalidToken,
+    RevokedAccessTokens,
+    TokenVerifier,
+    check_access_token,
+    check_binding,
+    check_not_revoked,
+)
 from tokend.core.clock import Clock
 from tokend.core.models import Family, Policy
 from tokend.core.scopes import OPENID
@@ -59,7 +67,7 @@ class UserProfile(Protocol):
     def picture(self) -> str | None: ...
 
 
-class UserInfoStore(Protocol):
+class UserInfoStore(RevokedAccessTokens, Protocol):
     def get_family_and_user(self, family_id: str) -> tuple[Family, UserProfile | None] | None:
         """The token family (revoked or not) and its user (None if the user no longer
         exists), in one read; None if the family does not exist (any more)."""
@@ -114,11 +122,15 @@ class UserInfoService:
         self._issuer = policy.issuer
         self._audience = policy.audience or policy.issuer
 
-    def userinfo(self, access_token: str) -> dict[str, object]:
+    def userinfo(self, access_token: str, dpop_jkt: str | None = None) -> dict[str, object]:
+        """``dpop_jkt``: the key thumbprint of the request's checked DPoP proof when the
+        token came with the DPoP scheme (RFC 9449 §7), None for Bearer."""
         header, claims = self._verifier.verify(access_token)
         token = check_access_token(
             header, claims, issuer=self._issuer, audience=self._audience, now=self._clock.now()
         )
+        check_not_revoked(claims, self._store)
+        check_binding(token, dpop_jkt)
         if token.family_id is None:
             # client_credentials (RFC 9068 §2.2: sub is the client): nobody's user info.
             raise InvalidToken("The access token was not issued to a user.")

@@ -9,7 +9,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql.expression import Executable
@@ -20,7 +31,9 @@ from tokend.store.schema import (
     authorization_codes,
     browser_sessions,
     clients,
+    dpop_proofs,
     refresh_tokens,
+    revoked_access_tokens,
     security_events,
     signing_keys,
     token_families,
@@ -66,7 +79,7 @@ _FIND_TOKEN = (
     select(
         rt.token_hash, rt.created_at, rt.expires_at, rt.spent_at, rt.successor_hash,
         fam.id, fam.client_id, fam.user_id, fam.subject, fam.scope,
-        fam.created_at, fam.expires_at, fam.auth_time, fam.revoked_at,
+        fam.created_at, fam.expires_at, fam.auth_time, fam.revoked_at, fam.dpop_jkt,
     )
     .select_from(refresh_tokens.join(token_families))
     .where(rt.token_hash == bindparam("h"))
@@ -86,8 +99,17 @@ _INSERT_TOKEN = insert(refresh_tokens).values(
 _IS_SPENT = select(rt.spent_at).where(rt.token_hash == bindparam("h"))
 _INSERT_FAMILY = insert(token_families).values(
     {c: bindparam(c) for c in ("id", "client_id", "user_id", "subject", "scope", "created_at",
-                               "expires_at", "auth_time")}
+                               "expires_at", "auth_time", "dpop_jkt")}
 )  # fmt: skip
+# RFC 9449 §5: bind an unbound family (or confirm the binding) to a DPoP key; compare-and-set.
+_BIND_FAMILY_DPOP = (
+    update(token_families)
+    .where(
+        fam.id == bindparam("fid"),
+        or_(fam.dpop_jkt.is_(None), fam.dpop_jkt == bindparam("jkt")),
+    )
+    .values(dpop_jkt=bindparam("jkt"))
+)
 _REVOKE_FAMILY = (
     update(token_families)
     .where(fam.id == bindparam("fid"), fam.revoked_at.is_(None))
@@ -126,6 +148,49 @@ _GET_FAMILY_USER = (
     .select_from(token_families.outerjoin(users, users.c.id == fam.user_id))
     .where(fam.id == bindparam("fid"))
 )  # fmt: skip
+
+
+# Revocation (RFC 7009) and introspection (RFC 7662): read-only, never a row lock.
+_PEEK_TOKEN = (
+    select(
+        rt.token_hash, rt.created_at, rt.expires_at, rt.spent_at, rt.successor_hash,
+        fam.id, fam.client_id, fam.user_id, fam.subject, fam.scope,
+        fam.created_at, fam.expires_at, fam.auth_time, fam.revoked_at, fam.dpop_jkt,
+    )
+    .select_from(refresh_tokens.join(token_families))
+    .where(rt.token_hash == bindparam("h"))
+)  # fmt: skip
+_PEEK_FAMILY = select(
+    fam.id, fam.client_id, fam.user_id, fam.subject, fam.scope,
+    fam.created_at, fam.expires_at, fam.auth_time, fam.revoked_at, fam.dpop_jkt,
+).where(fam.id == bindparam("fid"))  # fmt: skip
+rat = revoked_access_tokens.c
+_IS_ACCESS_TOKEN_REVOKED = select(rat.jti).where(rat.jti == bindparam("jti"))
+
+
+def _deny_access_token(dialect: Dialect) -> Executable:
+    """INSERT of a deny-list row that does nothing if the jti is already there."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect_insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    return (
+        dialect_insert(revoked_access_tokens)
+        .values({c: bindparam(c) for c in ("jti", "client_id", "revoked_at", "expires_at")})
+        .on_conflict_do_nothing(index_elements=["jti"])
+    )
+
+
+def _record_dpop_proof(dialect: Dialect) -> Executable:
+    """RFC 9449 §11.1 replay cache: INSERT that does nothing (rowcount 0) for a known hash.
+    PostgreSQL makes a concurrent insert of the same hash wait for the first transaction."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect_insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    return (
+        dialect_insert(dpop_proofs)
+        .values(jti_hash=bindparam("h"), expires_at=bindparam("exp"))
+        .on_conflict_do_nothing(index_elements=["jti_hash"])
+    )
 
 
 def _client_from_row(row) -> Client:  # type: ignore[no-untyped-def]
@@ -178,6 +243,12 @@ class _Statements:
         self.insert_code = _Compiled(_INSERT_CODE, dialect)
         self.find_code = _Compiled(_FIND_CODE, dialect)
         self.consume_code = _Compiled(_CONSUME_CODE, dialect)
+        self.bind_family_dpop = _Compiled(_BIND_FAMILY_DPOP, dialect)
+        self.record_dpop_proof = _Compiled(_record_dpop_proof(dialect), dialect)
+        self.peek_token = _Compiled(_PEEK_TOKEN, dialect)
+        self.peek_family = _Compiled(_PEEK_FAMILY, dialect)
+        self.is_access_token_revoked = _Compiled(_IS_ACCESS_TOKEN_REVOKED, dialect)
+        self.deny_access_token = _Compiled(_deny_access_token(dialect), dialect)
 
 
 class SqlTransaction:
@@ -199,8 +270,10 @@ class SqlTransaction:
         if row is None:
             return None
         (h, created, expires, spent, succ, fid, cid, uid, sub, scope, fcreated, fexp, auth,
-         revoked) = row  # fmt: skip
-        family = Family(fid, cid, uid, sub, tuple(scope.split()), fcreated, fexp, auth, revoked)
+         revoked, jkt) = row  # fmt: skip
+        family = Family(
+            fid, cid, uid, sub, tuple(scope.split()), fcreated, fexp, auth, revoked, jkt
+        )
         return StoredRefreshToken(
             bytes(h), family, created, expires, spent, None if succ is None else bytes(succ)
         )
@@ -233,8 +306,23 @@ class SqlTransaction:
                 "created_at": family.created_at,
                 "expires_at": family.expires_at,
                 "auth_time": family.auth_time,
+                "dpop_jkt": family.dpop_jkt,
             },
         )
+
+    def bind_family_dpop(self, family_id: str, jkt: str) -> bool:
+        return self._run(self._q.bind_family_dpop, {"fid": family_id, "jkt": jkt}).rowcount == 1
+
+    def record_dpop_proof(self, replay_hash: bytes, *, expires_at: float) -> bool:
+        cur = self._run(self._q.record_dpop_proof, {"h": replay_hash, "exp": expires_at})
+        return cur.rowcount == 1
+
+    def revoke_access_token(
+        self, jti: str, *, client_id: str, at: float, expires_at: float
+    ) -> bool:
+        """Deny-list an access token (RFC 7009); False if it already is (no error)."""
+        params = {"jti": jti, "client_id": client_id, "revoked_at": at, "expires_at": expires_at}
+        return self._run(self._q.deny_access_token, params).rowcount == 1
 
     def revoke_family(self, family_id: str, *, at: float, reason: str) -> bool:
         cur = self._run(self._q.revoke_family, {"fid": family_id, "at": at, "reason": reason})
@@ -455,6 +543,49 @@ class SqlStore:
                 return User(*row.one())
         return None
 
+    # -- revocation and introspection (read-only lookups: no write lock, no row lock) -------
+
+    def peek_refresh_token(self, token_hash: bytes) -> StoredRefreshToken | None:
+        """The refresh token with this hash and its family (with ``dpop_jkt``), or None: a
+        plain read, unlike ``SqlTransaction.find_refresh_token`` (which locks the row)."""
+        row = self._read_row(self._q.peek_token, {"h": token_hash})
+        if row is None:
+            return None
+        (h, created, expires, spent, succ, fid, cid, uid, sub, scope, fcreated, fexp, auth,
+         revoked, jkt) = row  # fmt: skip
+        family = Family(
+            fid, cid, uid, sub, tuple(scope.split()), fcreated, fexp, auth, revoked, jkt
+        )
+        return StoredRefreshToken(
+            bytes(h), family, created, expires, spent, None if succ is None else bytes(succ)
+        )
+
+    def peek_family(self, family_id: str) -> Family | None:
+        """The family (revoked or not, with ``dpop_jkt``), or None; a plain driver-level read."""
+        row = self._read_row(self._q.peek_family, {"fid": family_id})
+        if row is None:
+            return None
+        return Family(row[0], row[1], row[2], row[3], tuple(row[4].split()), *row[5:])
+
+    def is_access_token_revoked(self, jti: str) -> bool:
+        return self._read_row(self._q.is_access_token_revoked, {"jti": jti}) is not None
+
+    def revoke_access_token(
+        self, jti: str, *, client_id: str, at: float, expires_at: float
+    ) -> bool:
+        """Put the access token on the deny list until ``expires_at``; False if it already
+        was (concurrent revocations of one token are fine: the second does nothing)."""
+        with self.transaction() as tx:
+            return tx.revoke_access_token(jti, client_id=client_id, at=at, expires_at=expires_at)
+
+    # -- DPoP (RFC 9449) -------------------------------------------------------------------
+
+    def record_dpop_proof(self, replay_hash: bytes, *, expires_at: float) -> bool:
+        """A DPoP proof's replay check outside a grant (at a protected resource), in a
+        transaction of its own: False if the proof was recorded before (a replay)."""
+        with self.transaction() as tx:
+            return tx.record_dpop_proof(replay_hash, expires_at=expires_at)
+
     # -- families --------------------------------------------------------------------------
 
     def revoke_families(
@@ -510,8 +641,10 @@ class SqlStore:
         """Delete what can never be valid again, once it is older than ``retention`` seconds:
         expired or revoked families (with their tokens), expired refresh tokens, expired
         authorization codes (consumed ones are kept that long for replay detection), ended
-        browser sessions; and security events older than ``event_retention`` (the audit
-        trail; defaults to ``retention``)."""
+        browser sessions, deny-listed access tokens past their expiry (whatever
+        ``retention``: an expired token is refused for its ``exp``), DPoP replay-cache
+        rows past theirs (likewise: such a proof is refused for its ``iat``); and security
+        events older than ``event_retention`` (the audit trail; defaults to ``retention``)."""
         cutoff = now - retention
         event_cutoff = now - (retention if event_retention is None else event_retention)
         with self.engine.begin() as conn:
@@ -528,12 +661,22 @@ class SqlStore:
             events = conn.execute(
                 delete(security_events).where(security_events.c.at < event_cutoff)
             ).rowcount
+            # A deny-listed access token past its exp is refused for its expiry anyway.
+            denied = conn.execute(
+                delete(revoked_access_tokens).where(revoked_access_tokens.c.expires_at < now)
+            ).rowcount
+            # RFC 9449 §11.1: a proof past its acceptance window is refused for its iat.
+            proofs = conn.execute(
+                delete(dpop_proofs).where(dpop_proofs.c.expires_at < now)
+            ).rowcount
         return {
             "families": families,
             "refresh_tokens": tokens,
             "authorization_codes": codes,
             "browser_sessions": sessions,
             "security_events": events,
+            "revoked_access_tokens": denied,
+            "dpop_proofs": proofs,
         }
 
     # -- signing keys ----------------------------------------------------------------------

@@ -23,9 +23,12 @@ from tokend.core.errors import InvalidClient, OAuthError, ServerError, Temporari
 from tokend.core.models import TokenRequest
 from tokend.runtime import Runtime, build_runtime
 from tokend.web.discovery import discovery_document
+from tokend.web.dpop import DPoPHeaders
+from tokend.web.introspection import INTROSPECTION_PATH, introspection_endpoint
 from tokend.web.openapi import openapi_document
 from tokend.web.pages import page_routes
 from tokend.web.parsing import parse_basic, parse_params, read_body
+from tokend.web.revocation import REVOCATION_PATH, revocation_endpoint
 from tokend.web.userinfo import USERINFO_PATH, userinfo_endpoint
 
 log = logging.getLogger("tokend.web")
@@ -62,16 +65,19 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             return fn(*args, **kwargs)
         return await run_in_threadpool(fn, *args, **kwargs)
 
+    dpop = DPoPHeaders(rt, ("/auth/v2/token", "/auth/v2/token/"))
+
     async def token(request: Request) -> Response:
         try:
             body = await read_body(request, max_body)
             params = parse_params(request.headers.get("content-type"), body)
             basic = parse_basic(request.headers.get("authorization"))
-            req = TokenRequest(params, credentials_from(basic, params))
+            proof = dpop.proof(request)  # RFC 9449 §5; None without a DPoP header
+            req = TokenRequest(params, credentials_from(basic, params), proof)
             result = await call(service.token, req)
         except OAuthError as exc:
-            return _oauth_error(exc)
-        return json_response(result.to_dict())
+            return dpop.with_nonce(request, _oauth_error(exc))
+        return dpop.with_nonce(request, json_response(result.to_dict()))
 
     async def jwks(request: Request) -> Response:
         return Response(
@@ -140,6 +146,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         Route("/auth/v2/token/", token, methods=["POST"]),
         Route("/auth/jwks", jwks, methods=["GET"]),
         Route(USERINFO_PATH, userinfo, methods=["GET", "POST"]),
+        Route(REVOCATION_PATH, revocation_endpoint(rt, call, max_body), methods=["POST"]),
+        Route(INTROSPECTION_PATH, introspection_endpoint(rt, call, max_body), methods=["POST"]),
         Route("/.well-known/openid-configuration", well_known, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", well_known, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -5,6 +5,7 @@ Only what this server actually implements is advertised.
 
 from __future__ import annotations
 
+from tokend.core.dpop import ALGS as DPOP_ALGS
 from tokend.core.scopes import OFFLINE_SCOPES, OPENID
 
 SCOPES_SUPPORTED = [
@@ -38,8 +39,23 @@ def discovery_document(issuer: str, *, grant_types: tuple[str, ...]) -> dict[str
             "client_secret_post",
             "none",
         ],
+        # RFC 7009 / RFC 8414 §2: public clients revoke their own tokens with client_id alone.
+        "revocation_endpoint": f"{issuer}/auth/v2/revoke",
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        # RFC 7662 / RFC 8414 §2: only confidential clients (resource servers) introspect.
+        "introspection_endpoint": f"{issuer}/auth/v2/introspect",
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
         "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
+        # RFC 9449 §5.1: the JWS algorithms accepted in DPoP proofs.
+        "dpop_signing_alg_values_supported": list(DPOP_ALGS),
         "claims_supported": [
             *("iss", "sub", "aud", "exp", "iat", "auth_time", "at_hash", "sid", "nonce"),
             # UserInfo (tokend.core.userinfo): Didit's objects and OIDC Core §5.4's claims

@@ -16,6 +16,8 @@ _ERROR_CODES = [
     "not_found",
     "invalid_token",
     "insufficient_scope",
+    "invalid_dpop_proof",
+    "use_dpop_nonce",
 ]
 
 _NO_STORE_HEADERS = {
@@ -55,10 +57,32 @@ _TOKEN_REQUEST = {
     "additionalProperties": {"type": "string"},
 }
 
+# RFC 9449: the DPoP proof a request may carry, and the nonce a server may hand out.
+_DPOP_PARAMETER = {
+    "name": "DPoP",
+    "in": "header",
+    "required": False,
+    "description": "A DPoP proof JWT (RFC 9449 §4): typ dpop+jwt, ES256, RS256 or EdDSA, "
+    "with htm, htu (this endpoint's URI under the issuer), iat (within the proof window), "
+    "a unique jti, and the server's nonce when it requires one. At the token endpoint it "
+    "binds the access token to the key (token_type DPoP, cnf.jkt) and, for a public client, "
+    "the refresh tokens of the grant; a refresh of a bound grant needs a proof of its key.",
+    "schema": {"type": "string"},
+}
+_DPOP_NONCE = {
+    "DPoP-Nonce": {
+        "description": "RFC 9449 §8: the nonce to put in the next DPoP proof; sent on "
+        "answers to DPoP requests when the server requires nonces (TOKEND_DPOP_NONCE=on).",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+    }
+}
+
 _TOKEN_OPERATION = {
     "summary": "Token endpoint (RFC 6749 §3.2)",
     "operationId": "token",
     "security": [{"clientBasic": []}, {}],
+    "parameters": [_DPOP_PARAMETER],
     "requestBody": {
         "required": True,
         "content": {
@@ -69,12 +93,15 @@ _TOKEN_OPERATION = {
     "responses": {
         "200": {
             "description": "Tokens issued (RFC 6749 §5.1).",
-            "headers": _NO_STORE_HEADERS,
+            "headers": {**_NO_STORE_HEADERS, **_DPOP_NONCE},
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/TokenResponse"}}
             },
         },
-        "400": _error("RFC 6749 §5.2 error."),
+        "400": _error(
+            "RFC 6749 §5.2 error; invalid_dpop_proof or use_dpop_nonce (RFC 9449 §5, §8).",
+            _DPOP_NONCE,
+        ),
         "401": _error(
             "invalid_client.",
             {"WWW-Authenticate": {"schema": {"type": "string"}}},
@@ -115,6 +142,8 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/auth/v2/revoke": {"post": _REVOCATION_OPERATION},
+            "/auth/v2/introspect": {"post": _INTROSPECTION_OPERATION},
             "/auth/v2/users/retrieve": {
                 "get": {**_USERINFO_OPERATION, "operationId": "userinfo"},
                 "post": {
@@ -191,6 +220,13 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                     "bearerFormat": "JWT",
                     "description": "An access token of this server (RFC 6750, RFC 9068).",
                 },
+                "dpop": {
+                    "type": "http",
+                    "scheme": "dpop",
+                    "bearerFormat": "JWT",
+                    "description": "A DPoP-bound access token (RFC 9449 §7): "
+                    "Authorization: DPoP <token>, with a DPoP proof header carrying ath.",
+                },
             },
             "schemas": {
                 "TokenResponse": {
@@ -198,7 +234,11 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                     "required": ["access_token", "token_type", "expires_in", "scope"],
                     "properties": {
                         "access_token": {"type": "string", "description": "RFC 9068 JWT"},
-                        "token_type": {"type": "string", "enum": ["Bearer"]},
+                        "token_type": {
+                            "type": "string",
+                            "enum": ["Bearer", "DPoP"],
+                            "description": "DPoP when the request carried a DPoP proof.",
+                        },
                         "expires_in": {"type": "integer", "minimum": 1},
                         "refresh_token": {"type": "string", "pattern": "^tkd_rt_[0-9A-Za-z]{49}$"},
                         "scope": {"type": "string"},
@@ -251,6 +291,7 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                     },
                 },
                 "UserInfo": _USERINFO_SCHEMA,
+                "Introspection": _INTROSPECTION_SCHEMA,
                 "Health": {
                     "type": "object",
                     "required": ["status"],
@@ -275,9 +316,9 @@ def _metadata_response() -> dict[str, Any]:
 
 
 def _bearer_error(description: str) -> dict[str, Any]:
-    """An error with the RFC 6750 §3 challenge."""
-    challenge = {"schema": {"type": "string", "pattern": "^Bearer( |$)"}}
-    return _error(description, {"WWW-Authenticate": challenge})
+    """An error with the RFC 6750 §3 challenge (RFC 9449 §7.1's for the DPoP scheme)."""
+    challenge = {"schema": {"type": "string", "pattern": "^(Bearer|DPoP)( |$)"}}
+    return _error(description, {"WWW-Authenticate": challenge, **_DPOP_NONCE})
 
 
 def _verified_value(value: str) -> dict[str, Any]:
@@ -327,7 +368,15 @@ _USERINFO_SCHEMA: dict[str, Any] = {
 
 _USERINFO_OPERATION: dict[str, Any] = {
     "summary": "UserInfo (OIDC Core §5.3): the signed-in user's claims, by the token's scope",
-    "security": [{"bearer": []}],
+    "security": [{"bearer": []}, {"dpop": []}],
+    "parameters": [
+        {
+            **_DPOP_PARAMETER,
+            "description": "With Authorization: DPoP, the proof (RFC 9449 §7): as at the "
+            "token endpoint, plus ath, the hash of the access token, and made with the key "
+            "the token is bound to (cnf.jkt).",
+        }
+    ],
     "responses": {
         "200": {
             "description": "The claims.",
@@ -336,7 +385,8 @@ _USERINFO_OPERATION: dict[str, Any] = {
         },
         "400": _bearer_error("invalid_request: the token in the query string or sent twice."),
         "401": _bearer_error(
-            "invalid_token (no error attribute in the challenge when no token was sent)."
+            "invalid_token (no error attribute in the challenge when no token was sent); "
+            "invalid_dpop_proof or use_dpop_nonce with the DPoP scheme (RFC 9449 §7.1, §9)."
         ),
         "403": _bearer_error('insufficient_scope: the token lacks "openid".'),
         "500": _error("server_error."),
@@ -359,6 +409,119 @@ _USERINFO_FORM = {
             }
         }
     },
+}
+
+
+# -- Revocation (RFC 7009) and introspection (RFC 7662): web/revocation.py, web/introspection.py
+
+
+def _token_form(description: str) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["token"],
+        "properties": {
+            "token": {"type": "string", "description": description},
+            "token_type_hint": {
+                "type": "string",
+                "description": "Optional: refresh_token or access_token. Never needed (the "
+                "two formats differ) and unknown values are ignored (RFC 7009 §2.1).",
+            },
+            "client_id": {"type": "string", "description": "client_secret_post or public."},
+            "client_secret": {"type": "string", "description": "client_secret_post."},
+        },
+        "additionalProperties": {"type": "string"},
+    }
+    return {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": schema},
+            "application/json": {"schema": schema},
+        },
+    }
+
+
+def _client_auth_errors() -> dict[str, Any]:
+    return {
+        "400": _error("invalid_request: no token, a repeated parameter, a malformed body."),
+        "401": _error(
+            "invalid_client.",
+            {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Basic "}}},
+        ),
+        "413": _error("Body larger than the server accepts."),
+        "500": _error("server_error."),
+        "503": _error("temporarily_unavailable; retry."),
+    }
+
+
+_REVOCATION_OPERATION: dict[str, Any] = {
+    "summary": "Token revocation (RFC 7009)",
+    "description": "A refresh token ends its whole family and the access tokens issued from "
+    "it; an access token is deny-listed until it expires. Client authentication as at the "
+    "token endpoint (public clients: client_id alone). A client can only revoke its own "
+    "tokens; unknown, malformed, expired, already revoked and other clients' tokens get the "
+    "same empty 200.",
+    "operationId": "revoke",
+    "security": [{"clientBasic": []}, {}],
+    "requestBody": _token_form("The refresh token or access token to revoke."),
+    "responses": {
+        "200": {"description": "Done (empty body, RFC 7009 §2.2).", "headers": _NO_STORE_HEADERS},
+        **_client_auth_errors(),
+    },
+}
+
+_INTROSPECTION_OPERATION: dict[str, Any] = {
+    "summary": "Token introspection (RFC 7662)",
+    "description": "For confidential clients (resource servers), about any token of this "
+    "server, whichever client it was issued to. Public clients get invalid_client.",
+    "operationId": "introspect",
+    "security": [{"clientBasic": []}, {}],
+    "requestBody": _token_form("The access token or refresh token to introspect."),
+    "responses": {
+        "200": {
+            "description": "The token's state (RFC 7662 §2.2).",
+            "headers": _NO_STORE_HEADERS,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Introspection"}}
+            },
+        },
+        **_client_auth_errors(),
+    },
+}
+
+_INTROSPECTION_SCHEMA: dict[str, Any] = {
+    "description": "RFC 7662 §2.2: {active: false} alone for any token that is not active.",
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["active"],
+            "properties": {"active": {"const": False}},
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "required": ["active", "iss", "sub", "client_id", "scope", "exp", "iat", "token_type"],
+            "properties": {
+                "active": {"const": True},
+                "iss": {"type": "string", "format": "uri"},
+                "sub": {"type": "string"},
+                "aud": {"type": "string", "description": "Access tokens."},
+                "client_id": {"type": "string"},
+                "scope": {"type": "string"},
+                "exp": {"type": "integer"},
+                "iat": {"type": "integer"},
+                "auth_time": {"type": "integer", "description": "Access tokens of a user."},
+                "jti": {"type": "string", "description": "Access tokens."},
+                "sid": {"type": "string", "description": "The token family (grant)."},
+                "token_type": {"type": "string", "enum": ["Bearer", "DPoP", "refresh_token"]},
+                "cnf": {
+                    "type": "object",
+                    "description": "RFC 7800 / RFC 9449 §6: the key the token is bound to.",
+                    "properties": {"jkt": {"type": "string"}},
+                },
+            },
+            "additionalProperties": False,
+        },
+    ],
 }
 
 

@@ -21,7 +21,9 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from starlette.requests import Request
 
+from tokend.core.client_auth import credentials_from
 from tokend.core.errors import InvalidClient, InvalidRequest, OAuthError
+from tokend.core.models import ClientCredentials
 
 MAX_FIELDS = 64
 
@@ -158,4 +160,21 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
     return client_id, secret
 
 
-__all__ = ["OAuthError", "PayloadTooLarge", "parse_basic", "parse_params", "read_body"]
+async def read_client_request(
+    request: Request, max_bytes: int
+) -> tuple[ClientCredentials, dict[str, str]]:
+    """The body parameters and client credentials of a request to an endpoint that
+    authenticates clients as the token endpoint does (revocation, introspection)."""
+    params = parse_params(request.headers.get("content-type"), await read_body(request, max_bytes))
+    basic = parse_basic(request.headers.get("authorization"))
+    return credentials_from(basic, params), params
+
+
+__all__ = [
+    "OAuthError",
+    "PayloadTooLarge",
+    "parse_basic",
+    "parse_params",
+    "read_body",
+    "read_client_request",
+]

@@ -7,6 +7,11 @@ Bearer`` challenge of §3: with ``error="invalid_token"`` (401), ``error="insuff
 and the needed ``scope`` (403), ``error="invalid_request"`` (400); and without any error
 attribute when the request held no token at all (§3.1). The claims themselves are the
 core's (``tokend.core.userinfo``).
+
+A DPoP-bound token (RFC 9449 §7) comes as ``Authorization: DPoP <token>`` with a ``DPoP``
+proof of its key whose ``ath`` is the token's hash; errors then carry the ``DPoP`` challenge,
+``invalid_dpop_proof`` and ``use_dpop_nonce`` (with ``DPoP-Nonce``) included, all 401 (§7.1,
+§9). A bound token sent as Bearer is ``invalid_token``; proofs are recorded against replay.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tokend.core.bearer import InsufficientScope, InvalidToken
-from tokend.core.errors import InvalidRequest, OAuthError
+from tokend.core.dpop import ALGS
+from tokend.core.errors import InvalidDPoPProof, InvalidRequest, OAuthError, UseDPoPNonce
 from tokend.core.userinfo import UserInfoService
 from tokend.runtime import Runtime
+from tokend.web.dpop import DPoPHeaders
 from tokend.web.parsing import parse_params, read_body
 
 USERINFO_PATH = "/auth/v2/users/retrieve"
@@ -32,6 +39,7 @@ _HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
 _NOT_DESCRIPTION_CHAR = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_DPOP_SCHEME = re.compile(r"(?i)dpop ")
 
 Call = Callable[..., Awaitable[Any]]
 
@@ -56,12 +64,33 @@ def bearer_token(authorization: str | None) -> str | None:
     return token
 
 
-async def access_token_of(request: Request, max_body: int) -> str:
+def dpop_token(authorization: str | None) -> str | None:
+    """The token of ``Authorization: DPoP <token>`` (RFC 9449 §7.1, token68 as Bearer's);
+    None when the header is absent or uses another scheme."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "dpop":
+        return None
+    token = token.strip(" ")
+    if not _B64TOKEN.fullmatch(token):
+        raise InvalidToken("The Authorization header is malformed.")
+    return token
+
+
+async def access_token_of(request: Request, max_body: int) -> tuple[str, str]:
     """The one access token the request presents (RFC 6750 §2: "Clients MUST NOT use more
-    than one method to transmit the token in each request")."""
+    than one method to transmit the token in each request"), and its scheme: ``Bearer``
+    (the header or the body) or ``DPoP`` (the header, RFC 9449 §7.1)."""
     if request.scope.get("query_string") and "access_token" in request.query_params:
         raise InvalidRequest("The access token must not be sent in the query string.")
-    token = bearer_token(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    scheme = "Bearer"
+    token = bearer_token(authorization)
+    if token is None:
+        token = dpop_token(authorization)
+        if token is not None:
+            scheme = "DPoP"
     content_type = request.headers.get("content-type", "")
     if request.method == "POST" and content_type.partition(";")[0].strip().lower() == FORM:
         params = parse_params(content_type, await read_body(request, max_body))
@@ -72,17 +101,22 @@ async def access_token_of(request: Request, max_body: int) -> str:
             token = in_body
     if token is None:
         raise MissingToken()
-    return token
+    return token, scheme
 
 
-def challenge(exc: OAuthError) -> str:
-    """The ``WWW-Authenticate`` value for a failed request (RFC 6750 §3)."""
+def challenge(exc: OAuthError, scheme: str = "Bearer") -> str:
+    """The ``WWW-Authenticate`` value for a failed request (RFC 6750 §3; RFC 9449 §7.1 for
+    the DPoP scheme, which also lists the proof algorithms accepted)."""
     if isinstance(exc, MissingToken):
         return "Bearer"
+    if isinstance(exc, InvalidDPoPProof | UseDPoPNonce):
+        scheme = "DPoP"
     description = _NOT_DESCRIPTION_CHAR.sub("", exc.description)
-    value = f'Bearer error="{exc.error}", error_description="{description}"'
+    value = f'{scheme} error="{exc.error}", error_description="{description}"'
     if isinstance(exc, InsufficientScope):
         value += f', scope="{exc.scope}"'
+    if scheme == "DPoP":
+        value += f', algs="{" ".join(ALGS)}"'
     return value
 
 
@@ -93,16 +127,34 @@ def _json(body: object, status: int, headers: dict[str, str] = _HEADERS) -> Resp
 def userinfo_endpoint(rt: Runtime, call: Call, max_body: int) -> Callable[..., Awaitable[Response]]:
     """The route handler, with its service built once."""
     service = UserInfoService(verifier=rt.keys, store=rt.store, policy=rt.policy, clock=rt.clock)
+    dpop = DPoPHeaders(rt, (USERINFO_PATH,))
 
     async def userinfo(request: Request) -> Response:
+        # The challenge answers in the scheme the client used, even before it is parsed.
+        authorization = request.headers.get("authorization", "")
+        scheme = "DPoP" if _DPOP_SCHEME.match(authorization) else "Bearer"
         try:
-            token = await access_token_of(request, max_body)
-            claims = await call(service.userinfo, token)
+            token, scheme = await access_token_of(request, max_body)
+            if scheme == "DPoP":
+                proof = dpop.proof(request, access_token=token)
+                if proof is None:
+                    raise InvalidDPoPProof("The DPoP scheme needs a DPoP proof.")
+                claims = await call(service.userinfo, token, proof.jkt)
+                # After the token checks: an invalid token costs no write. RFC 9449 §11.1.
+                if not await call(
+                    rt.store.record_dpop_proof, proof.replay_hash, expires_at=proof.replay_until
+                ):
+                    raise InvalidDPoPProof("The DPoP proof has been used before.")
+            else:
+                claims = await call(service.userinfo, token)
         except (InvalidToken, InsufficientScope, InvalidRequest) as exc:
             # Anything else (temporarily_unavailable, ...) goes to the app's OAuthError handler.
-            return _json(
-                exc.to_dict(), exc.status_code, {**_HEADERS, "WWW-Authenticate": challenge(exc)}
-            )
-        return _json(claims, 200)
+            headers = {**_HEADERS, "WWW-Authenticate": challenge(exc, scheme)}
+            return dpop.with_nonce(request, _json(exc.to_dict(), exc.status_code, headers))
+        except (InvalidDPoPProof, UseDPoPNonce) as exc:
+            # RFC 9449 §7.1, §9: 401 at a protected resource, with the DPoP challenge.
+            headers = {**_HEADERS, "WWW-Authenticate": challenge(exc), **dpop.nonce_headers()}
+            return _json(exc.to_dict(), 401, headers)
+        return dpop.with_nonce(request, _json(claims, 200))
 
     return userinfo

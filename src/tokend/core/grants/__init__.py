@@ -5,15 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar, Protocol
 
-from tokend.core.errors import InvalidRequest
-from tokend.core.models import Client, TokenResponse
+from tokend.core.errors import InvalidDPoPProof, InvalidRequest
+from tokend.core.models import Client, DPoPProof, TokenResponse
+from tokend.core.ports import Transaction
 
 
 class Grant(Protocol):
     grant_type: ClassVar[str]
 
-    def handle(self, client: Client, params: Mapping[str, str], now: float) -> TokenResponse:
-        """Run the grant for an authenticated client allowed to use it; raise OAuthError."""
+    def handle(
+        self,
+        client: Client,
+        params: Mapping[str, str],
+        now: float,
+        dpop: DPoPProof | None = None,
+    ) -> TokenResponse:
+        """Run the grant for an authenticated client allowed to use it; raise OAuthError.
+        With a checked DPoP proof (RFC 9449 §5), the access token is bound to its key."""
         ...
 
 
@@ -22,3 +30,12 @@ def require(params: Mapping[str, str], name: str) -> str:
     if value is None:
         raise InvalidRequest(f"The {name} parameter is required.")
     return value
+
+
+def record_proof(tx: Transaction, dpop: DPoPProof | None) -> None:
+    """RFC 9449 §11.1: the first statement of a grant's transaction, so that a replayed
+    proof is refused before anything else is read or written (and nothing changes)."""
+    if dpop is not None and not tx.record_dpop_proof(
+        dpop.replay_hash, expires_at=dpop.replay_until
+    ):
+        raise InvalidDPoPProof("The DPoP proof has been used before.")

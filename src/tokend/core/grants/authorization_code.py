@@ -7,7 +7,10 @@
   challenge is refused (RFC 9700 §2.1.1, PKCE downgrade);
 - a code used twice: "the authorization server MUST deny the request and SHOULD revoke
   (when possible) all tokens previously issued based on that authorization code" (§4.1.2);
-- a refresh token only when ``offline``/``offline_access`` was granted (DESIGN.md).
+- a refresh token only when ``offline``/``offline_access`` was granted (DESIGN.md);
+- with a DPoP proof (RFC 9449 §5) the access token is bound to its key, and so is the new
+  family's refresh token for a public client (a confidential one is bound by its
+  authentication already); a replayed proof changes nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from typing import ClassVar
 from tokend.core import pkce
 from tokend.core.authorization import CODE_PREFIX
 from tokend.core.errors import InvalidGrant, OAuthError
-from tokend.core.grants import require
+from tokend.core.grants import record_proof, require
 from tokend.core.issuance import FamilyIssuer
-from tokend.core.models import Client, SecurityEvent, TokenResponse
+from tokend.core.models import Client, DPoPProof, SecurityEvent, TokenResponse
 from tokend.core.ports import Store
 from tokend.core.secrets import hash_secret, new_id
 
@@ -40,7 +43,13 @@ class AuthorizationCodeGrant:
         self._store = store
         self._issuer = issuer
 
-    def handle(self, client: Client, params: Mapping[str, str], now: float) -> TokenResponse:
+    def handle(
+        self,
+        client: Client,
+        params: Mapping[str, str],
+        now: float,
+        dpop: DPoPProof | None = None,
+    ) -> TokenResponse:
         code = require(params, "code")
         redirect_uri = require(params, "redirect_uri")
         verifier = params.get("code_verifier")
@@ -48,8 +57,10 @@ class AuthorizationCodeGrant:
             raise InvalidGrant(_INVALID)
         code_hash = hash_secret(code)
 
+        jkt = None if dpop is None else dpop.jkt
         rejection: OAuthError | None = None
         with self._store.transaction() as tx:
+            record_proof(tx, dpop)
             stored = tx.find_authorization_code(code_hash)
             if stored is None or stored.client_id != client.client_id:
                 raise InvalidGrant(_INVALID)
@@ -90,6 +101,7 @@ class AuthorizationCodeGrant:
                     now=now,
                     auth_time=stored.auth_time,
                     family_id=family_id,
+                    dpop_jkt=jkt if client.public else None,
                 )
         if rejection is not None:
             raise rejection
@@ -99,4 +111,5 @@ class AuthorizationCodeGrant:
             refresh_token=refresh_token,
             now=now,
             nonce=stored.nonce,
+            dpop_jkt=jkt,
         )

@@ -2,6 +2,8 @@
 
 No refresh token (§4.4.3: "A refresh token SHOULD NOT be included"); the access token's
 ``sub`` is the client_id (RFC 9068 §2.2) and it lives ``TOKEND_CLIENT_CREDENTIALS_TTL``.
+With a DPoP proof the access token is bound to its key (RFC 9449 §5); the proof is recorded
+against replay in a transaction of its own, the only storage work of this grant.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from tokend.core.errors import InvalidScope, UnauthorizedClient
+from tokend.core.grants import record_proof
 from tokend.core.minting import TokenMinter
-from tokend.core.models import Client, Policy, TokenResponse
+from tokend.core.models import Client, DPoPProof, Policy, TokenResponse
+from tokend.core.ports import Store
 from tokend.core.scopes import OFFLINE_SCOPES, OPENID, parse_scope
 
 USER_ONLY_SCOPES = frozenset({OPENID, *OFFLINE_SCOPES})
@@ -20,13 +24,20 @@ USER_ONLY_SCOPES = frozenset({OPENID, *OFFLINE_SCOPES})
 class ClientCredentialsGrant:
     grant_type: ClassVar[str] = "client_credentials"
 
-    __slots__ = ("_minter", "_policy")
+    __slots__ = ("_minter", "_policy", "_store")
 
-    def __init__(self, *, minter: TokenMinter, policy: Policy) -> None:
+    def __init__(self, *, store: Store, minter: TokenMinter, policy: Policy) -> None:
+        self._store = store
         self._minter = minter
         self._policy = policy
 
-    def handle(self, client: Client, params: Mapping[str, str], now: float) -> TokenResponse:
+    def handle(
+        self,
+        client: Client,
+        params: Mapping[str, str],
+        now: float,
+        dpop: DPoPProof | None = None,
+    ) -> TokenResponse:
         if client.public:
             # §4.4: "The client credentials grant type MUST only be used by confidential clients."
             raise UnauthorizedClient("Public clients cannot use the client_credentials grant.")
@@ -38,10 +49,14 @@ class ClientCredentialsGrant:
             scopes = requested
         else:
             scopes = allowed
+        if dpop is not None:
+            with self._store.transaction() as tx:
+                record_proof(tx, dpop)
         return self._minter.respond(
             client=client,
             subject=client.client_id,
             scopes=scopes,
             now=now,
             ttl=self._policy.client_credentials_ttl,
+            dpop_jkt=None if dpop is None else dpop.jkt,
         )

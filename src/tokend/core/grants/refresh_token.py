@@ -7,7 +7,10 @@ Rules (DESIGN.md, "Refresh token rules"), each enforced below where it is quoted
 - inside the grace window the same client gets the same successor back while it is unspent;
 - the family's absolute expiry is never extended; each token also has an idle expiry;
 - ``scope`` may only narrow; the family keeps its original scope;
-- a token presented by another client than its own is ``invalid_grant``.
+- a token presented by another client than its own is ``invalid_grant``;
+- DPoP (RFC 9449 §5): a family bound to a key (``dpop_jkt``) refreshes only with a proof
+  made with that key, else ``invalid_grant`` and nothing changes; a public client's first
+  refresh with a proof binds its unbound family; a proof binds the new access token.
 """
 
 from __future__ import annotations
@@ -18,9 +21,17 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from tokend.core.errors import InvalidGrant, OAuthError
-from tokend.core.grants import require
+from tokend.core.grants import record_proof, require
 from tokend.core.minting import TokenMinter
-from tokend.core.models import Client, Policy, SecurityEvent, StoredRefreshToken, TokenResponse
+from tokend.core.models import (
+    Client,
+    DPoPProof,
+    Family,
+    Policy,
+    SecurityEvent,
+    StoredRefreshToken,
+    TokenResponse,
+)
 from tokend.core.ports import Store, Transaction
 from tokend.core.scopes import narrow, parse_scope
 from tokend.core.secrets import REFRESH_TOKEN_PREFIX, derive_successor, hash_secret, is_well_formed
@@ -29,6 +40,8 @@ log = logging.getLogger("tokend.security")
 
 EVENT_REUSE = "refresh_token_reuse"
 EVENT_WRONG_CLIENT = "refresh_token_wrong_client"
+_PROOF_REQUIRED = "The refresh token is bound to a DPoP key: send a DPoP proof made with it."
+_OTHER_KEY = "The DPoP proof is made with another key than the refresh token is bound to."
 
 
 class RefreshTokenGrant:
@@ -44,7 +57,13 @@ class RefreshTokenGrant:
         self._policy = policy
         self._derivation_key = derivation_key
 
-    def handle(self, client: Client, params: Mapping[str, str], now: float) -> TokenResponse:
+    def handle(
+        self,
+        client: Client,
+        params: Mapping[str, str],
+        now: float,
+        dpop: DPoPProof | None = None,
+    ) -> TokenResponse:
         presented = require(params, "refresh_token")
         requested = parse_scope(params.get("scope"))
         if not is_well_formed(presented, REFRESH_TOKEN_PREFIX):
@@ -55,6 +74,7 @@ class RefreshTokenGrant:
 
         rejection: OAuthError | None = None
         with self._store.transaction() as tx:
+            record_proof(tx, dpop)
             stored = tx.find_refresh_token(presented_hash)
             if stored is None:
                 raise InvalidGrant()
@@ -79,6 +99,8 @@ class RefreshTokenGrant:
                 # window or reuse detection below, whatever its own expiry.
                 raise InvalidGrant("The refresh token has expired.")
             else:
+                # Before any write: a missing proof or another key changes nothing.
+                _check_binding(family, dpop, client)
                 rotated = False
                 if stored.spent_at is None:
                     # Checked before any write: a bad scope changes nothing.
@@ -94,11 +116,23 @@ class RefreshTokenGrant:
                         created_at=now,
                         expires_at=min(now + self._policy.idle_ttl(client), family.expires_at),
                     )
-                elif self._is_grace_retry(tx, client, stored, successor_hash, now):
+                elif self._is_grace_retry(tx, client, stored, successor_hash, now, dpop):
                     scopes = narrow(family.scopes, requested)
                 else:
                     self._revoke_for_reuse(tx, client, stored, now)
                     rejection = InvalidGrant()
+                # RFC 9449 §5: "refresh tokens issued to public clients [...] MUST be bound
+                # to the DPoP public key": an unbound family is bound at its first refresh
+                # with a proof (compare-and-set: a concurrent refresh that bound it to
+                # another key wins, and this one rolls back).
+                if (
+                    rejection is None
+                    and dpop is not None
+                    and client.public
+                    and family.dpop_jkt is None
+                    and not tx.bind_family_dpop(family.id, dpop.jkt)
+                ):
+                    raise InvalidGrant(_OTHER_KEY)
         if rejection is not None:
             raise rejection
         return self._minter.respond(
@@ -111,6 +145,7 @@ class RefreshTokenGrant:
             family_id=family.id,
             auth_time=family.auth_time,
             with_id_token=True,  # OIDC Core §12.2, when the (narrowed) scope has openid
+            dpop_jkt=None if dpop is None else dpop.jkt,
         )
 
     def _is_grace_retry(
@@ -120,14 +155,17 @@ class RefreshTokenGrant:
         stored: StoredRefreshToken,
         successor_hash: bytes,
         now: float,
+        dpop: DPoPProof | None,
     ) -> bool:
         """A just-spent token presented again inside the grace window, whose successor is
         still unspent, gets that same successor (lost responses, concurrent tabs)."""
         if stored.spent_at is None:
-            # Lost a compare-and-set race: re-read the winner's result under the lock.
+            # Lost a compare-and-set race: re-read the winner's result under the lock
+            # (and its family: the winner may have bound it to a DPoP key).
             fresh = tx.find_refresh_token(stored.token_hash)
             if fresh is None or fresh.spent_at is None:
                 return False
+            _check_binding(fresh.family, dpop, client)
             stored = fresh
         grace = self._policy.grace(client)
         return (
@@ -161,3 +199,19 @@ class RefreshTokenGrant:
         log.warning(
             "refresh token reuse: family %s of client %s revoked", family.id, client.client_id
         )
+
+
+def _check_binding(family: Family, dpop: DPoPProof | None, client: Client) -> None:
+    """RFC 9449 §5: a bound family's tokens are refreshed only with a proof of its key."""
+    bound = family.dpop_jkt
+    if bound is None:
+        return
+    if dpop is None:
+        raise InvalidGrant(_PROOF_REQUIRED)
+    if not hmac.compare_digest(dpop.jkt, bound):
+        log.warning(
+            "refresh token of DPoP-bound family %s presented with another key by client %s",
+            family.id,
+            client.client_id,
+        )
+        raise InvalidGrant(_OTHER_KEY)

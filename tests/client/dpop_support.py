@@ -1,0 +1,51 @@
+"""DPoP test support for the client library: the real app with server nonces required
+(``TOKEND_DPOP_NONCE=on``) on a runtime's database and clock, and client keys that
+misbehave on purpose (a wrong clock, deaf to nonces)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from starlette.testclient import TestClient
+
+from tests.conftest import ISSUER, SECRET_KEY
+from tokend.client import DPoPKey
+from tokend.config import Settings
+from tokend.runtime import Runtime, build_runtime
+from tokend.web.app import create_app
+
+
+@contextmanager
+def nonce_server(rt: Runtime) -> Iterator[httpx.Client]:
+    """An httpx client on the real app, with DPoP nonces required, sharing ``rt``'s
+    database, secret and clock."""
+    settings = Settings(
+        database_url=rt.settings.database_url,
+        secret_key=SECRET_KEY,
+        issuer=ISSUER,
+        dpop_nonce="on",
+    )
+    runtime = build_runtime(settings, clock=rt.clock)
+    app = create_app(settings, runtime=runtime)
+    with TestClient(app, base_url=ISSUER, raise_server_exceptions=False) as http:
+        yield http
+
+
+class DeafKey(DPoPKey):
+    """A client key that never puts a nonce in its proofs."""
+
+    def nonce_for(self, url: Any) -> str | None:
+        return None
+
+
+def server_key(rt: Runtime, alg: str = "ES256", *, skew: float = 0.0) -> DPoPKey:
+    """A key whose ``iat`` is the server's (frozen) clock, plus ``skew`` seconds."""
+    return DPoPKey.generate(alg, clock=lambda: rt.clock.now() + skew)
+
+
+def deaf_key(rt: Runtime) -> DeafKey:
+    key = server_key(rt)
+    return DeafKey(key._key, clock=rt.clock.now)

@@ -1,0 +1,655 @@
+"""DPoP (RFC 9449) over HTTP, on SQLite and PostgreSQL: bound access tokens at the token
+endpoint, public clients' families bound across refreshes, refreshes of a bound family
+without a proof or with another key refused (and nothing changed: the token then still
+works with the right proof), every kind of bad proof refused with nothing changed, replays,
+server nonces, UserInfo with ``Authorization: DPoP`` and ``ath``, and the documents
+(discovery, OpenAPI) that tell clients about it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import func, select
+from starlette.testclient import TestClient
+
+from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
+from tests.support.dpop import ProofKey, b64, compact
+from tests.web.helpers import (
+    JSON,
+    TOKEN,
+    TOKEN_SLASH,
+    USERINFO,
+    assert_bearer_error,
+    assert_no_store,
+    assert_oauth_error,
+    bearer,
+    refresh,
+    storage_snapshot,
+)
+from tests.web.test_openapi import assert_documented
+from tokend.config import Settings
+from tokend.core.authorization import validate
+from tokend.core.dpop import REPLAY_MARGIN
+from tokend.keys.material import derive
+from tokend.runtime import Runtime, build_runtime
+from tokend.store.schema import dpop_proofs, token_families
+from tokend.store.sql import User
+from tokend.web.app import create_app
+from tokend.web.openapi import openapi_document
+
+TOKEN_HTU = ISSUER + TOKEN
+USERINFO_HTU = ISSUER + USERINFO
+REDIRECT_URI = "https://app.example/cb"
+# RFC 7636 Appendix B.
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+_DPOP_CHALLENGE = re.compile(
+    r'DPoP error="([a-z_]+)", error_description="([\x20\x21\x23-\x5b\x5d-\x7e]+)", '
+    r'algs="ES256 RS256 EdDSA"'
+)
+
+
+# One runtime per backend for this module's many independent cases (conftest.shared_rt).
+@pytest.fixture(scope="module")
+def rt(shared_rt):
+    return shared_rt
+
+
+@pytest.fixture(scope="module")
+def http(shared_http):
+    return shared_http
+
+
+@pytest.fixture(scope="module")
+def clock(shared_rt):
+    return shared_rt.clock
+
+
+@pytest.fixture(scope="module")
+def settings(shared_rt):
+    return shared_rt.settings
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    return openapi_document(ISSUER)
+
+
+@pytest.fixture(scope="module")
+def registry(doc):  # type: ignore[no-untyped-def]
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    return Registry().with_resource(
+        "urn:tokend:openapi", Resource(contents=doc, specification=DRAFT202012)
+    )
+
+
+@pytest.fixture
+def key() -> ProofKey:
+    return ProofKey("ES256")
+
+
+@pytest.fixture
+def other_key() -> ProofKey:
+    return ProofKey("ES256")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def now(rt: Runtime) -> float:
+    return rt.clock.now()
+
+
+def dpop(proof: str) -> dict[str, str]:
+    return {"DPoP": proof}
+
+
+def post_token(
+    http: TestClient,
+    reg: RegisteredClient,
+    data: dict[str, str],
+    proof: str | None = None,
+    *,
+    path: str = TOKEN,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    all_headers = {**(headers or {}), **(dpop(proof) if proof else {})}
+    if reg.secret is None:
+        return http.post(path, data={**data, "client_id": reg.client_id}, headers=all_headers)
+    return http.post(path, data=data, auth=reg.basic, headers=all_headers)
+
+
+def code_for(rt: Runtime, reg: RegisteredClient, user: User, scope: str = "openid offline") -> str:
+    """An authorization code, as if ``user`` had signed in and consented (PKCE S256)."""
+    request = validate(
+        [
+            ("response_type", "code"),
+            ("client_id", reg.client_id),
+            ("redirect_uri", REDIRECT_URI),
+            ("scope", scope),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ],
+        rt.store.get_client,
+    )
+    t = now(rt)
+    return rt.codes.issue(
+        request,
+        user_id=user.id,
+        subject=rt.subjects.subject(reg.client, user.id),
+        auth_time=t,
+        now=t,
+    )
+
+
+def code_params(code: str) -> dict[str, str]:
+    return {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": VERIFIER,
+    }
+
+
+def assert_dpop_tokens(r: httpx.Response, rt: Runtime, key: ProofKey) -> dict[str, Any]:
+    """A successful response with a DPoP-bound access token (RFC 9449 §5, §6)."""
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == JSON
+    assert_no_store(r)
+    body = r.json()
+    assert body["token_type"] == "DPoP"
+    header, claims = rt.keys.verify(body["access_token"])
+    assert header["typ"] == "at+jwt"
+    assert claims["cnf"] == {"jkt": key.jkt}
+    return body
+
+
+def family_jkt(rt: Runtime, refresh_token_response: dict[str, Any]) -> str | None:
+    sid = jwt.decode(refresh_token_response["access_token"], options={"verify_signature": False})[
+        "sid"
+    ]
+    with rt.store.engine.connect() as conn:
+        return conn.execute(
+            select(token_families.c.dpop_jkt).where(token_families.c.id == sid)
+        ).scalar_one()
+
+
+def proof_rows(rt: Runtime) -> int:
+    with rt.store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(dpop_proofs)).scalar_one()
+
+
+def assert_dpop_error(r: httpx.Response, error: str, status: int = 401) -> dict[str, str]:
+    """RFC 9449 §7.1: the DPoP challenge with the error, its description and ``algs``."""
+    body = assert_oauth_error(r, error, status)
+    m = _DPOP_CHALLENGE.fullmatch(r.headers["www-authenticate"])
+    assert m, r.headers["www-authenticate"]
+    assert m.group(1) == error and m.group(2) == body["error_description"]
+    return body
+
+
+# -- the token endpoint -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256", "EdDSA"])
+def test_a_proof_makes_a_dpop_bound_access_token(http, rt, make_client, issue, alg) -> None:
+    key = ProofKey(alg)
+    reg = make_client()
+    first = issue(reg, "openid offline email")
+    r = post_token(http, reg, refresh(first.refresh_token), key.proof(TOKEN_HTU, iat=now(rt)))
+    body = assert_dpop_tokens(r, rt, key)
+    # RFC 6749 §5.1's members in the usual order; only token_type differs from Bearer.
+    assert list(body) == [
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+        "scope",
+        "id_token",
+    ]
+    assert "dpop-nonce" not in r.headers  # nonces are off by default
+    # The ID token is not bound (OIDC): it has no cnf.
+    assert "cnf" not in jwt.decode(body["id_token"], options={"verify_signature": False})
+
+
+def test_token_responses_with_dpop_match_the_openapi_document(
+    http, rt, make_client, issue, key, doc, registry
+) -> None:
+    reg = make_client()
+    first = issue(reg)
+    r = post_token(http, reg, refresh(first.refresh_token), key.proof(TOKEN_HTU, iat=now(rt)))
+    assert r.status_code == 200
+    assert_documented(doc, registry, TOKEN, r)
+    bad = post_token(http, reg, refresh(r.json()["refresh_token"]), "not-a-proof")
+    assert bad.json()["error"] == "invalid_dpop_proof"
+    assert_documented(doc, registry, TOKEN, bad)
+
+
+def test_public_client_family_is_bound_at_code_exchange_and_across_refreshes(
+    http, rt, make_client, user, key
+) -> None:
+    reg = make_client(public=True)
+    r = post_token(
+        http, reg, code_params(code_for(rt, reg, user)), key.proof(TOKEN_HTU, iat=now(rt))
+    )
+    body = assert_dpop_tokens(r, rt, key)
+    assert family_jkt(rt, body) == key.jkt
+    for _ in range(3):
+        rt.clock.advance(5)
+        r = post_token(http, reg, refresh(body["refresh_token"]), key.proof(TOKEN_HTU, iat=now(rt)))
+        body = assert_dpop_tokens(r, rt, key)
+        assert family_jkt(rt, body) == key.jkt
+
+
+def test_public_clients_unbound_family_is_bound_at_its_first_dpop_refresh(
+    http, rt, make_client, issue, key, other_key
+) -> None:
+    reg = make_client(public=True)
+    first = issue(reg)
+    r = post_token(http, reg, refresh(first.refresh_token))
+    assert r.status_code == 200 and r.json()["token_type"] == "Bearer"
+    assert family_jkt(rt, r.json()) is None
+    r = post_token(http, reg, refresh(r.json()["refresh_token"]), key.proof(TOKEN_HTU, iat=now(rt)))
+    body = assert_dpop_tokens(r, rt, key)
+    assert family_jkt(rt, body) == key.jkt
+    r = post_token(http, reg, refresh(body["refresh_token"]))
+    assert_oauth_error(r, "invalid_grant")
+    proof = other_key.proof(TOKEN_HTU, iat=now(rt))
+    assert_oauth_error(
+        post_token(http, reg, refresh(body["refresh_token"]), proof), "invalid_grant"
+    )
+
+
+def test_confidential_client_binds_access_tokens_but_not_its_family(
+    http, rt, make_client, user, key
+) -> None:
+    reg = make_client()
+    r = post_token(
+        http, reg, code_params(code_for(rt, reg, user)), key.proof(TOKEN_HTU, iat=now(rt))
+    )
+    body = assert_dpop_tokens(r, rt, key)
+    assert family_jkt(rt, body) is None
+    r = post_token(http, reg, refresh(body["refresh_token"]))  # no proof: a Bearer token
+    assert r.status_code == 200, r.text
+    assert r.json()["token_type"] == "Bearer"
+
+
+@pytest.mark.parametrize("how", ["no_proof", "other_key"])
+def test_refresh_of_a_bound_family_without_its_key_changes_nothing(
+    http, rt, make_client, user, key, other_key, how
+) -> None:
+    reg = make_client(public=True)
+    r = post_token(
+        http, reg, code_params(code_for(rt, reg, user)), key.proof(TOKEN_HTU, iat=now(rt))
+    )
+    token = assert_dpop_tokens(r, rt, key)["refresh_token"]
+    before = storage_snapshot(rt.store.engine)
+    proof = None if how == "no_proof" else other_key.proof(TOKEN_HTU, iat=now(rt))
+    body = assert_oauth_error(
+        post_token(http, reg, refresh(token), proof), "invalid_grant", leaks=(token,)
+    )
+    assert "DPoP" in body["error_description"]
+    # (The other key's valid proof was recorded, then rolled back with the refusal.)
+    assert storage_snapshot(rt.store.engine) == before
+    # The token was not spent: the real client, with its key, goes on.
+    r = post_token(http, reg, refresh(token), key.proof(TOKEN_HTU, iat=now(rt)))
+    assert_dpop_tokens(r, rt, key)
+
+
+def _bad_proofs(key: ProofKey, other: ProofKey, t: float, used: str) -> dict[str, list[str]]:
+    claims = key.claims(TOKEN_HTU, iat=t)
+    return {
+        "wrong_htu": [key.proof(ISSUER + "/auth/v2/revoke", iat=t)],
+        "htu_of_another_host": [key.proof("http://testserver/auth/v2/token", iat=t)],
+        "wrong_htm": [key.proof(TOKEN_HTU, "GET", iat=t)],
+        "old_iat": [key.proof(TOKEN_HTU, iat=t - 61)],
+        "future_iat": [key.proof(TOKEN_HTU, iat=t + 61)],
+        "replayed_jti": [used],
+        "wrong_key": [key.sign(claims, header={"jwk": other.jwk})],
+        "private_key_in_jwk": [key.sign(claims, header={"jwk": key.private_jwk})],
+        "malformed_jwt": ["not.a-jwt"],
+        "alg_none": [compact({"typ": "dpop+jwt", "alg": "none", "jwk": key.jwk}, claims)],
+        "hs256": [
+            compact(
+                {"typ": "dpop+jwt", "alg": "HS256", "jwk": {"kty": "oct", "k": "c2s"}},
+                claims,
+                lambda d: hmac.new(b"sk", d, hashlib.sha256).digest(),
+            )
+        ],
+        "missing_typ": [key.sign(claims, header={"typ": None})],
+        "two_proofs": [key.proof(TOKEN_HTU, iat=t), key.proof(TOKEN_HTU, iat=t)],
+    }
+
+
+BAD_PROOFS = list(_bad_proofs(ProofKey(), ProofKey(), 0, "x"))
+
+
+@pytest.mark.parametrize("case", BAD_PROOFS)
+def test_a_bad_proof_is_invalid_dpop_proof_and_changes_nothing(
+    http, rt, make_client, user, key, other_key, case
+) -> None:
+    reg = make_client(public=True)
+    used = key.proof(TOKEN_HTU, iat=now(rt))
+    r = post_token(http, reg, code_params(code_for(rt, reg, user)), used)
+    token = assert_dpop_tokens(r, rt, key)["refresh_token"]
+    values = _bad_proofs(key, other_key, now(rt), used)[case]
+    before = storage_snapshot(rt.store.engine)
+    r = http.post(
+        TOKEN,
+        data={**refresh(token), "client_id": reg.client_id},
+        headers=[("DPoP", v) for v in values],  # type: ignore[arg-type]
+    )
+    assert_oauth_error(r, "invalid_dpop_proof", leaks=(token, values[0][:30]))
+    assert storage_snapshot(rt.store.engine) == before
+    r = post_token(http, reg, refresh(token), key.proof(TOKEN_HTU, iat=now(rt)))
+    assert_dpop_tokens(r, rt, key)  # the token was not spent
+
+
+def test_replaying_a_whole_request_changes_nothing(http, rt, make_client, issue, key) -> None:
+    """Without DPoP the grace window would answer the same request twice; with a proof the
+    replay cache refuses the second before the grant runs."""
+    reg = make_client()
+    token = issue(reg).refresh_token
+    proof = key.proof(TOKEN_HTU, iat=now(rt))
+    first = post_token(http, reg, refresh(token), proof)
+    body = assert_dpop_tokens(first, rt, key)
+    before = storage_snapshot(rt.store.engine)
+    for data in (refresh(token), refresh(body["refresh_token"])):
+        assert_oauth_error(post_token(http, reg, data, proof), "invalid_dpop_proof")
+        assert storage_snapshot(rt.store.engine) == before
+    rt.clock.advance(1)
+    r = post_token(http, reg, refresh(body["refresh_token"]), key.proof(TOKEN_HTU, iat=now(rt)))
+    assert_dpop_tokens(r, rt, key)
+
+
+def test_the_replay_cache_row_lives_as_long_as_the_proof(http, rt, make_client, issue, key) -> None:
+    reg = make_client()
+    before = proof_rows(rt)
+    post_token(http, reg, refresh(issue(reg).refresh_token), key.proof(TOKEN_HTU, iat=now(rt)))
+    assert proof_rows(rt) == before + 1
+    with rt.store.engine.connect() as conn:
+        latest = conn.execute(select(func.max(dpop_proofs.c.expires_at))).scalar_one()
+    assert latest == int(now(rt)) + rt.settings.dpop_proof_window + REPLAY_MARGIN
+
+
+def test_requests_without_dpop_record_nothing(http, rt, make_client, issue) -> None:
+    reg = make_client()
+    before = proof_rows(rt)
+    r = post_token(http, reg, refresh(issue(reg).refresh_token))
+    assert r.status_code == 200 and r.json()["token_type"] == "Bearer"
+    assert "cnf" not in rt.keys.verify(r.json()["access_token"])[1]
+    assert proof_rows(rt) == before
+
+
+def test_htu_is_the_issuers_uri_whatever_the_host_header(http, rt, make_client, key) -> None:
+    reg = make_client()
+    data = {"grant_type": "client_credentials"}
+    evil = {"Host": "evil.test"}
+    r = post_token(
+        http, reg, data, key.proof("https://evil.test/auth/v2/token", iat=now(rt)), headers=evil
+    )
+    assert_oauth_error(r, "invalid_dpop_proof")
+    r = post_token(http, reg, data, key.proof(TOKEN_HTU, iat=now(rt)), headers=evil)
+    assert_dpop_tokens(r, rt, key)
+
+
+def test_trailing_slash_route_has_its_own_htu(http, rt, make_client, key) -> None:
+    reg = make_client()
+    data = {"grant_type": "client_credentials"}
+    r = post_token(http, reg, data, key.proof(TOKEN_HTU, iat=now(rt)), path=TOKEN_SLASH)
+    assert_oauth_error(r, "invalid_dpop_proof")
+    r = post_token(http, reg, data, key.proof(ISSUER + TOKEN_SLASH, iat=now(rt)), path=TOKEN_SLASH)
+    assert_dpop_tokens(r, rt, key)
+
+
+def test_client_credentials_with_a_proof(http, rt, make_client, key) -> None:
+    reg = make_client()
+    r = post_token(
+        http, reg, {"grant_type": "client_credentials"}, key.proof(TOKEN_HTU, iat=now(rt))
+    )
+    body = assert_dpop_tokens(r, rt, key)
+    assert "refresh_token" not in body
+
+
+# -- server nonces (TOKEND_DPOP_NONCE=on) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nonce_rt(shared_rt: Runtime) -> Iterator[Runtime]:
+    """A second runtime on the same database and clock, with nonces required."""
+    settings = Settings(
+        database_url=shared_rt.settings.database_url,
+        secret_key=SECRET_KEY,
+        issuer=ISSUER,
+        dpop_nonce="on",
+    )
+    runtime = build_runtime(settings, clock=shared_rt.clock)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture(scope="module")
+def nonce_http(nonce_rt: Runtime) -> Iterator[TestClient]:
+    app = create_app(nonce_rt.settings, runtime=nonce_rt)
+    with TestClient(app, base_url=ISSUER, raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_nonce_flow_at_the_token_endpoint(
+    nonce_http, nonce_rt, rt, make_client, issue, key, doc, registry
+) -> None:
+    reg = make_client()
+    token = issue(reg).refresh_token
+    before = storage_snapshot(rt.store.engine)
+    # 1. No nonce yet: use_dpop_nonce with one to use; nothing changed, nothing recorded.
+    r = post_token(nonce_http, reg, refresh(token), key.proof(TOKEN_HTU, iat=now(rt)))
+    assert_oauth_error(r, "use_dpop_nonce")
+    nonce = r.headers["dpop-nonce"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", nonce)
+    assert storage_snapshot(rt.store.engine) == before
+    assert_documented(doc, registry, TOKEN, r)
+    # 2. With it: tokens, and the (same) nonce again.
+    r = post_token(nonce_http, reg, refresh(token), key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce))
+    body = assert_dpop_tokens(r, nonce_rt, key)
+    assert r.headers["dpop-nonce"] == nonce
+    assert_documented(doc, registry, TOKEN, r)
+    # 3. A nonce from the previous period is still good; the server hands out the new one.
+    rt.clock.advance(300)
+    proof = key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce)
+    r = post_token(nonce_http, reg, refresh(body["refresh_token"]), proof)
+    body = assert_dpop_tokens(r, nonce_rt, key)
+    fresh = r.headers["dpop-nonce"]
+    assert fresh != nonce
+    # 4. Two periods on, the first nonce is stale: use_dpop_nonce again.
+    rt.clock.advance(300)
+    proof = key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce)
+    r = post_token(nonce_http, reg, refresh(body["refresh_token"]), proof)
+    assert_oauth_error(r, "use_dpop_nonce")
+    assert r.headers["dpop-nonce"] not in (nonce, fresh)
+
+
+def test_nonce_is_checked_after_the_rest_of_the_proof(nonce_http, rt, make_client, key) -> None:
+    """A broken proof is invalid_dpop_proof, not a request for a nonce (still with one)."""
+    reg = make_client()
+    r = post_token(
+        nonce_http,
+        reg,
+        {"grant_type": "client_credentials"},
+        key.proof(TOKEN_HTU, iat=now(rt) - 3600),
+    )
+    assert_oauth_error(r, "invalid_dpop_proof")
+    assert "dpop-nonce" in r.headers
+
+
+def test_nonces_are_derived_from_the_system_secret(nonce_http, rt, make_client, key) -> None:
+    """Stateless: HMAC-SHA256(derive(secret, "dpop-nonce"), period), the same in every
+    process, and no other secret's nonce passes."""
+    reg = make_client()
+    r = post_token(
+        nonce_http, reg, {"grant_type": "client_credentials"}, key.proof(TOKEN_HTU, iat=now(rt))
+    )
+    period = int(now(rt) // 300)
+    mac = hmac.new(derive(SECRET_KEY, "dpop-nonce"), f"dpop-nonce:{period}".encode(), "sha256")
+    assert r.headers["dpop-nonce"] == b64(mac.digest()[:16])
+    forged = hmac.new(
+        derive("another secret" * 4, "dpop-nonce"), f"dpop-nonce:{period}".encode(), "sha256"
+    )
+    r = post_token(
+        nonce_http,
+        reg,
+        {"grant_type": "client_credentials"},
+        key.proof(TOKEN_HTU, iat=now(rt), nonce=b64(forged.digest()[:16])),
+    )
+    assert_oauth_error(r, "use_dpop_nonce")
+
+
+def test_without_dpop_nonces_change_nothing(nonce_http, rt, make_client, issue) -> None:
+    reg = make_client()
+    r = post_token(nonce_http, reg, refresh(issue(reg).refresh_token))
+    assert r.status_code == 200 and r.json()["token_type"] == "Bearer"
+    assert "dpop-nonce" not in r.headers
+
+
+# -- UserInfo (RFC 9449 §7) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def bound_token(http, rt, make_client, issue, key) -> str:
+    reg = make_client()
+    first = issue(reg, "openid offline email")
+    r = post_token(http, reg, refresh(first.refresh_token), key.proof(TOKEN_HTU, iat=now(rt)))
+    return assert_dpop_tokens(r, rt, key)["access_token"]
+
+
+def dpop_auth(token: str, proof: str | None) -> dict[str, str]:
+    return {"Authorization": f"DPoP {token}", **(dpop(proof) if proof else {})}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_userinfo_with_the_dpop_scheme_and_ath(
+    http, rt, bound_token, key, method, doc, registry
+) -> None:
+    proof = key.proof(USERINFO_HTU, method, iat=now(rt), access_token=bound_token)
+    r = http.request(method, USERINFO, headers=dpop_auth(bound_token, proof))
+    assert r.status_code == 200, r.text
+    assert_no_store(r)
+    assert isinstance(r.json()["sub"], str)
+    assert_documented(doc, registry, USERINFO, r)
+
+
+def test_a_bound_token_as_bearer_is_invalid_token(http, bound_token) -> None:
+    assert_bearer_error(http.get(USERINFO, headers=bearer(bound_token)), "invalid_token", 401)
+    r = http.post(USERINFO, data={"access_token": bound_token})
+    assert_bearer_error(r, "invalid_token", 401)
+
+
+def test_an_unbound_token_with_the_dpop_scheme_is_invalid_token(
+    http, rt, make_client, issue, key
+) -> None:
+    token = issue(make_client()).access_token
+    proof = key.proof(USERINFO_HTU, "GET", iat=now(rt), access_token=token)
+    assert_dpop_error(http.get(USERINFO, headers=dpop_auth(token, proof)), "invalid_token")
+
+
+def _userinfo_cases(key: ProofKey, other: ProofKey, token: str, t: float) -> dict[str, Any]:
+    good = key.proof(USERINFO_HTU, "GET", iat=t, access_token=token)
+    return {
+        "no_proof": (None, "invalid_dpop_proof"),
+        "wrong_ath": (
+            key.proof(USERINFO_HTU, "GET", iat=t, access_token=token + "x"),
+            "invalid_dpop_proof",
+        ),
+        "no_ath": (key.proof(USERINFO_HTU, "GET", iat=t), "invalid_dpop_proof"),
+        "wrong_htm": (
+            key.proof(USERINFO_HTU, "POST", iat=t, access_token=token),
+            "invalid_dpop_proof",
+        ),
+        "token_endpoint_htu": (
+            key.proof(TOKEN_HTU, "GET", iat=t, access_token=token),
+            "invalid_dpop_proof",
+        ),
+        "old_iat": (
+            key.proof(USERINFO_HTU, "GET", iat=t - 120, access_token=token),
+            "invalid_dpop_proof",
+        ),
+        "malformed": ("x.y.z", "invalid_dpop_proof"),
+        "another_key": (
+            other.proof(USERINFO_HTU, "GET", iat=t, access_token=token),
+            "invalid_token",
+        ),
+        "good": (good, None),
+    }
+
+
+USERINFO_CASES = list(_userinfo_cases(ProofKey(), ProofKey(), "t", 0))
+
+
+@pytest.mark.parametrize("case", USERINFO_CASES)
+def test_userinfo_dpop_errors(http, rt, bound_token, key, other_key, case, doc, registry) -> None:
+    proof, error = _userinfo_cases(key, other_key, bound_token, now(rt))[case]
+    r = http.get(USERINFO, headers=dpop_auth(bound_token, proof))
+    if error is None:
+        assert r.status_code == 200, r.text
+    else:
+        assert_dpop_error(r, error)
+    assert_documented(doc, registry, USERINFO, r)
+
+
+def test_userinfo_refuses_a_replayed_proof(http, rt, bound_token, key) -> None:
+    proof = key.proof(USERINFO_HTU, "GET", iat=now(rt), access_token=bound_token)
+    assert http.get(USERINFO, headers=dpop_auth(bound_token, proof)).status_code == 200
+    r = http.get(USERINFO, headers=dpop_auth(bound_token, proof))
+    assert_dpop_error(r, "invalid_dpop_proof")
+    assert "used before" in r.json()["error_description"]
+
+
+def test_userinfo_dpop_token_also_in_the_body_is_invalid_request(
+    http, rt, bound_token, key
+) -> None:
+    proof = key.proof(USERINFO_HTU, "POST", iat=now(rt), access_token=bound_token)
+    r = http.post(
+        USERINFO, headers=dpop_auth(bound_token, proof), data={"access_token": bound_token}
+    )
+    assert_dpop_error(r, "invalid_request", 400)
+
+
+def test_userinfo_nonce_flow(nonce_http, nonce_rt, rt, bound_token, key, doc, registry) -> None:
+    proof = key.proof(USERINFO_HTU, "GET", iat=now(rt), access_token=bound_token)
+    r = nonce_http.get(USERINFO, headers=dpop_auth(bound_token, proof))
+    assert_dpop_error(r, "use_dpop_nonce")
+    assert_documented(doc, registry, USERINFO, r)
+    nonce = r.headers["dpop-nonce"]
+    proof = key.proof(USERINFO_HTU, "GET", iat=now(rt), access_token=bound_token, nonce=nonce)
+    r = nonce_http.get(USERINFO, headers=dpop_auth(bound_token, proof))
+    assert r.status_code == 200, r.text
+    assert r.headers["dpop-nonce"] == nonce
+
+
+# -- the documents ----------------------------------------------------------------------------
+
+
+def test_discovery_lists_the_dpop_algorithms(http) -> None:
+    for path in ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"):
+        doc = http.get(path).json()
+        assert doc["dpop_signing_alg_values_supported"] == ["ES256", "RS256", "EdDSA"]
+
+
+def test_openapi_documents_the_dpop_headers(doc) -> None:
+    op = doc["paths"][TOKEN]["post"]
+    assert [p["name"] for p in op["parameters"]] == ["DPoP"]
+    assert "DPoP-Nonce" in op["responses"]["200"]["headers"]
+    assert "DPoP-Nonce" in op["responses"]["400"]["headers"]
+    error_codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
+    assert {"invalid_dpop_proof", "use_dpop_nonce"} <= set(error_codes)
+    token_types = doc["components"]["schemas"]["TokenResponse"]["properties"]["token_type"]
+    assert token_types["enum"] == ["Bearer", "DPoP"]
+    assert {"dpop": []} in doc["paths"][USERINFO]["get"]["security"]
