@@ -75,16 +75,20 @@ rt, fam, cl = refresh_tokens.c, token_families.c, clients.c
 # (``_Compiled``), then run on the DBAPI cursor directly, skipping SQLAlchemy's per-execute
 # machinery (result objects, events, cache-key generation): a refresh is a handful of
 # primary-key statements, and that machinery cost more than the statements themselves.
-_FIND_TOKEN = (
+_FAMILY_COLUMNS = (
+    fam.id, fam.client_id, fam.user_id, fam.subject, fam.scope,
+    fam.created_at, fam.expires_at, fam.auth_time, fam.revoked_at, fam.dpop_jkt,
+)  # fmt: skip
+# A refresh token and its family, by hash: the columns ``_token_from_row`` reads.
+_TOKEN_BY_HASH = (
     select(
         rt.token_hash, rt.created_at, rt.expires_at, rt.spent_at, rt.successor_hash,
-        fam.id, fam.client_id, fam.user_id, fam.subject, fam.scope,
-        fam.created_at, fam.expires_at, fam.auth_time, fam.revoked_at, fam.dpop_jkt,
+        *_FAMILY_COLUMNS,
     )
     .select_from(refresh_tokens.join(token_families))
     .where(rt.token_hash == bindparam("h"))
-    .with_for_update(of=refresh_tokens)
 )  # fmt: skip
+_FIND_TOKEN = _TOKEN_BY_HASH.with_for_update(of=refresh_tokens)
 _SPEND = (
     update(refresh_tokens)
     .where(rt.token_hash == bindparam("h"), rt.spent_at.is_(None))
@@ -151,19 +155,8 @@ _GET_FAMILY_USER = (
 
 
 # Revocation (RFC 7009) and introspection (RFC 7662): read-only, never a row lock.
-_PEEK_TOKEN = (
-    select(
-        rt.token_hash, rt.created_at, rt.expires_at, rt.spent_at, rt.successor_hash,
-        fam.id, fam.client_id, fam.user_id, fam.subject, fam.scope,
-        fam.created_at, fam.expires_at, fam.auth_time, fam.revoked_at, fam.dpop_jkt,
-    )
-    .select_from(refresh_tokens.join(token_families))
-    .where(rt.token_hash == bindparam("h"))
-)  # fmt: skip
-_PEEK_FAMILY = select(
-    fam.id, fam.client_id, fam.user_id, fam.subject, fam.scope,
-    fam.created_at, fam.expires_at, fam.auth_time, fam.revoked_at, fam.dpop_jkt,
-).where(fam.id == bindparam("fid"))  # fmt: skip
+_PEEK_TOKEN = _TOKEN_BY_HASH  # no row lock
+_PEEK_FAMILY = select(*_FAMILY_COLUMNS).where(fam.id == bindparam("fid"))
 rat = revoked_access_tokens.c
 _IS_ACCESS_TOKEN_REVOKED = select(rat.jti).where(rat.jti == bindparam("jti"))
 
@@ -209,6 +202,16 @@ def _client_from_row(row) -> Client:  # type: ignore[no-untyped-def]
         refresh_token_ttl=refresh_ttl,
         refresh_idle_ttl=idle_ttl,
         subject_type=subject_type,
+    )
+
+
+def _token_from_row(row: Any) -> StoredRefreshToken:
+    """A row of ``_TOKEN_BY_HASH``."""
+    (h, created, expires, spent, succ, fid, cid, uid, sub, scope, fcreated, fexp, auth,
+     revoked, jkt) = row  # fmt: skip
+    family = Family(fid, cid, uid, sub, tuple(scope.split()), fcreated, fexp, auth, revoked, jkt)
+    return StoredRefreshToken(
+        bytes(h), family, created, expires, spent, None if succ is None else bytes(succ)
     )
 
 
@@ -267,16 +270,7 @@ class SqlTransaction:
 
     def find_refresh_token(self, token_hash: bytes) -> StoredRefreshToken | None:
         row = self._run(self._q.find_token, {"h": token_hash}).fetchone()
-        if row is None:
-            return None
-        (h, created, expires, spent, succ, fid, cid, uid, sub, scope, fcreated, fexp, auth,
-         revoked, jkt) = row  # fmt: skip
-        family = Family(
-            fid, cid, uid, sub, tuple(scope.split()), fcreated, fexp, auth, revoked, jkt
-        )
-        return StoredRefreshToken(
-            bytes(h), family, created, expires, spent, None if succ is None else bytes(succ)
-        )
+        return None if row is None else _token_from_row(row)
 
     def spend_refresh_token(self, token_hash: bytes, *, at: float, successor_hash: bytes) -> bool:
         cur = self._run(self._q.spend, {"h": token_hash, "at": at, "succ": successor_hash})
@@ -549,16 +543,7 @@ class SqlStore:
         """The refresh token with this hash and its family (with ``dpop_jkt``), or None: a
         plain read, unlike ``SqlTransaction.find_refresh_token`` (which locks the row)."""
         row = self._read_row(self._q.peek_token, {"h": token_hash})
-        if row is None:
-            return None
-        (h, created, expires, spent, succ, fid, cid, uid, sub, scope, fcreated, fexp, auth,
-         revoked, jkt) = row  # fmt: skip
-        family = Family(
-            fid, cid, uid, sub, tuple(scope.split()), fcreated, fexp, auth, revoked, jkt
-        )
-        return StoredRefreshToken(
-            bytes(h), family, created, expires, spent, None if succ is None else bytes(succ)
-        )
+        return None if row is None else _token_from_row(row)
 
     def peek_family(self, family_id: str) -> Family | None:
         """The family (revoked or not, with ``dpop_jkt``), or None; a plain driver-level read."""
