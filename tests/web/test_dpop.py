@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
 from tests.support.dpop import ProofKey, b64, compact
 from tests.web.helpers import (
+    INTROSPECT,
     JSON,
     TOKEN,
     TOKEN_SLASH,
@@ -30,6 +31,7 @@ from tests.web.helpers import (
     assert_no_store,
     assert_oauth_error,
     bearer,
+    introspection,
     refresh,
     storage_snapshot,
 )
@@ -248,6 +250,37 @@ def test_public_client_family_is_bound_at_code_exchange_and_across_refreshes(
         r = post_token(http, reg, refresh(body["refresh_token"]), key.proof(TOKEN_HTU, iat=now(rt)))
         body = assert_dpop_tokens(r, rt, key)
         assert family_jkt(rt, body) == key.jkt
+
+
+def test_introspection_of_tokens_minted_through_dpop(http, rt, make_client, user, key) -> None:
+    """RFC 7662 + RFC 9449 §6.2: a resource server introspecting the DPoP flow's real tokens
+    sees them bound: token_type DPoP and cnf.jkt for the access token, cnf.jkt for the
+    public client's bound refresh token."""
+    reg = make_client(public=True)
+    rs = make_client(scopes="openid")  # a confidential resource server
+    r = post_token(
+        http, reg, code_params(code_for(rt, reg, user)), key.proof(TOKEN_HTU, iat=now(rt))
+    )
+    body = assert_dpop_tokens(r, rt, key)
+
+    def introspect(token: str) -> dict[str, Any]:
+        return introspection(http.post(INTROSPECT, data={"token": token}, auth=rs.basic))
+
+    at = introspect(body["access_token"])
+    assert at["active"] is True
+    assert at["token_type"] == "DPoP"
+    assert at["cnf"] == {"jkt": key.jkt}
+    assert at["client_id"] == reg.client_id
+    rt_info = introspect(body["refresh_token"])
+    assert rt_info["active"] is True
+    assert rt_info["token_type"] == "refresh_token"
+    assert rt_info["cnf"] == {"jkt": key.jkt}
+    # After a DPoP refresh the old refresh token is spent (inactive), the new one bound.
+    rt.clock.advance(1)
+    r = post_token(http, reg, refresh(body["refresh_token"]), key.proof(TOKEN_HTU, iat=now(rt)))
+    new = assert_dpop_tokens(r, rt, key)
+    assert introspect(body["refresh_token"]) == {"active": False}
+    assert introspect(new["refresh_token"])["cnf"] == {"jkt": key.jkt}
 
 
 def test_public_clients_unbound_family_is_bound_at_its_first_dpop_refresh(
