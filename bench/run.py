@@ -1,246 +1,430 @@
-"""One-command refresh-grant benchmark (issue 6 workload).
+"""One-command benchmark of tokend's token endpoints (issue 6).
 
-    .venv/bin/python bench/run.py [--db sqlite|postgres] [--duration 10] [--conns 1,8,32,128]
-                                  [--workers 2] [--scope offline] [--noop] [--out FILE]
+    python bench/run.py [--db sqlite|postgres] [--duration 10] [--conns 1,8,32,128]
+                        [--workers 2] [--workload refresh,client_credentials,introspect,code]
+                        [--scope offline [--scope "openid offline"]] [--noop] [--probe]
+                        [--all] [--smoke] [--out FILE.md] [--plot FILE.png] [--json FILE]
 
-Starts `tokend serve --workers N` on a fresh database (SQLite file, or a throwaway
-PostgreSQL server started as in the test suite), mints one token family per connection with
-`tokend tokens issue`, drives the refresh grant with wrk (one thread per connection, each
-chaining its rotated refresh token: bench/refresh.lua), and reports req/s, p50, p99, every
-non-200, every 200 without a refresh token, and the server's CPU time per request. With
---noop, the same figures for a no-op endpoint of the same stack (bench/noop_app.py).
-Results go to stdout as JSON lines and, with --out, are appended to a Markdown file.
+Starts `tokend serve --workers N` on a fresh database (SQLite file, or a throwaway PostgreSQL
+server started as in the test suite) and drives each workload with wrk, one thread per
+connection (-t N -c N), for each concurrency in --conns:
+
+- refresh: one family per connection minted with `tokend tokens issue`; each connection
+  chains its own rotated refresh token (bench/refresh.lua). One series per --scope.
+- client_credentials: Basic auth + grant_type=client_credentials (bench/client_credentials.lua).
+- introspect: POST /auth/v2/introspect with a confidential client's Basic auth, cycling
+  through 64 access tokens minted with `tokend tokens issue` (bench/introspect.lua).
+- code: the authorization code exchange with PKCE. Codes are single-use and live 60 s, so
+  they are minted right before each point, in-process, by tokend's own authorization code
+  (tokend.core.authorization.validate + Runtime.codes.issue, what the consent page calls),
+  with a fresh S256 verifier each; every request consumes a different one
+  (bench/code.lua). The seed is sized from --code-rate (an upper bound on the exchange rate,
+  raised automatically after each point); a connection that runs out stops and the point
+  is flagged "exhausted" (a failure). Seeding + --duration must stay under 55 s.
+
+With --noop, the same figures for a no-op endpoint of the same stack (bench/noop_app.py: the
+stack's ceiling), with --probe for the minimal probe (bench/probe_app.py: uvicorn x2,
+Starlette, stdlib sqlite3 UPDATE + INSERT, one RS256 JWT), driven by bench/refresh.lua.
+
+Every point reports req/s, p50, p99 (wrk), the server's CPU time per request (supervisor +
+workers, from /proc), every response other than 200, every 200 without the expected field
+(refresh_token; access_token for client_credentials; "active":true for introspect) and
+socket errors/timeouts. The process exits 1 if any of these counters is not zero.
+
+--all runs the whole matrix: refresh (offline, "openid offline"), client_credentials,
+introspect, code, noop, probe. --smoke is --all with 1 s per point at 1 and 2 connections
+(under a minute; for CI). --out appends Markdown (machine, versions, date, table, plot) to
+a file, --plot writes a PNG of throughput and p99 against concurrency (matplotlib, the
+`bench` extra), --json writes the raw results.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
+import math
 import os
-import platform
-import re
-import shutil
-import signal
-import socket
-import subprocess
+import secrets
+import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-ROOT = Path(__file__).resolve().parent.parent
-LUA = ROOT / "bench" / "refresh.lua"
-sys.path.insert(0, str(ROOT))
+from bench import common
+from bench.common import BENCH, Server
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tokend(*args: str, env: dict[str, str], stdin: str | None = None) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "tokend.cli", *args],
-        env=env, input=stdin, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of a process and all its descendants (the uvicorn workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pids = [pid]
-    while pids:
-        p = pids.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-            pids.extend(int(c) for c in children)
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
+WORKLOADS = ("refresh", "client_credentials", "introspect", "code")
+REDIRECT_URI = "http://127.0.0.1:9/cb"
+EXPECTED = {
+    "refresh": "refresh_token",
+    "client_credentials": "access_token",
+    "introspect": '"active":true',
+    "code": "refresh_token",
+    "probe": "refresh_token",
+    "noop": None,
+}
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            httpx.post(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit("server did not start")
+class Bench:
+    """The tokend side: the database, clients, a user, the server, and per-point inputs."""
 
+    def __init__(self, args: argparse.Namespace, db: common.Database, tmp: Path) -> None:
+        self.args = args
+        self.db = db
+        self.tmp = tmp
+        self.env = common.tokend_env(db.url, common.free_port())
+        common.tokend("migrate", env=self.env)
+        self.refresh_client = self._client("bench-refresh", "refresh_token")
+        self.cc_client = self._client("bench-cc", "client_credentials", scope="api.read")
+        self.code_client = self._client(
+            "bench-code", "authorization_code", "refresh_token", redirect_uri=REDIRECT_URI
+        )
+        user = common.tokend(
+            "users", "create", "bench", "--password-stdin", env=self.env, stdin="bench-pw\n"
+        )
+        self.user_id = json.loads(user)["id"]
+        self._rt: Any = None
+        self.code_rate = float(args.code_rate)
 
-def run_wrk(base: str, conns: int, duration: int, env: dict[str, str]) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t", str(conns), "-c", str(conns), "-d", f"{duration}s", "--latency",
-         "-s", str(LUA), base],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    req_s = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    stats = dict(re.findall(r"(\w+)=([\d.]+)", out))
-    return {
-        "req_s": req_s,
-        "requests": int(stats["requests"]),
-        "non200": int(stats["non2xx"]),
-        "missing_refresh_token": int(stats.get("missing", 0)),
-        "errors": sum(int(stats[k]) for k in ("errors_connect", "errors_read", "timeouts")),
-        "p50_ms": float(stats["p50_ms"]),
-        "p99_ms": float(stats["p99_ms"]),
-    }
+    def _client(
+        self, name: str, *grants: str, scope: str = "openid offline", redirect_uri: str = ""
+    ) -> dict[str, str]:
+        argv = ["clients", "create", "--name", name, "--scope", scope, "--json"]
+        for g in grants:
+            argv += ["--grant-type", g]
+        if redirect_uri:
+            argv += ["--redirect-uri", redirect_uri]
+        return json.loads(common.tokend(*argv, env=self.env))
 
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--conns", default="1,8,32,128")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--scope", default="offline", help='"openid offline" adds an id_token')
-    ap.add_argument("--noop", action="store_true", help="also measure the no-op endpoint")
-    ap.add_argument("--out", help="append a Markdown table to this file")
-    args = ap.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is missing: apt-get install -y wrk")
-
-    tmp = Path(tempfile.mkdtemp(prefix="tokend-bench-"))
-    pg = None
-    if args.db == "postgres":
-        from tests.support.postgres import PostgresServer
-
-        pg = PostgresServer.start(durable=True)
-        subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-qc",
-             "CREATE DATABASE bench"], check=True,
-        )  # fmt: skip
-        db_url = pg.url("bench")
-    else:
-        db_url = f"sqlite:///{tmp / 'bench.db'}"
-    env = {
-        **os.environ,
-        "TOKEND_DATABASE_URL": db_url,
-        "TOKEND_SECRET_KEY": base64.urlsafe_b64encode(os.urandom(36)).decode(),
-    }
-    env.pop("TOKEND_REFRESH_REUSE_GRACE", None)
-    results = []
-    try:
-        tokend("migrate", env=env)
-        client = json.loads(
-            tokend("clients", "create", "--name", "bench", "--scope", args.scope,
-                   "--grant-type", "refresh_token", "--json", env=env)
-        )  # fmt: skip
-        tokend("users", "create", "bench", "--password-stdin", env=env, stdin="bench-password\n")
-        basic = base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode())
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "tokend.cli", "serve", "--port", str(port),
-             "--workers", str(args.workers)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_healthy(f"{base}/healthz", server)
-            for conns in (int(c) for c in args.conns.split(",")):
-                lines = tokend(
-                    "tokens", "issue", "--client-id", client["client_id"], "--user", "bench",
-                    "--scope", args.scope, "--count", str(conns), env=env,
-                )  # fmt: skip
-                tokens = tmp / f"tokens-{conns}.txt"
-                tokens.write_text(
-                    "".join(json.loads(line)["refresh_token"] + "\n" for line in lines.splitlines())
+    def inputs(self, workload: str, scope: str, conns: int) -> dict[str, str]:
+        """The wrk environment for one point (minting what the point consumes)."""
+        if workload == "refresh":
+            issued = common.issue_tokens(
+                self.env, self.refresh_client["client_id"], "bench", scope, conns
+            )
+            f = self.tmp / f"refresh-{conns}.txt"
+            f.write_text("".join(t["refresh_token"] + "\n" for t in issued))
+            return {"TOKENS_FILE": str(f), "BASIC": common.basic(self.refresh_client)}
+        if workload == "client_credentials":
+            return {"BASIC": common.basic(self.cc_client)}
+        if workload == "introspect":
+            f = self.tmp / "access-tokens.txt"
+            if not f.exists():
+                issued = common.issue_tokens(
+                    self.env, self.refresh_client["client_id"], "bench", "offline", 64
                 )
-                wenv = {**env, "TOKENS_FILE": str(tokens), "BASIC": basic.decode()}
-                cpu0 = cpu_seconds(server.pid)
-                r = run_wrk(base, conns, args.duration, wenv)
-                r["cpu_ms_per_req"] = round(
-                    (cpu_seconds(server.pid) - cpu0) * 1000 / max(r["requests"], 1), 3
-                )
-                r.update(
-                    endpoint="refresh",
-                    db=args.db,
-                    conns=conns,
-                    workers=args.workers,
-                    scope=args.scope,
-                )
-                results.append(r)
-                print(json.dumps(r), flush=True)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
-        if args.noop:
-            port = free_port()
-            noop = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "bench.noop_app:app", "--port", str(port),
-                 "--workers", str(args.workers), "--loop", "uvloop", "--http", "httptools",
-                 "--no-access-log", "--log-level", "warning"],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                wait_healthy(f"http://127.0.0.1:{port}/auth/v2/token", noop)
-                for conns in (int(c) for c in args.conns.split(",")):
-                    tokens = tmp / f"tokens-{conns}.txt"
-                    wenv = {**env, "TOKENS_FILE": str(tokens), "BASIC": "eDp5"}
-                    cpu0 = cpu_seconds(noop.pid)
-                    r = run_wrk(f"http://127.0.0.1:{port}", conns, args.duration, wenv)
-                    r["cpu_ms_per_req"] = round(
-                        (cpu_seconds(noop.pid) - cpu0) * 1000 / max(r["requests"], 1), 3
-                    )
-                    r["missing_refresh_token"] = 0  # the no-op answers no refresh token by design
-                    r.update(endpoint="noop", db="-", conns=conns, workers=args.workers, scope="-")
-                    results.append(r)
-                    print(json.dumps(r), flush=True)
-            finally:
-                noop.send_signal(signal.SIGTERM)
-                noop.wait(timeout=30)
-    finally:
-        if pg is not None:
-            pg.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    if args.out:
-        write_markdown(Path(args.out), results, args)
+                f.write_text("".join(t["access_token"] + "\n" for t in issued))
+            return {"TOKENS_FILE": str(f), "BASIC": common.basic(self.refresh_client)}
+        if workload == "code":
+            return self._codes(conns)
+        raise ValueError(workload)
+
+    def _codes(self, conns: int) -> dict[str, str]:
+        n = max(conns * 20, math.ceil(1.5 * self.code_rate * self.args.duration))
+        t0 = time.monotonic()
+        lines = mint_codes(self.runtime(), self.code_client["client_id"], self.user_id, n)
+        took = time.monotonic() - t0
+        print(
+            f"# minted {n} authorization codes in {took:.1f} s ({n / took:,.0f}/s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if took + self.args.duration > 55:
+            raise SystemExit(
+                f"minting {n} codes took {took:.0f} s: with a {self.args.duration} s run the "
+                "first codes would expire (60 s) before they are used; lower --duration or "
+                "--code-rate"
+            )
+        f = self.tmp / f"codes-{conns}.txt"
+        f.write_text("".join(f"{c} {v}\n" for c, v in lines))
+        return {
+            "CODES_FILE": str(f),
+            "REDIRECT_URI": quote(REDIRECT_URI, safe=""),
+            "BASIC": common.basic(self.code_client),
+        }
+
+    def runtime(self) -> Any:
+        if self._rt is None:
+            from tokend.config import Settings
+            from tokend.runtime import build_runtime
+
+            settings = Settings(database_url=self.db.url, secret_key=self.env["TOKEND_SECRET_KEY"])
+            self._rt = build_runtime(settings)
+        return self._rt
+
+    def close(self) -> None:
+        if self._rt is not None:
+            self._rt.close()
 
 
-def write_markdown(path: Path, results: list[dict], args: argparse.Namespace) -> None:
-    import importlib.metadata as md
+def mint_codes(rt: Any, client_id: str, user_id: str, n: int) -> list[tuple[str, str]]:
+    """``n`` authorization codes for "openid offline" with PKCE (S256), each stored exactly as
+    at the end of the consent page: the request validated by
+    ``tokend.core.authorization.validate``, the code issued by ``CodeIssuer.issue``."""
+    from tokend.core import authorization as authz
+    from tokend.core import pkce
 
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
-    versions = ", ".join(
-        f"{p} {md.version(p)}"
-        for p in ("starlette", "uvicorn", "sqlalchemy", "pyjwt", "cryptography")
+    client = rt.store.get_client(client_id)
+    subject = rt.subjects.subject(client, user_id)
+    out = []
+    for _ in range(n):
+        verifier = secrets.token_urlsafe(48)
+        request = authz.validate(
+            [
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", REDIRECT_URI),
+                ("scope", "openid offline"),
+                ("state", secrets.token_urlsafe(8)),
+                ("code_challenge", pkce.s256(verifier)),
+                ("code_challenge_method", "S256"),
+            ],
+            rt.store.get_client,
+        )
+        now = rt.clock.now()
+        code = rt.codes.issue(request, user_id=user_id, subject=subject, auth_time=now, now=now)
+        out.append((code, verifier))
+    return out
+
+
+def point(
+    server: Server, lua: str, conns: int, args: argparse.Namespace, env: dict[str, str], **meta: Any
+) -> dict[str, Any]:
+    r = common.measure(
+        server, BENCH / lua, conns, args.duration, env, timeout=args.wrk_timeout, path=""
     )
+    r = {**meta, "conns": conns, "workers": args.workers, **r}
+    if meta["kind"] == "noop":
+        r["missing"] = None  # the no-op answers no refresh token by design
+    print(json.dumps(r), flush=True)
+    return r
+
+
+def run_tokend(args: argparse.Namespace, db: common.Database, tmp: Path) -> list[dict[str, Any]]:
+    results = []
+    bench = Bench(args, db, tmp)
+    server = common.start_tokend(bench.env, args.workers, tmp / "tokend.log")
+    try:
+        for workload in args.workloads:
+            scopes = args.scopes if workload == "refresh" else ["-"]
+            for scope in scopes:
+                label = f"refresh ({scope})" if workload == "refresh" else workload
+                for conns in args.conn_list:
+                    wenv = {**bench.env, **bench.inputs(workload, scope, conns)}
+                    meta = {"series": label, "kind": workload, "db": db.kind, "scope": scope}
+                    r = point(server, f"{workload}.lua", conns, args, wenv, **meta)
+                    results.append(r)
+                    if workload == "code":
+                        bench.code_rate = max(bench.code_rate, r["req_s"] * 1.2)
+    finally:
+        server.stop()
+        bench.close()
+    return results
+
+
+def run_noop(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    results = []
+    server = common.start_uvicorn(
+        "bench.noop_app:app", args.workers, dict(os.environ), tmp / "noop.log", "/auth/v2/token"
+    )
+    try:
+        for conns in args.conn_list:
+            f = tmp / f"noop-{conns}.txt"
+            f.write_text("x\n" * conns)
+            wenv = {**os.environ, "TOKENS_FILE": str(f), "BASIC": "eDp5"}
+            meta = {"series": "noop", "kind": "noop", "db": "-", "scope": "-"}
+            results.append(point(server, "refresh.lua", conns, args, wenv, **meta))
+    finally:
+        server.stop()
+    return results
+
+
+def run_probe(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    from bench import probe_app
+
+    db, key = tmp / "probe.db", tmp / "probe-key.pem"
+    probe_app.init(db, key)
+    env = {**os.environ, "PROBE_DB": str(db), "PROBE_KEY": str(key)}
+    results = []
+    server = common.start_uvicorn(
+        "bench.probe_app:app", args.workers, env, tmp / "probe.log", "/auth/v2/token"
+    )
+    try:
+        for conns in args.conn_list:
+            f = tmp / f"probe-{conns}.txt"
+            f.write_text("".join(t + "\n" for t in probe_app.seed(db, conns)))
+            wenv = {**env, "TOKENS_FILE": str(f), "BASIC": "eDp5"}
+            meta = {"series": "probe", "kind": "probe", "db": "sqlite", "scope": "-"}
+            results.append(point(server, "refresh.lua", conns, args, wenv, **meta))
+    finally:
+        server.stop()
+    return results
+
+
+def failures(results: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in results:
+        bad = {k: r[k] for k in ("non200", "missing", "errors", "exhausted") if r.get(k)}
+        if r["requests"] == 0:
+            bad["requests"] = 0
+        if bad:
+            out.append(f"{r['series']} c={r['conns']}: {bad}")
+    return out
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def plot(path: Path, results: list[dict[str, Any]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    series: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        series.setdefault(r["series"], []).append(r)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for name, rows in series.items():
+        rows = sorted(rows, key=lambda r: r["conns"])
+        xs = [r["conns"] for r in rows]
+        ax1.plot(xs, [r["req_s"] for r in rows], marker="o", label=name)
+        ax2.plot(xs, [r["p99_ms"] for r in rows], marker="o", label=name)
+    conns = sorted({r["conns"] for r in results})
+    for ax, ylabel in ((ax1, "requests/s"), (ax2, "p99 latency (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(conns, [str(c) for c in conns])
+        ax.set_xlabel("concurrent connections")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in (ax1, ax2):  # the no-op is 10x the rest: log scales keep every series readable
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax1.set_title("throughput")
+    ax2.set_title("p99 latency")
+    ax1.legend(fontsize="small", loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def markdown(results: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> str:
+    def n(v: Any) -> str:
+        return "n/a" if v is None else str(v)
+
     rows = [
-        f"| {r['endpoint']} | {r['db']} | {r['scope']} | {r['conns']} | {r['req_s']:,.0f} | "
-        f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_ms_per_req']:.2f} | "
-        f"{r['non200']} | {r['missing_refresh_token']} |"
+        f"| {r['series']} | {r['db']} | {r['conns']} | {r['req_s']:,.0f} | {r['p50_ms']:.1f} | "
+        f"{r['p99_ms']:.1f} | {r['cpu_ms_per_req']:.2f} | {r['non200']} | {n(r['missing'])} | "
+        f"{r['errors']}{' (exhausted)' if r.get('exhausted') else ''} |"
         for r in results
     ]
-    text = "\n".join(
-        [
-            f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — {args.db}, "
-            f"{args.workers} workers, {args.duration} s per point",
-            f"Machine: {os.cpu_count()} cores ({cpu}), "
-            f"Python {platform.python_version()}; {versions}.",
-            "",
-            "| endpoint | db | scope | conns | req/s | p50 ms | p99 ms | server CPU ms/req "
-            "| non-200 | 200 w/o refresh_token |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-            *rows,
-            "",
-        ]
+    lines = [
+        f"\n### {common.now_utc()} — {args.db}, {args.workers} workers, "
+        f"{args.duration} s per point",
+        common.machine_line(),
+        "",
+        f"`{args.command}`",
+        "",
+        "| series | db | conns | req/s | p50 ms | p99 ms | server CPU ms/req | non-200 "
+        "| 200 w/o expected field | socket errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+    if args.plot:
+        rel = os.path.relpath(Path(args.plot).resolve(), out.resolve().parent)
+        lines += [f"![throughput and p99 against concurrency]({rel})", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per point")
+    ap.add_argument("--conns", default="1,8,32,128")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--workload", default="refresh", help=f"comma-separated, of: {', '.join(WORKLOADS)}"
     )
-    with path.open("a") as f:
-        f.write(text)
+    ap.add_argument(
+        "--scope",
+        action="append",
+        dest="scopes",
+        help='refresh: the families\' scope; repeat for several series ("openid offline" adds '
+        "an id_token). Default: offline",
+    )
+    ap.add_argument("--noop", action="store_true", help="also measure the no-op endpoint")
+    ap.add_argument("--probe", action="store_true", help="also measure the minimal probe")
+    ap.add_argument("--all", action="store_true", help="every workload, both scopes, noop, probe")
+    ap.add_argument("--smoke", action="store_true", help="--all, 1 s per point, conns 1,2 (CI)")
+    ap.add_argument(
+        "--code-rate",
+        type=float,
+        default=1500,
+        help="code: expected code exchanges/s, to size the seed (x1.5). Default 1500",
+    )
+    ap.add_argument("--wrk-timeout", type=int, default=10, help="wrk --timeout, seconds")
+    ap.add_argument("--out", help="append a Markdown section to this file")
+    ap.add_argument("--plot", help="write a PNG of throughput and p99 vs concurrency")
+    ap.add_argument("--json", help="write the raw results to this file")
+    args = ap.parse_args(argv)
+    args.command = "python bench/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.smoke:
+        args.all = True
+        args.duration = 1
+        args.conns = "1,2"
+    if args.all:
+        args.workloads = list(WORKLOADS)
+        args.scopes = args.scopes or ["offline", "openid offline"]
+        args.noop = args.probe = True
+    else:
+        args.workloads = [w.strip() for w in args.workload.split(",") if w.strip()]
+        unknown = set(args.workloads) - set(WORKLOADS)
+        if unknown:
+            ap.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    args.scopes = args.scopes or ["offline"]
+    args.conn_list = [int(c) for c in args.conns.split(",")]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    common.require_wrk()
+    t0 = time.monotonic()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tokend-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        if args.workloads:
+            with common.database(args.db, tmp) as db:
+                results += run_tokend(args, db, tmp)
+        if args.noop:
+            results += run_noop(args, tmp)
+        if args.probe:
+            results += run_probe(args, tmp)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    title = (
+        f"tokend, {args.db}, {args.workers} workers, {args.duration} s per point "
+        f"({common.now_utc()})"
+    )
+    if args.plot:
+        plot(Path(args.plot), results, title)
+    if args.out:
+        common.append(Path(args.out), markdown(results, args, Path(args.out)))
+    bad = failures(results)
+    print(f"# {len(results)} points in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    for line in bad:
+        print(f"FAIL {line}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
