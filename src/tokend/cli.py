@@ -316,7 +316,8 @@ def clients_delete(database_url: str, client_id: str) -> None:
 @database_option
 @click.argument("client_id")
 def clients_rotate_secret(database_url: str, client_id: str) -> None:
-    """Replace a confidential client's secret; the old one stops working at once."""
+    """Replace a confidential client's secret; running servers stop accepting the old one
+    within TOKEND_KEY_REFRESH_INTERVAL seconds (2 by default)."""
     store = _store(database_url)
     client = _get_client(store, client_id)
     if client.public:

@@ -42,7 +42,7 @@ class Runtime:
         return is_sqlite(self.settings.database_url)
 
     def close(self) -> None:
-        self.store.engine.dispose()
+        self.store.close()
 
 
 def build_runtime(

@@ -456,6 +456,38 @@ def test_verify_own_tokens(store: SqlStore, clock: FrozenClock, alg: str) -> Non
         assert header["typ"] == typ and header["kid"] in r.verification_keys()
 
 
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_tokens_are_what_pyjwt_makes_and_verifies(
+    store: SqlStore, clock: FrozenClock, alg: str
+) -> None:
+    """The ring serialises the JWS itself around PyJWT's signing algorithm: the result must
+    verify with ``jwt.decode`` under the published key, and for RS256 (deterministic
+    signatures) be byte for byte what ``jwt.encode`` makes."""
+    r = ring(store, clock, access_token_alg=alg)
+    r.ensure()
+    claims = {**CLAIMS, "cnf": {"jkt": "abc"}, "scope": "openid offline"}
+    token = r.sign_access_token(claims)
+    header = jwt.get_unverified_header(token)
+    assert header == {"alg": alg, "kid": r.current_kid(), "typ": "at+jwt"}
+    key = r.verification_keys()[header["kid"]]
+    decoded = jwt.decode(
+        token, key.key, algorithms=[alg], options={"verify_aud": False, "verify_exp": False}
+    )
+    assert decoded == claims
+    if alg == "RS256":
+        signing_key = r._key("RS256")
+        expected = jwt.encode(
+            claims,
+            signing_key.key,
+            algorithm="RS256",
+            headers={"kid": header["kid"], "typ": "at+jwt"},
+        )
+        assert token == expected
+    # Two tokens with two typs: each header is its own.
+    id_header = jwt.get_unverified_header(r.sign_id_token(CLAIMS))
+    assert id_header["typ"] == "JWT" and id_header["alg"] == "RS256"
+
+
 def _segments(header: dict, claims: dict) -> str:  # type: ignore[type-arg]
     return b64u(json.dumps(header).encode()) + "." + b64u(json.dumps(claims).encode())
 

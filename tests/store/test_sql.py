@@ -624,7 +624,7 @@ class SqliteLock:
     """An exclusive write lock on a SQLite database, held from a separate connection."""
 
     def __init__(self, path) -> None:  # type: ignore[no-untyped-def]
-        self.conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=5, check_same_thread=False)
 
     def acquire(self) -> None:
         self.conn.execute("BEGIN EXCLUSIVE")
@@ -706,6 +706,66 @@ def test_sqlite_locked_reads_still_work_writes_are_temporarily_unavailable(locke
         assert store.get_client("x") is None
     finally:
         store.engine.dispose()
+
+
+def test_sqlite_writer_waits_for_a_lock_held_briefly(locked_sqlite) -> None:
+    """The hot path has no SQLite busy handler (it sleeps a millisecond or more per attempt,
+    stalling a server's event loop): the store waits in short steps instead, and gets the
+    lock as soon as the holder lets go, well inside the busy timeout."""
+    settings, lock = locked_sqlite
+    store = SqlStore(create_db_engine(settings.database_url))
+    try:
+        with store.transaction() as tx:  # opens this thread's connection
+            tx.record_event(SecurityEvent("before", 1.0))
+        assert store._sqlite_conn().execute("PRAGMA busy_timeout").fetchone()[0] == 0
+        lock.acquire()
+        timer = threading.Timer(0.03, lock.release)
+        timer.start()
+        started = time.monotonic()
+        with store.transaction() as tx:
+            tx.record_event(SecurityEvent("after", 2.0))
+        waited = time.monotonic() - started
+        timer.join()
+        assert 0.025 <= waited < 0.1  # the patched busy timeout is 100 ms
+        kinds = [e["kind"] for e in store.list_events()]
+        assert kinds[-2:] == ["before", "after"]
+    finally:
+        store.close()
+
+
+def test_sqlite_connection_is_replaced_after_a_failure(locked_sqlite) -> None:
+    settings, _lock = locked_sqlite
+    store = SqlStore(create_db_engine(settings.database_url))
+    try:
+        first = store._sqlite_conn()
+        with pytest.raises(TemporarilyUnavailable), store.transaction() as tx:
+            tx._cur.execute("SELECT * FROM no_such_table")  # not busy: a real error
+        assert store._sqlite_conn() is not first
+        with store.transaction() as tx:
+            tx.record_event(SecurityEvent("ok", 1.0))
+    finally:
+        store.close()
+
+
+def test_sqlite_store_close_closes_every_thread_connection(locked_sqlite) -> None:
+    settings, _lock = locked_sqlite
+    store = SqlStore(create_db_engine(settings.database_url))
+    conns = []
+
+    def use() -> None:
+        store.get_client("x")
+        conns.append(store._sqlite_conn())
+
+    threads = [threading.Thread(target=use) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(c) for c in conns}) == 3
+    store.close()
+    for conn in conns:
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
 
 
 def test_unreachable_postgres_is_temporarily_unavailable() -> None:

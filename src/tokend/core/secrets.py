@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import zlib
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+# Two base62 digits at a time: half the big-integer divisions (issue 6, hot path).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_BASE2 = 62 * 62
 _BODY_LEN = 43  # ceil(256 / log2(62))
 _CRC_LEN = 6  # ceil(32 / log2(62))
 
@@ -34,7 +37,10 @@ _SUCCESSOR_LABEL = b"tokend/v1 refresh-token successor\x00"
 
 def _b62(n: int, width: int) -> str:
     out = []
-    for _ in range(width):
+    for _ in range(width // 2):
+        n, r = divmod(n, _BASE2)
+        out.append(_PAIRS[r])
+    if width % 2:
         n, r = divmod(n, 62)
         out.append(_ALPHABET[r])
     if n:
@@ -51,12 +57,12 @@ def _encode(prefix: str, raw: bytes) -> str:
     return head + _checksum(head)
 
 
+_SHAPE = re.compile(f"[0-9A-Za-z]{{{_BODY_LEN + _CRC_LEN}}}")
+
+
 def is_well_formed(value: str, prefix: str) -> bool:
     """Prefix, length, alphabet and checksum are right (says nothing about validity)."""
-    if len(value) != len(prefix) + _BODY_LEN + _CRC_LEN or not value.startswith(prefix):
-        return False
-    tail = value[len(prefix) :]
-    if any(c not in _INDEX for c in tail):
+    if not value.startswith(prefix) or not _SHAPE.fullmatch(value, len(prefix)):
         return False
     head = value[:-_CRC_LEN]
     return hmac.compare_digest(value[-_CRC_LEN:], _checksum(head))
@@ -73,8 +79,8 @@ def new_refresh_token() -> str:
 
 def derive_successor(derivation_key: bytes, presented: str) -> str:
     """The one successor of ``presented``: deterministic, unpredictable without the key."""
-    raw = hmac.new(derivation_key, _SUCCESSOR_LABEL + presented.encode("ascii"), "sha256")
-    return _encode(REFRESH_TOKEN_PREFIX, raw.digest())
+    raw = hmac.digest(derivation_key, _SUCCESSOR_LABEL + presented.encode("ascii"), "sha256")
+    return _encode(REFRESH_TOKEN_PREFIX, raw)
 
 
 def new_client_secret() -> str:

@@ -81,18 +81,38 @@ def public_jwk(private_key: Any, alg: str) -> dict[str, Any]:
     return {**members, "kid": kid, "alg": alg, "use": "sig"}
 
 
+def _b64encode(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 class _SigningKey:
-    __slots__ = ("alg", "key", "kid")
+    """One current key. Signs with PyJWT's ``Algorithm`` for the key (the same object
+    ``jwt.encode`` uses); the compact serialization around it (RFC 7515 §7.1) is built here,
+    with the JOSE header of each ``typ`` encoded once: ``jwt.encode`` re-serialises the
+    header, re-resolves the algorithm and re-checks the key on every call, which costs as
+    much as a tenth of the RSA signature itself. The bytes are the same as ``jwt.encode``'s
+    (sorted header members, compact JSON) for ASCII claims."""
+
+    __slots__ = ("_algorithm", "_headers", "alg", "key", "kid")
 
     def __init__(self, kid: str, alg: str, key: Any) -> None:
         self.kid = kid
         self.alg = alg
         self.key = key
+        self._algorithm = jwt.get_algorithm_by_name(alg)
+        self._headers: dict[str, bytes] = {}
+
+    def _header(self, typ: str) -> bytes:
+        segment = self._headers.get(typ)
+        if segment is None:
+            header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+            segment = self._headers[typ] = _b64encode(orjson.dumps(header))
+        return segment
 
     def sign(self, claims: Mapping[str, Any], typ: str) -> str:
-        return jwt.encode(
-            dict(claims), self.key, algorithm=self.alg, headers={"kid": self.kid, "typ": typ}
-        )
+        signing_input = self._header(typ) + b"." + _b64encode(orjson.dumps(claims))
+        signature = self._algorithm.sign(signing_input, self.key)
+        return (signing_input + b"." + _b64encode(signature)).decode("ascii")
 
 
 class KeyRing:

@@ -4,10 +4,13 @@ the CLI needs. No ORM objects anywhere; the token endpoint's statements run at d
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -27,6 +30,8 @@ from sqlalchemy.sql.expression import Executable
 
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
+from tokend.store import engine as engine_mod
+from tokend.store.checkpoint import WalCheckpointer
 from tokend.store.schema import (
     authorization_codes,
     browser_sessions,
@@ -39,6 +44,8 @@ from tokend.store.schema import (
     token_families,
     users,
 )
+
+T = TypeVar("T")
 
 
 class AlreadyExists(Exception):
@@ -356,8 +363,57 @@ class SqlTransaction:
         return cur.rowcount == 1
 
 
+class _ThreadConnection(threading.local):
+    """SQLite: the DBAPI connection a thread keeps for the hot path (see ``SqlStore``)."""
+
+    conn: Any = None
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY (and its extended codes): another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _retry_busy(fn: Callable[[], T]) -> T:
+    """Run ``fn`` until SQLite stops answering SQLITE_BUSY, waiting in short steps.
+
+    The hot path's connections have no busy handler (``busy_timeout=0``): SQLite's own one
+    sleeps at least a whole millisecond between attempts, while the other process holds the
+    write lock for ~0.1 ms, and a server that runs SQLite on its event loop is stalled for
+    every one of those sleeps. Here the first retry comes after 50 µs, doubling to 2 ms, up
+    to the same total as the busy timeout of every other connection."""
+    try:
+        return fn()
+    except sqlite3.OperationalError as exc:
+        if not _is_busy(exc):
+            raise
+    deadline = time.monotonic() + engine_mod.SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 50e-6
+    while True:
+        time.sleep(delay)
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        delay = min(delay * 2, 0.002)
+
+
 class SqlStore:
-    """``tokend.core.ports.Store`` and the admin operations, over one SQLAlchemy engine."""
+    """``tokend.core.ports.Store`` and the admin operations, over one SQLAlchemy engine.
+
+    SQLite's hot path (``transaction``, ``get_client`` and the other ``_read_row`` reads)
+    runs on one DBAPI connection per thread, kept outside the pool: checking a connection out
+    of SQLAlchemy's pool and back in cost more than the statements themselves. PostgreSQL
+    keeps the pool (a connection is a server process there).
+
+    Clients are cached once ``enable_client_cache`` is called (the server does; the CLI does
+    not). Every change made through this store clears the cache at once; changes made by
+    other processes (the admin CLI) are picked up by ``refresh_client_cache``, which the
+    server calls every ``TOKEND_KEY_REFRESH_INTERVAL`` seconds."""
+
+    _CLIENT_CACHE_SIZE = 10_000
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -365,12 +421,101 @@ class SqlStore:
         self._sqlite = engine.dialect.name == "sqlite"
         dbapi = engine.dialect.dbapi
         self._operational_error: type[Exception] = dbapi.OperationalError  # type: ignore[union-attr]
+        self._local = _ThreadConnection()
+        self._thread_conns: list[Any] = []
+        self._thread_conns_lock = threading.Lock()
+        self._clients: dict[str, Client] | None = None  # None: no cache
+        self._clients_epoch = 0
+        self._clients_fingerprint: tuple[Any, ...] | None = None
+        self._checkpointer: WalCheckpointer | None = None
+
+    def start_checkpointer(self, **options: Any) -> bool:
+        """SQLite: move WAL checkpoints from the hot path's commits to a background thread
+        (``tokend.store.checkpoint``). For a server process; False where there is nothing to
+        do (PostgreSQL, an in-memory database, already started)."""
+        path = engine_mod.sqlite_path(self.engine.url.render_as_string(hide_password=False))
+        if not self._sqlite or path is None or self._checkpointer is not None:
+            return False
+        self._checkpointer = WalCheckpointer(path, **options)
+        with self._thread_conns_lock:
+            conns = list(self._thread_conns)
+        for conn in conns:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer.start()
+        return True
+
+    def close(self) -> None:
+        """Close every connection this store opened (the pool's and the threads' own)."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
+        with self._thread_conns_lock:
+            conns, self._thread_conns = self._thread_conns, []
+        for conn in conns:
+            with suppress(Exception):
+                conn.close()
+        self.engine.dispose()
+
+    # -- SQLite: one connection per thread -------------------------------------------------
+
+    def _sqlite_conn(self) -> Any:
+        conn = self._local.conn
+        if conn is None:
+            try:
+                fairy = self.engine.raw_connection()  # runs the engine's connect PRAGMAs
+                fairy.detach()  # this thread's own from now on, never back to the pool
+                conn = fairy.dbapi_connection
+                conn.execute("PRAGMA busy_timeout=0")  # waits are _retry_busy's
+                if self._checkpointer is not None:
+                    conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
+            except (OperationalError, self._operational_error) as exc:
+                raise TemporarilyUnavailable(debug=str(exc)) from exc
+            with self._thread_conns_lock:
+                self._thread_conns.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def _drop_sqlite_conn(self, conn: Any) -> None:
+        """Forget a connection after an error other than busy: the next use opens a new one."""
+        self._local.conn = None
+        with self._thread_conns_lock, suppress(ValueError):
+            self._thread_conns.remove(conn)
+        with suppress(Exception):
+            conn.close()
+
+    @contextmanager
+    def _sqlite_transaction(self) -> Iterator[SqlTransaction]:
+        conn = self._sqlite_conn()
+        cur = conn.cursor()
+        try:
+            _retry_busy(lambda: cur.execute("BEGIN IMMEDIATE"))
+            try:
+                yield SqlTransaction(cur, self._q)
+                cur.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with suppress(Exception):
+                        cur.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            # Busy past the timeout, disk full, I/O error: retryable, and never shown raw.
+            cur.close()
+            if not _is_busy(exc):
+                self._drop_sqlite_conn(conn)
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
+        finally:
+            with suppress(sqlite3.ProgrammingError):  # closed above
+                cur.close()
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
-        """A write transaction on a pooled DBAPI connection. SQLite: ``BEGIN IMMEDIATE``
-        (writers queue on the busy handler up front); PostgreSQL: read committed, with the
-        token row locked by ``find_refresh_token``."""
+        """A write transaction. SQLite: ``BEGIN IMMEDIATE`` on the thread's connection
+        (writers queue for the lock up front); PostgreSQL: read committed on a pooled
+        connection, with the token row locked by ``find_refresh_token``."""
+        if self._sqlite:
+            with self._sqlite_transaction() as tx:
+                yield tx
+            return
         try:
             conn = self.engine.raw_connection()
         except (OperationalError, self._operational_error) as exc:
@@ -378,27 +523,17 @@ class SqlStore:
         try:
             cur = conn.cursor()
             try:
-                if self._sqlite:
-                    cur.execute("BEGIN IMMEDIATE")
-                    try:
-                        yield SqlTransaction(cur, self._q)
-                    except BaseException:
-                        cur.execute("ROLLBACK")
-                        raise
-                    cur.execute("COMMIT")
-                else:
-                    try:
-                        yield SqlTransaction(cur, self._q)
-                    except BaseException:
-                        conn.rollback()
-                        raise
-                    conn.commit()
+                try:
+                    yield SqlTransaction(cur, self._q)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
             finally:
                 cur.close()
         except self._operational_error as exc:
-            # Busy timeout exhausted, connection lost: retryable, and never shown raw.
-            if not self._sqlite:
-                conn.invalidate()  # a broken server connection must not go back to the pool
+            # Connection lost, server shutting down: retryable, and never shown raw.
+            conn.invalidate()  # a broken server connection must not go back to the pool
             raise TemporarilyUnavailable(debug=str(exc)) from exc
         finally:
             conn.close()  # back to the pool
@@ -412,28 +547,80 @@ class SqlStore:
         except OperationalError as exc:
             raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
 
-    # -- clients ---------------------------------------------------------------------------
-
     def _read_row(self, q: _Compiled, params: dict[str, Any]) -> Any:
         """One row of a hot-path read at driver level, or None."""
+        args = q.args(params)
+        if self._sqlite:
+            conn = self._sqlite_conn()
+            try:
+                return _retry_busy(lambda: conn.execute(q.sql, args).fetchone())
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    self._drop_sqlite_conn(conn)
+                raise TemporarilyUnavailable(debug=str(exc)) from exc
         try:
             conn = self.engine.raw_connection()
             try:
                 cur = conn.cursor()
-                cur.execute(q.sql, q.args(params))
+                cur.execute(q.sql, args)
                 row = cur.fetchone()
                 cur.close()
-                if not self._sqlite:
-                    conn.rollback()  # end the implicit read transaction
+                conn.rollback()  # end the implicit read transaction
             finally:
                 conn.close()
         except (OperationalError, self._operational_error) as exc:
             raise TemporarilyUnavailable(debug=str(exc)) from exc
         return row
 
+    # -- clients ---------------------------------------------------------------------------
+
+    def enable_client_cache(self) -> None:
+        """Start caching clients. The first ``refresh_client_cache`` only sets the baseline
+        it compares to, so it is taken here, before anything is cached."""
+        if self._clients is None:
+            self.refresh_client_cache()
+            self._clients = {}
+
+    def invalidate_client_cache(self) -> None:
+        self._invalidate_clients()
+
+    def _invalidate_clients(self) -> None:
+        self._clients_epoch += 1
+        if self._clients is not None:
+            self._clients.clear()
+
+    def refresh_client_cache(self) -> bool:
+        """Drop the cached clients if the clients table changed since the last call (or if
+        this is the first call); True when it did."""
+        with self._read() as conn:
+            fingerprint = tuple(
+                conn.execute(
+                    select(func.count(), func.max(cl.updated_at), func.sum(cl.updated_at))
+                ).one()
+            )
+        if fingerprint == self._clients_fingerprint:
+            return False
+        self._invalidate_clients()
+        self._clients_fingerprint = fingerprint
+        return True
+
     def get_client(self, client_id: str) -> Client | None:
+        cache = self._clients
+        if cache is not None:
+            client = cache.get(client_id)
+            if client is not None:
+                return client
+        epoch = self._clients_epoch
         row = self._read_row(self._q.get_client, {"cid": client_id})
-        return None if row is None else _client_from_row(row)
+        if row is None:
+            return None
+        client = _client_from_row(row)
+        # Not if the cache was invalidated while this row was read: it may be the old one.
+        if cache is not None and epoch == self._clients_epoch:
+            if len(cache) >= self._CLIENT_CACHE_SIZE:
+                cache.clear()
+            cache[client_id] = client
+        return client
 
     def create_client(self, client: Client, *, now: float) -> None:
         try:
@@ -460,6 +647,8 @@ class SqlStore:
                 )
         except IntegrityError as exc:
             raise AlreadyExists(client.client_id) from exc
+        finally:
+            self._invalidate_clients()
 
     def list_clients(self) -> list[Client]:
         with self._read() as conn:
@@ -471,20 +660,25 @@ class SqlStore:
             return conn.execute(select(func.count()).select_from(clients)).scalar_one()
 
     def delete_client(self, client_id: str) -> bool:
-        with self.engine.begin() as conn:
-            # Families and their refresh tokens go with it (ON DELETE CASCADE).
-            return (
-                conn.execute(delete(clients).where(clients.c.client_id == client_id)).rowcount == 1
-            )
+        try:
+            with self.engine.begin() as conn:
+                # Families and their refresh tokens go with it (ON DELETE CASCADE).
+                stmt = delete(clients).where(clients.c.client_id == client_id)
+                return conn.execute(stmt).rowcount == 1
+        finally:
+            self._invalidate_clients()
 
     def set_client_secret(self, client_id: str, secret_hash: bytes, *, now: float) -> bool:
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(clients)
-                .where(clients.c.client_id == client_id, clients.c.public.is_(False))
-                .values(secret_hash=secret_hash, secret_rotated_at=now, updated_at=now)
-            )
-            return result.rowcount == 1
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    update(clients)
+                    .where(clients.c.client_id == client_id, clients.c.public.is_(False))
+                    .values(secret_hash=secret_hash, secret_rotated_at=now, updated_at=now)
+                )
+                return result.rowcount == 1
+        finally:
+            self._invalidate_clients()
 
     # -- users -----------------------------------------------------------------------------
 
