@@ -25,6 +25,8 @@ class Client:
     refresh_token_ttl: int | None = None
     refresh_idle_ttl: int | None = None
     subject_type: str = "public"
+    # RFC 9449 §8: DPoP proofs of this client must carry a current server nonce.
+    dpop_nonce_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
