@@ -670,7 +670,9 @@ def test_per_client_nonce_with_authorization_code(http, rt, make_client, user, k
     assert_dpop_tokens(r, rt, key)
 
 
-def test_a_bad_client_is_invalid_client_before_any_nonce(http, rt, make_client, issue, key) -> None:
+def test_a_bad_client_is_invalid_client_before_any_nonce(
+    http, rt, make_client, issue, key, doc, registry
+) -> None:
     """Client authentication first: an unknown client or a wrong secret is invalid_client,
     not an invitation to retry with a nonce (the nonce header is there all the same)."""
     reg = make_client(dpop_nonce_required=True)
@@ -681,6 +683,7 @@ def test_a_bad_client_is_invalid_client_before_any_nonce(http, rt, make_client, 
         )
         assert_oauth_error(r, "invalid_client")
         assert r.headers["dpop-nonce"] == nonce_of(rt)
+        assert_documented(doc, registry, TOKEN, r)
     assert not spent(rt, token)
 
 
@@ -886,6 +889,8 @@ def test_openapi_documents_the_dpop_headers(doc) -> None:
     assert [p["name"] for p in op["parameters"]] == ["DPoP"]
     assert "DPoP-Nonce" in op["responses"]["200"]["headers"]
     assert "DPoP-Nonce" in op["responses"]["400"]["headers"]
+    assert "DPoP-Nonce" in op["responses"]["401"]["headers"]
+    assert "dpop_nonce_required" in op["parameters"][0]["description"]
     error_codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
     assert {"invalid_dpop_proof", "use_dpop_nonce"} <= set(error_codes)
     token_types = doc["components"]["schemas"]["TokenResponse"]["properties"]["token_type"]
