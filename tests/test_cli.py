@@ -362,6 +362,37 @@ def test_clients_rotate_secret(cli: Cli, crt: Runtime) -> None:
     assert "public" in r.stderr
 
 
+def test_clients_dpop_nonce_flag_round_trip(cli_any: Cli, crt_any: Runtime) -> None:
+    """``--dpop-nonce`` at creation, shown by show and list, changed by ``clients update``;
+    the contract's creation output keeps its keys."""
+    cli, crt = cli_any, crt_any
+    strict, plain = cli.client("--dpop-nonce"), cli.client()
+    assert set(strict) == CONTRACT_KEYS
+    assert crt.store.get_client(strict["client_id"]).dpop_nonce_required is True
+    assert crt.store.get_client(plain["client_id"]).dpop_nonce_required is False
+    assert [c["dpop_nonce_required"] for c in cli.ok("clients", "list")] == [True, False]
+    [shown] = cli.ok("clients", "show", strict["client_id"])
+    assert shown["dpop_nonce_required"] is True
+    explicit = cli.client("--no-dpop-nonce")
+    assert crt.store.get_client(explicit["client_id"]).dpop_nonce_required is False
+
+    [updated] = cli.ok("clients", "update", strict["client_id"], "--no-dpop-nonce")
+    assert updated == {**shown, "dpop_nonce_required": False}
+    assert crt.store.get_client(strict["client_id"]).dpop_nonce_required is False
+    [updated] = cli.ok("clients", "update", plain["client_id"], "--dpop-nonce")
+    assert updated["dpop_nonce_required"] is True
+    assert cli.ok("clients", "show", plain["client_id"]) == [updated]
+    # Nothing else changed: the secret still authenticates.
+    assert authenticate_client(
+        ClientCredentials("client_secret_basic", plain["client_id"], plain["client_secret"]),
+        crt.store.get_client,
+    ).dpop_nonce_required
+
+    assert cli.fails("clients", "update", "nope", "--dpop-nonce").exit_code == 1
+    r = cli("clients", "update", plain["client_id"])
+    assert r.exit_code == 2 and "nothing to update" in r.stderr and r.stdout == ""
+
+
 # -- users -------------------------------------------------------------------------------------
 
 

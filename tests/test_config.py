@@ -79,6 +79,23 @@ def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.key_retention == 120 + 3600
 
 
+@pytest.mark.parametrize(("value", "required"), [(None, False), ("off", False), ("on", True)])
+def test_dpop_nonce_setting_reaches_the_policy(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, required: bool
+) -> None:
+    """TOKEND_DPOP_NONCE=on: every client's DPoP proofs need a server nonce."""
+    monkeypatch.delenv("TOKEND_DPOP_NONCE", raising=False)
+    if value is not None:
+        monkeypatch.setenv("TOKEND_DPOP_NONCE", value)
+    assert Settings().policy().dpop_nonce is required
+
+
+def test_dpop_nonce_setting_is_off_or_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKEND_DPOP_NONCE", "client")
+    with pytest.raises(ValueError):
+        Settings()
+
+
 def test_issuer_defaults_to_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKEND_HOST", "10.0.0.1")
     monkeypatch.setenv("TOKEND_PORT", "8443")

@@ -200,6 +200,7 @@ def _client_json(
             refresh_token_ttl=client.refresh_token_ttl,
             refresh_idle_ttl=client.refresh_idle_ttl,
             subject_type=client.subject_type,
+            dpop_nonce_required=client.dpop_nonce_required,
         )
     return out
 
@@ -224,6 +225,14 @@ def _client_json(
     show_default=True,
     help="pairwise: a per-host `sub` (OIDC Core §8.1); the redirect URIs must share one host.",
 )
+@click.option(
+    "--dpop-nonce/--no-dpop-nonce",
+    "dpop_nonce",
+    default=False,
+    show_default=True,
+    help="Require a server nonce in this client's DPoP proofs (RFC 9449 §8); "
+    "TOKEND_DPOP_NONCE=on requires one of every client.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def clients_create(
     database_url: str,
@@ -237,6 +246,7 @@ def clients_create(
     refresh_token_ttl: int | None,
     refresh_idle_ttl: int | None,
     subject_type: str,
+    dpop_nonce: bool,
     as_json: bool,
 ) -> None:
     """Register a client. Its secret is shown once and stored only as a hash."""
@@ -268,6 +278,7 @@ def clients_create(
         refresh_token_ttl=refresh_token_ttl,
         refresh_idle_ttl=refresh_idle_ttl,
         subject_type=subject_type,
+        dpop_nonce_required=dpop_nonce,
     )
     _store(database_url).create_client(client, now=SystemClock().now())
     out = _client_json(client, secret)
@@ -300,6 +311,28 @@ def clients_list(database_url: str) -> None:
 @click.argument("client_id")
 def clients_show(database_url: str, client_id: str) -> None:
     emit(_client_json(_get_client(_store(database_url), client_id), full=True))
+
+
+@clients.command("update")
+@database_option
+@click.argument("client_id")
+@click.option(
+    "--dpop-nonce/--no-dpop-nonce",
+    "dpop_nonce",
+    default=None,
+    help="Require (or stop requiring) a server nonce in this client's DPoP proofs.",
+)
+def clients_update(database_url: str, client_id: str, dpop_nonce: bool | None) -> None:
+    """Change the given settings of a client; prints the client as `clients show` does."""
+    changes: dict[str, Any] = {}
+    if dpop_nonce is not None:
+        changes["dpop_nonce_required"] = dpop_nonce
+    if not changes:
+        raise click.UsageError("nothing to update: give at least one setting to change")
+    client = _store(database_url).update_client(client_id, changes, now=SystemClock().now())
+    if client is None:
+        raise click.ClickException(f"no client {client_id!r}")
+    emit(_client_json(client, full=True))
 
 
 @clients.command("delete")

@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     session_ttl: int = Field(43200, ge=60)  # browser sign-in session, seconds
     key_refresh_interval: float = Field(2.0, gt=0)
     # RFC 9449: how far a DPoP proof's iat may be from now (seconds, either way), and
-    # whether every proof must carry a server nonce (DPoP-Nonce, §8), for all clients.
+    # whether every proof must carry a server nonce (DPoP-Nonce, §8), for all clients ("off":
+    # only for the clients registered with dpop_nonce_required).
     dpop_proof_window: int = Field(60, ge=1, le=3600)
     dpop_nonce: Literal["off", "on"] = "off"
     db_pool_size: int = Field(10, ge=1)
@@ -73,6 +74,7 @@ class Settings(BaseSettings):
             refresh_idle_ttl=self.refresh_token_idle_ttl,
             refresh_reuse_grace=self.refresh_reuse_grace,
             audience=self.access_token_audience,
+            dpop_nonce=self.dpop_nonce == "on",
         )
 
     @property

@@ -86,16 +86,15 @@ def build_runtime(
         policy=policy,
         store=store,
         keys=keys,
-        service=TokenService(store=store, grants=grants, clock=clock),
+        service=TokenService(store=store, grants=grants, clock=clock, policy=policy),
         issuer=issuer,
         clock=clock,
         subjects=subjects,
         codes=CodeIssuer(store),
         accounts=AccountStore(engine),
+        # Nonces always exist (a client may require them whatever TOKEND_DPOP_NONCE says);
+        # whether a proof needs one is decided where the client is known.
         dpop=ProofVerifier(
-            window=settings.dpop_proof_window,
-            nonces=DPoPNonces(derive(secret, "dpop-nonce"))
-            if settings.dpop_nonce == "on"
-            else None,
+            window=settings.dpop_proof_window, nonces=DPoPNonces(derive(secret, "dpop-nonce"))
         ),
     )

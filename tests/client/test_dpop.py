@@ -20,7 +20,7 @@ import pytest
 from anyio.from_thread import BlockingPortal
 from starlette.applications import Starlette
 
-from tests.client.dpop_support import DeafKey, server_key
+from tests.client.dpop_support import DeafKey, deaf_key, server_key
 from tests.client.support import (
     REDIRECT_URI,
     SyncASGITransport,
@@ -406,3 +406,77 @@ def test_async_client_and_auth_with_dpop(rt, nonce_app, reg, user) -> None:  # t
     assert claims_of(rt, saved.access_token)["cnf"] == {"jkt": key.thumbprint}
     # refresh (nonce asked, retried), userinfo, refresh (asked again, retried), the call
     assert statuses == [400, 200, 200, 400, 200, 200]
+
+
+# -- a client that requires nonces (Client.dpop_nonce_required), TOKEND_DPOP_NONCE=off -------
+
+
+@pytest.fixture
+def strict(rt: Runtime) -> RegisteredClient:
+    """A confidential client registered with ``--dpop-nonce``."""
+    return register_client(rt, dpop_nonce_required=True)
+
+
+def test_a_client_that_requires_nonces_works_transparently(
+    rt, dhttp, capture, strict, user, key
+) -> None:  # type: ignore[no-untyped-def]
+    """On a server with nonces off, a client registered with ``--dpop-nonce``: the first
+    token request is asked for a nonce and retried once with it, the next ones carry it
+    from the start, and UserInfo (which requires none here) takes the bound token."""
+    client = oauth(dhttp, strict, key)
+    family = issue(rt, strict, user)
+    tokens = client.refresh(family.refresh_token)
+    assert tokens.token_type == "DPoP"
+    assert claims_of(rt, tokens.access_token)["cnf"] == {"jkt": key.thumbprint}
+    assert capture.statuses == [400, 200]  # use_dpop_nonce, then with it
+    first, retry = (jwt.decode(r.headers["dpop"], options={"verify_signature": False})
+                    for r, _ in capture.to("/auth/v2/token"))  # fmt: skip
+    assert "nonce" not in first and retry["nonce"] == key.nonce_for(TOKEN)
+    # The refusal changed nothing: the family's first refresh token was spent once, by the
+    # retry, whose successor now works (no reuse detected, no family revoked).
+    tokens = client.refresh(tokens.refresh_token)
+    assert client.client_credentials().token_type == "DPoP"
+    assert client.userinfo(tokens)["sub"]
+    assert capture.statuses[2:] == [200, 200, 200]
+    # Two periods on the nonce is stale: asked again, once, for each grant.
+    rt.clock.advance(600)
+    tokens = client.refresh(tokens.refresh_token)
+    assert capture.statuses[5:] == [400, 200]
+    rt.clock.advance(600)
+    assert client.client_credentials().token_type == "DPoP"
+    assert capture.statuses[7:] == [400, 200]
+
+
+def test_a_client_that_requires_nonces_with_refreshing_auth_and_async(
+    rt, app, strict, user
+) -> None:  # type: ignore[no-untyped-def]
+    key = server_key(rt)
+
+    async def run() -> tuple[TokenResponse, int, list[int]]:
+        cap = Capture(httpx.ASGITransport(app))
+        async with httpx.AsyncClient(transport=cap, base_url=ISSUER) as http:
+            client = await AsyncOAuthClient.from_issuer(
+                ISSUER, client_id=strict.client_id, client_secret=strict.secret,
+                http_client=http, dpop_key=key,
+            )  # fmt: skip
+            family = issue(rt, strict, user)
+            store = MemoryTokenStore(TokenResponse.from_dict({**family.to_dict(), "expires_at": 0}))
+            auth = RefreshingAuth(client, store)
+            async with httpx.AsyncClient(transport=cap, base_url=ISSUER, auth=auth) as api:
+                r = await api.get("/auth/v2/users/retrieve")
+            saved = store.load()
+            assert isinstance(saved, TokenResponse)
+            return saved, r.status_code, cap.statuses
+
+    saved, status, statuses = asyncio.run(run())
+    assert status == 200
+    assert saved.token_type == "DPoP"
+    assert claims_of(rt, saved.access_token)["cnf"] == {"jkt": key.thumbprint}
+    # refresh (nonce asked, retried with it), then the call with the DPoP-bound token
+    assert statuses == [400, 200, 200]
+
+
+def test_a_client_deaf_to_nonces_gets_the_error_once_retried(rt, dhttp, capture, strict, user):  # type: ignore[no-untyped-def]
+    with pytest.raises(UseDPoPNonce):
+        oauth(dhttp, strict, deaf_key(rt)).refresh(issue(rt, strict, user).refresh_token)
+    assert capture.statuses == [400, 400]

@@ -96,7 +96,10 @@ class World:
             store=self.store, minter=self.minter, policy=self.policy
         )
         self.service = TokenService(
-            store=self.store, grants=[self.refresh_grant, self.cc_grant], clock=clock
+            store=self.store,
+            grants=[self.refresh_grant, self.cc_grant],
+            clock=clock,
+            policy=self.policy,
         )
         self.issuer = FamilyIssuer(store=self.store, minter=self.minter, policy=self.policy)
         # The sign-in side: codes, and the service with every grant as tokend.runtime wires
@@ -107,6 +110,7 @@ class World:
             store=self.store,
             grants=[self.code_grant, self.refresh_grant, self.cc_grant],
             clock=clock,
+            policy=self.policy,
         )
         self.web = self.register("web")
         self.other = self.register("other")

@@ -85,7 +85,7 @@ def test_run_once_reports_sqlite_figures(tmp_path: Path) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA wal_autocheckpoint=0")
     conn.execute("CREATE TABLE t (x)")
-    for i in range(20):
+    for _ in range(20):
         conn.execute("INSERT INTO t VALUES (?)", (os.urandom(3000),))
     cp = WalCheckpointer(path, restart_frames=10_000)
     busy, frames, done = cp.run_once()

@@ -70,11 +70,14 @@ def test_changes_through_the_same_store_clear_the_cache_at_once(rt: Runtime, mak
     secret = new_client_secret()
     assert rt.store.set_client_secret(reg.client_id, hash_secret(secret), now=rt.clock.now())
     assert rt.store.get_client(reg.client_id).secret_hash == hash_secret(secret)
+    updated = rt.store.update_client(reg.client_id, {"dpop_nonce_required": True}, now=2.0)
+    assert updated is not None and updated.dpop_nonce_required
+    assert rt.store.get_client(reg.client_id).dpop_nonce_required is True
     assert rt.store.delete_client(reg.client_id)
     assert rt.store.get_client(reg.client_id) is None
 
 
-@pytest.mark.parametrize("change", ["rotate", "delete", "recreate"])
+@pytest.mark.parametrize("change", ["rotate", "update", "delete", "recreate"])
 def test_changes_by_another_process_are_seen_after_refresh(
     rt: Runtime, make_client, other: SqlStore, change: str
 ) -> None:
@@ -85,6 +88,9 @@ def test_changes_by_another_process_are_seen_after_refresh(
     new_hash = hash_secret(new_client_secret())
     if change == "rotate":
         assert other.set_client_secret(reg.client_id, new_hash, now=rt.clock.now() + 1)
+    elif change == "update":
+        changes = {"dpop_nonce_required": True}
+        assert other.update_client(reg.client_id, changes, now=rt.clock.now() + 1)
     else:
         assert other.delete_client(reg.client_id)
         if change == "recreate":
@@ -96,6 +102,8 @@ def test_changes_by_another_process_are_seen_after_refresh(
     fresh = rt.store.get_client(reg.client_id)
     if change == "rotate":
         assert fresh.secret_hash == new_hash
+    elif change == "update":
+        assert fresh.dpop_nonce_required is True
     elif change == "delete":
         assert fresh is None
     else:

@@ -295,3 +295,53 @@ def test_engine_dialect(engine: Engine, db_url: str) -> None:
         assert engine.dialect.driver == "psycopg"
         with engine.connect() as c:
             assert c.execute(text("SELECT 1")).scalar() == 1
+
+
+# -- data migrations -------------------------------------------------------------------------
+
+
+def _alembic(engine: Engine, command_name: str, revision: str) -> None:
+    """``alembic upgrade|downgrade REVISION`` (``migrate`` always goes to head)."""
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(engine_mod.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, command_name)(cfg, revision)
+
+
+def test_0004_adds_dpop_nonce_required_false_for_existing_clients(blank_db_url: str) -> None:
+    eng = create_db_engine(blank_db_url)
+    try:
+        _alembic(eng, "upgrade", "0003")
+        assert "dpop_nonce_required" not in {c["name"] for c in inspect(eng).get_columns("clients")}
+        with eng.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO clients (client_id, name, public, grant_types, redirect_uris,"
+                    " scope, subject_type, created_at, updated_at) VALUES ('old', 'Old', false,"
+                    " 'refresh_token', '[]', 'openid', 'public', 1.0, 1.0)"
+                )
+            )
+        migrate(eng)
+        assert _revision(eng) == [_head()]
+        with eng.connect() as conn:
+            value = conn.execute(
+                text("SELECT dpop_nonce_required FROM clients WHERE client_id = 'old'")
+            ).scalar_one()
+        assert value is False or value == 0
+        from tokend.store.sql import SqlStore
+
+        client = SqlStore(eng).get_client("old")
+        assert client is not None and client.dpop_nonce_required is False
+        # And back: the downgrade drops the column, keeping the client.
+        _alembic(eng, "downgrade", "0003")
+        assert "dpop_nonce_required" not in {c["name"] for c in inspect(eng).get_columns("clients")}
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT client_id FROM clients")).scalars().all() == ["old"]
+    finally:
+        eng.dispose()

@@ -2,8 +2,9 @@
 endpoint, public clients' families bound across refreshes, refreshes of a bound family
 without a proof or with another key refused (and nothing changed: the token then still
 works with the right proof), every kind of bad proof refused with nothing changed, replays,
-server nonces, UserInfo with ``Authorization: DPoP`` and ``ath``, and the documents
-(discovery, OpenAPI) that tell clients about it."""
+server nonces (required per client, or for every client with ``TOKEND_DPOP_NONCE=on``),
+UserInfo with ``Authorization: DPoP`` and ``ath``, and the documents (discovery, OpenAPI)
+that tell clients about it."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from tests.web.test_openapi import assert_documented
 from tokend.config import Settings
 from tokend.core.authorization import validate
 from tokend.core.dpop import REPLAY_MARGIN
+from tokend.core.secrets import hash_secret
 from tokend.keys.material import derive
 from tokend.runtime import Runtime, build_runtime
 from tokend.store.schema import dpop_proofs, token_families
@@ -218,7 +220,8 @@ def test_a_proof_makes_a_dpop_bound_access_token(http, rt, make_client, issue, a
         "scope",
         "id_token",
     ]
-    assert "dpop-nonce" not in r.headers  # nonces are off by default
+    # Nonces are not required by default, but always offered to a request that used DPoP.
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", r.headers["dpop-nonce"])
     # The ID token is not bound (OIDC): it has no cnf.
     assert "cnf" not in jwt.decode(body["id_token"], options={"verify_signature": False})
 
@@ -552,6 +555,211 @@ def test_without_dpop_nonces_change_nothing(nonce_http, rt, make_client, issue) 
     assert "dpop-nonce" not in r.headers
 
 
+# -- server nonces per client (Client.dpop_nonce_required) ------------------------------------
+
+
+def nonce_of(rt: Runtime, at: float | None = None, *, secret: str = SECRET_KEY) -> str:
+    """The deployment's stateless nonce for the period of ``at`` (default: now)."""
+    period = int((now(rt) if at is None else at) // 300)
+    mac = hmac.new(derive(secret, "dpop-nonce"), f"dpop-nonce:{period}".encode(), "sha256")
+    return b64(mac.digest()[:16])
+
+
+def assert_use_dpop_nonce(r: httpx.Response, rt: Runtime) -> str:
+    """RFC 9449 §8: 400 use_dpop_nonce with the current nonce in ``DPoP-Nonce``."""
+    body = assert_oauth_error(r, "use_dpop_nonce")
+    assert "nonce" in body["error_description"]
+    assert r.headers["dpop-nonce"] == nonce_of(rt)
+    return r.headers["dpop-nonce"]
+
+
+def spent(rt: Runtime, refresh_token: str) -> bool:
+    stored = rt.store.peek_refresh_token(hash_secret(refresh_token))
+    assert stored is not None
+    return stored.spent_at is not None
+
+
+def test_per_client_nonce_flow_at_the_token_endpoint(
+    http, rt, make_client, issue, key, doc, registry
+) -> None:
+    reg = make_client(dpop_nonce_required=True)
+    token = issue(reg).refresh_token
+    before = storage_snapshot(rt.store.engine)
+    # 1. A proof without a nonce: use_dpop_nonce, with the nonce to use; nothing changed
+    #    (the token is not spent, no family rotated, the proof's jti not recorded).
+    r = post_token(http, reg, refresh(token), key.proof(TOKEN_HTU, iat=now(rt)))
+    nonce = assert_use_dpop_nonce(r, rt)
+    assert_documented(doc, registry, TOKEN, r)
+    assert storage_snapshot(rt.store.engine) == before
+    assert not spent(rt, token)
+    # 2. The retry, with a new proof carrying the nonce: DPoP-bound tokens, the nonce again.
+    r = post_token(http, reg, refresh(token), key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce))
+    body = assert_dpop_tokens(r, rt, key)
+    assert r.headers["dpop-nonce"] == nonce
+    assert_documented(doc, registry, TOKEN, r)
+    assert spent(rt, token) and not spent(rt, body["refresh_token"])
+    assert proof_rows(rt) == before["counts"]["dpop_proofs"] + 1  # type: ignore[index]
+    # 3. A nonce of the previous period still passes; the answer hands out the new one.
+    rt.clock.advance(300)
+    proof = key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce)
+    r = post_token(http, reg, refresh(body["refresh_token"]), proof)
+    body = assert_dpop_tokens(r, rt, key)
+    fresh = r.headers["dpop-nonce"]
+    assert fresh == nonce_of(rt) != nonce
+    # 4. Two periods on, the first nonce is stale: use_dpop_nonce, and nothing changed.
+    rt.clock.advance(300)
+    before = storage_snapshot(rt.store.engine)
+    proof = key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce)
+    r = post_token(http, reg, refresh(body["refresh_token"]), proof)
+    assert assert_use_dpop_nonce(r, rt) not in (nonce, fresh)
+    assert storage_snapshot(rt.store.engine) == before
+    assert not spent(rt, body["refresh_token"])
+
+
+def test_per_client_nonce_of_another_deployment_is_refused(http, rt, make_client, key) -> None:
+    reg = make_client(dpop_nonce_required=True)
+    cc = {"grant_type": "client_credentials"}
+    forged = nonce_of(rt, secret="another secret" * 4)
+    assert forged != nonce_of(rt)
+    r = post_token(http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt), nonce=forged))
+    assert_use_dpop_nonce(r, rt)
+    r = post_token(http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce_of(rt)))
+    assert_dpop_tokens(r, rt, key)
+
+
+def test_a_client_without_the_setting_needs_no_nonce_but_is_offered_one(
+    http, rt, make_client, issue, key
+) -> None:
+    reg = make_client()
+    assert reg.client.dpop_nonce_required is False
+    r = post_token(http, reg, refresh(issue(reg).refresh_token), key.proof(TOKEN_HTU, iat=now(rt)))
+    assert_dpop_tokens(r, rt, key)
+    assert r.headers["dpop-nonce"] == nonce_of(rt)
+    # A nonce it chose to use (valid or not) changes nothing for it.
+    cc = {"grant_type": "client_credentials"}
+    for nonce in (nonce_of(rt), "not-a-nonce"):
+        r = post_token(http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce))
+        assert_dpop_tokens(r, rt, key)
+
+
+def test_per_client_nonce_with_client_credentials(http, rt, make_client, key) -> None:
+    reg = make_client(dpop_nonce_required=True)
+    cc = {"grant_type": "client_credentials"}
+    before = storage_snapshot(rt.store.engine)
+    nonce = assert_use_dpop_nonce(post_token(http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt))), rt)
+    assert storage_snapshot(rt.store.engine) == before
+    r = post_token(http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce))
+    assert "refresh_token" not in assert_dpop_tokens(r, rt, key)
+
+
+@pytest.mark.parametrize("public", [True, False], ids=["public", "confidential"])
+def test_per_client_nonce_with_authorization_code(http, rt, make_client, user, key, public) -> None:
+    reg = make_client(public=public, dpop_nonce_required=True)
+    params = code_params(code_for(rt, reg, user))
+    before = storage_snapshot(rt.store.engine)
+    r = post_token(http, reg, params, key.proof(TOKEN_HTU, iat=now(rt)))
+    nonce = assert_use_dpop_nonce(r, rt)
+    assert storage_snapshot(rt.store.engine) == before  # the code is not consumed
+    r = post_token(http, reg, params, key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce))
+    body = assert_dpop_tokens(r, rt, key)
+    assert family_jkt(rt, body) == (key.jkt if public else None)
+    # And the public client's bound family refreshes on with nonce and key.
+    r = post_token(
+        http, reg, refresh(body["refresh_token"]), key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce)
+    )
+    assert_dpop_tokens(r, rt, key)
+
+
+def test_a_bad_client_is_invalid_client_before_any_nonce(
+    http, rt, make_client, issue, key, doc, registry
+) -> None:
+    """Client authentication first: an unknown client or a wrong secret is invalid_client,
+    not an invitation to retry with a nonce (the nonce header is there all the same)."""
+    reg = make_client(dpop_nonce_required=True)
+    token = issue(reg).refresh_token
+    for auth in ((reg.client_id, "tkd_cs_wrong"), ("nobody", "tkd_cs_x")):
+        r = http.post(
+            TOKEN, data=refresh(token), auth=auth, headers=dpop(key.proof(TOKEN_HTU, iat=now(rt)))
+        )
+        assert_oauth_error(r, "invalid_client")
+        assert r.headers["dpop-nonce"] == nonce_of(rt)
+        assert_documented(doc, registry, TOKEN, r)
+    assert not spent(rt, token)
+
+
+def test_a_bad_proof_is_invalid_dpop_proof_before_any_nonce(
+    http, rt, make_client, issue, key
+) -> None:
+    reg = make_client(dpop_nonce_required=True)
+    token = issue(reg).refresh_token
+    r = post_token(http, reg, refresh(token), key.proof(TOKEN_HTU, iat=now(rt) - 3600))
+    assert_oauth_error(r, "invalid_dpop_proof")
+    assert r.headers["dpop-nonce"] == nonce_of(rt)
+
+
+def test_a_refused_proofs_jti_is_not_recorded(http, rt, make_client, issue, key) -> None:
+    """After use_dpop_nonce the proof was not recorded as used: the very same proof passes
+    for a client that needs no nonce (and only then is it a replay)."""
+    strict, relaxed = make_client(dpop_nonce_required=True), make_client()
+    cc = {"grant_type": "client_credentials"}
+    proof = key.proof(TOKEN_HTU, iat=now(rt))
+    rows = proof_rows(rt)
+    assert_use_dpop_nonce(post_token(http, strict, cc, proof), rt)
+    assert proof_rows(rt) == rows
+    assert_dpop_tokens(post_token(http, relaxed, cc, proof), rt, key)
+    assert proof_rows(rt) == rows + 1
+    assert_oauth_error(post_token(http, relaxed, cc, proof), "invalid_dpop_proof")
+
+
+def test_the_setting_takes_effect_at_once(http, rt, make_client, key) -> None:
+    """``clients update --dpop-nonce`` on a running server: every process reads the client
+    per request, so the next request needs a nonce (and the one after the change back none)."""
+    reg = make_client()
+    cc = {"grant_type": "client_credentials"}
+    assert_dpop_tokens(post_token(http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt))), rt, key)
+    rt.store.update_client(reg.client_id, {"dpop_nonce_required": True}, now=now(rt))
+    assert_use_dpop_nonce(post_token(http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt))), rt)
+    rt.store.update_client(reg.client_id, {"dpop_nonce_required": False}, now=now(rt))
+    assert_dpop_tokens(post_token(http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt))), rt, key)
+
+
+def test_per_client_nonce_without_dpop_changes_nothing(http, rt, make_client, issue) -> None:
+    """No proof, no nonce: the client gets Bearer tokens, and no DPoP-Nonce header."""
+    reg = make_client(dpop_nonce_required=True)
+    r = post_token(http, reg, refresh(issue(reg).refresh_token))
+    assert r.status_code == 200 and r.json()["token_type"] == "Bearer"
+    assert "dpop-nonce" not in r.headers
+    r = post_token(http, reg, {"grant_type": "password"})
+    assert_oauth_error(r, "unsupported_grant_type")
+    assert "dpop-nonce" not in r.headers
+
+
+def test_global_setting_requires_nonces_whatever_the_clients_say(
+    nonce_http, rt, make_client, key
+) -> None:
+    cc = {"grant_type": "client_credentials"}
+    for reg in (make_client(), make_client(dpop_nonce_required=True)):
+        r = post_token(nonce_http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt)))
+        nonce = assert_use_dpop_nonce(r, rt)
+        r = post_token(nonce_http, reg, cc, key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce))
+        assert_dpop_tokens(r, rt, key)
+
+
+def test_userinfo_ignores_the_per_client_setting(http, rt, make_client, issue, key) -> None:
+    """A resource knows no client: with TOKEND_DPOP_NONCE=off it neither requires a nonce
+    nor sends one, whatever the token's client requires at the token endpoint."""
+    reg = make_client(dpop_nonce_required=True)
+    first = issue(reg, "openid offline email")
+    nonce = nonce_of(rt)
+    proof = key.proof(TOKEN_HTU, iat=now(rt), nonce=nonce)
+    bound = assert_dpop_tokens(post_token(http, reg, refresh(first.refresh_token), proof), rt, key)
+    token = bound["access_token"]
+    proof = key.proof(USERINFO_HTU, "GET", iat=now(rt), access_token=token)
+    r = http.get(USERINFO, headers=dpop_auth(token, proof))
+    assert r.status_code == 200, r.text
+    assert "dpop-nonce" not in r.headers
+
+
 # -- UserInfo (RFC 9449 §7) -------------------------------------------------------------------
 
 
@@ -681,6 +889,8 @@ def test_openapi_documents_the_dpop_headers(doc) -> None:
     assert [p["name"] for p in op["parameters"]] == ["DPoP"]
     assert "DPoP-Nonce" in op["responses"]["200"]["headers"]
     assert "DPoP-Nonce" in op["responses"]["400"]["headers"]
+    assert "DPoP-Nonce" in op["responses"]["401"]["headers"]
+    assert "dpop_nonce_required" in op["parameters"][0]["description"]
     error_codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"]
     assert {"invalid_dpop_proof", "use_dpop_nonce"} <= set(error_codes)
     token_types = doc["components"]["schemas"]["TokenResponse"]["properties"]["token_type"]

@@ -2,11 +2,17 @@
 
 ``ProofVerifier.verify(values, htm=..., htu=..., now=...)`` runs the checks of RFC 9449 §4.3
 on the values of the request's ``DPoP`` header and returns a ``DPoPProof``: the RFC 7638
-thumbprint of the proof's key (``jkt``), and the proof's entry for the replay cache. Errors::
+thumbprint of the proof's key (``jkt``), the proof's entry for the replay cache, and
+whether it carried a current server nonce (``nonce_ok``). Errors::
 
     OAuthError
     ├── InvalidDPoPProof   400  invalid_dpop_proof   RFC 9449 §5 (401 at a resource, §7.1)
     └── UseDPoPNonce       400  use_dpop_nonce       RFC 9449 §8 (401 at a resource, §9)
+
+``verify`` raises only ``InvalidDPoPProof``: whether a nonce is required depends on who asks
+(at the token endpoint, on the client, known only once it has authenticated:
+``tokend.core.service``), so the caller raises ``UseDPoPNonce`` when ``nonce_ok`` is False
+and a nonce is required.
 
 What this module does not do, because it needs storage or the clock: the replay check
 (§11.1: the caller records ``DPoPProof.replay_hash`` in the shared ``dpop_proofs`` table,
@@ -31,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from tokend.core.errors import InvalidDPoPProof, UseDPoPNonce
+from tokend.core.errors import InvalidDPoPProof
 from tokend.core.models import DPoPProof
 
 # RFC 9449 §4.2: "an asymmetric digital signature algorithm"; never "none" or a MAC.
@@ -274,7 +280,8 @@ class ProofVerifier:
     headers of recently seen proofs and their public keys).
 
     ``window``: how far ``iat`` may be from now, either way, in seconds (§11.1).
-    ``nonces``: when given, every proof must carry a current server nonce (§8).
+    ``nonces``: the server's nonces (§8), against which ``DPoPProof.nonce_ok`` is computed
+    (always False without them).
     """
 
     __slots__ = ("_keys", "nonces", "window")
@@ -387,9 +394,10 @@ class ProofVerifier:
             ):
                 raise InvalidDPoPProof("The DPoP proof's ath does not match the access token.")
         # Check 10: "if the server provided a nonce value ..., the nonce claim matches".
-        # Last, so that a client told to use a nonce has nothing else to fix.
+        # Only computed here: the caller, which knows whether a nonce is required, raises
+        # UseDPoPNonce after every other check, so a client told to use a nonce has nothing
+        # else to fix.
         nonces = self.nonces
-        if nonces is not None and not nonces.is_valid(claims.get("nonce"), now):
-            raise UseDPoPNonce("Resend the request with a DPoP proof carrying the server nonce.")
+        nonce_ok = nonces is not None and nonces.is_valid(claims.get("nonce"), now)
         replay = hashlib.sha256(f"{jti}\n{htm}\n{htu}".encode("utf-8", "replace")).digest()
-        return DPoPProof(key.jkt, replay, iat + self.window + REPLAY_MARGIN)
+        return DPoPProof(key.jkt, replay, iat + self.window + REPLAY_MARGIN, nonce_ok)

@@ -25,6 +25,8 @@ class Client:
     refresh_token_ttl: int | None = None
     refresh_idle_ttl: int | None = None
     subject_type: str = "public"
+    # RFC 9449 §8: DPoP proofs of this client must carry a current server nonce.
+    dpop_nonce_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class Policy:
     refresh_idle_ttl: int = 1_209_600
     refresh_reuse_grace: int = 10
     audience: str | None = None
+    # RFC 9449 §8: every client's DPoP proofs must carry a server nonce (TOKEND_DPOP_NONCE=on).
+    dpop_nonce: bool = False
 
     def access_ttl(self, client: Client) -> int:
         return (
@@ -58,6 +62,11 @@ class Policy:
         return (
             client.refresh_grace if client.refresh_grace is not None else self.refresh_reuse_grace
         )
+
+    def dpop_nonce_required(self, client: Client) -> bool:
+        """Whether ``client``'s DPoP proofs must carry a server nonce: for every client when
+        the deployment says so, else as the client's registration says."""
+        return self.dpop_nonce or client.dpop_nonce_required
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +127,14 @@ class ClientCredentials:
 @dataclass(frozen=True, slots=True)
 class DPoPProof:
     """A DPoP proof (RFC 9449) that passed ``tokend.core.dpop.ProofVerifier``: the RFC 7638
-    thumbprint of its key, and its row of the replay cache (§11.1: a hash of jti, htm and
-    htu, kept until the proof could no longer be accepted anyway)."""
+    thumbprint of its key, its row of the replay cache (§11.1: a hash of jti, htm and htu,
+    kept until the proof could no longer be accepted anyway), and whether it carried a
+    currently valid server nonce (§8; whether one is required is the caller's to decide)."""
 
     jkt: str
     replay_hash: bytes
     replay_until: float
+    nonce_ok: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 Time = Float(precision=53)
@@ -49,6 +50,9 @@ clients = Table(
     Column("refresh_token_ttl", Integer),
     Column("refresh_idle_ttl", Integer),
     Column("subject_type", String(16), nullable=False),
+    # RFC 9449 §8: this client's DPoP proofs must carry a server nonce (TOKEND_DPOP_NONCE=on
+    # requires one of every client whatever this says).
+    Column("dpop_nonce_required", Boolean, nullable=False, server_default=false()),
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
 )

@@ -146,8 +146,10 @@ _CONSUME_CODE = (
 _CLIENT_COLUMNS = (
     cl.client_id, cl.name, cl.public, cl.secret_hash, cl.grant_types, cl.redirect_uris,
     cl.scope, cl.refresh_grace, cl.access_token_ttl, cl.refresh_token_ttl,
-    cl.refresh_idle_ttl, cl.subject_type,
+    cl.refresh_idle_ttl, cl.subject_type, cl.dpop_nonce_required,
 )  # fmt: skip
+# The settings of a registered client that ``SqlStore.update_client`` may change.
+UPDATABLE_CLIENT_FIELDS = frozenset({"dpop_nonce_required"})
 _GET_CLIENT = select(*_CLIENT_COLUMNS).where(cl.client_id == bindparam("cid"))
 # UserInfo: a family and its user in one read (LEFT JOIN: a family outliving its user shows).
 _GET_FAMILY_USER = (
@@ -195,7 +197,7 @@ def _record_dpop_proof(dialect: Dialect) -> Executable:
 
 def _client_from_row(row) -> Client:  # type: ignore[no-untyped-def]
     (client_id, name, public, secret_hash, grant_types, redirect_uris, scope, grace,
-     access_ttl, refresh_ttl, idle_ttl, subject_type) = row  # fmt: skip
+     access_ttl, refresh_ttl, idle_ttl, subject_type, dpop_nonce_required) = row  # fmt: skip
     return Client(
         client_id=client_id,
         name=name,
@@ -209,6 +211,7 @@ def _client_from_row(row) -> Client:  # type: ignore[no-untyped-def]
         refresh_token_ttl=refresh_ttl,
         refresh_idle_ttl=idle_ttl,
         subject_type=subject_type,
+        dpop_nonce_required=bool(dpop_nonce_required),
     )
 
 
@@ -641,6 +644,7 @@ class SqlStore:
                         "refresh_token_ttl": client.refresh_token_ttl,
                         "refresh_idle_ttl": client.refresh_idle_ttl,
                         "subject_type": client.subject_type,
+                        "dpop_nonce_required": client.dpop_nonce_required,
                         "created_at": now,
                         "updated_at": now,
                     },
@@ -677,6 +681,25 @@ class SqlStore:
                     .values(secret_hash=secret_hash, secret_rotated_at=now, updated_at=now)
                 )
                 return result.rowcount == 1
+        finally:
+            self._invalidate_clients()
+
+    def update_client(
+        self, client_id: str, changes: dict[str, Any], *, now: float
+    ) -> Client | None:
+        """Set the given settings (``UPDATABLE_CLIENT_FIELDS``) of the client; the updated
+        client, or None if there is no such client."""
+        unknown = set(changes) - UPDATABLE_CLIENT_FIELDS
+        if unknown:
+            raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
+        where = cl.client_id == client_id
+        try:
+            with self.engine.begin() as conn:
+                stmt = update(clients).where(where).values(**changes, updated_at=now)
+                if conn.execute(stmt).rowcount:
+                    row = conn.execute(select(*_CLIENT_COLUMNS).where(where)).one()
+                    return _client_from_row(row)
+            return None
         finally:
             self._invalidate_clients()
 

@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             return fn(*args, **kwargs)
         return await run_in_threadpool(fn, *args, **kwargs)
 
+    # Every answer to a request with a DPoP proof carries the current nonce (RFC 9449 §8.2);
+    # whether the proof needed one is the domain's to say, per client (UseDPoPNonce).
     dpop = DPoPHeaders(rt, TOKEN_PATHS)
 
     async def token(request: Request) -> Response:

@@ -64,17 +64,30 @@ _DPOP_PARAMETER = {
     "required": False,
     "description": "A DPoP proof JWT (RFC 9449 §4): typ dpop+jwt, ES256, RS256 or EdDSA, "
     "with htm, htu (this endpoint's URI under the issuer), iat (within the proof window), "
-    "a unique jti, and the server's nonce when it requires one. At the token endpoint it "
+    "a unique jti, and the server's nonce (DPoP-Nonce) when it requires one: at the token "
+    "endpoint of the clients registered with dpop_nonce_required, or of every client with "
+    "TOKEND_DPOP_NONCE=on; at UserInfo with TOKEND_DPOP_NONCE=on. At the token endpoint it "
     "binds the access token to the key (token_type DPoP, cnf.jkt) and, for a public client, "
     "the refresh tokens of the grant; a refresh of a bound grant needs a proof of its key.",
     "schema": {"type": "string"},
 }
-_DPOP_NONCE = {
+_NONCE_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}
+_TOKEN_DPOP_NONCE = {
     "DPoP-Nonce": {
-        "description": "RFC 9449 §8: the nonce to put in the next DPoP proof; sent on "
+        "description": "RFC 9449 §8: the current server nonce, sent on every answer to a "
+        "request with a DPoP header. A client whose proofs need a nonce (use_dpop_nonce) puts "
+        "it in its next proof; one that does not may ignore it. A nonce is good for 5 to 10 "
+        "minutes, on every process of the server.",
+        "required": False,
+        "schema": _NONCE_SCHEMA,
+    }
+}
+_RESOURCE_DPOP_NONCE = {
+    "DPoP-Nonce": {
+        "description": "RFC 9449 §9: the nonce to put in the next DPoP proof; sent on "
         "answers to DPoP requests when the server requires nonces (TOKEND_DPOP_NONCE=on).",
         "required": False,
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+        "schema": _NONCE_SCHEMA,
     }
 }
 
@@ -93,22 +106,25 @@ _TOKEN_OPERATION = {
     "responses": {
         "200": {
             "description": "Tokens issued (RFC 6749 §5.1).",
-            "headers": {**_NO_STORE_HEADERS, **_DPOP_NONCE},
+            "headers": {**_NO_STORE_HEADERS, **_TOKEN_DPOP_NONCE},
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/TokenResponse"}}
             },
         },
         "400": _error(
-            "RFC 6749 §5.2 error; invalid_dpop_proof or use_dpop_nonce (RFC 9449 §5, §8).",
-            _DPOP_NONCE,
+            "RFC 6749 §5.2 error; invalid_dpop_proof (RFC 9449 §5), or use_dpop_nonce (§8): "
+            "the client's proofs must carry a server nonce and this one had none, or a stale "
+            "one; nothing changed, retry with a new proof carrying the DPoP-Nonce header's "
+            "value. Client authentication and the grant type are checked before the nonce.",
+            _TOKEN_DPOP_NONCE,
         ),
         "401": _error(
             "invalid_client.",
-            {"WWW-Authenticate": {"schema": {"type": "string"}}},
+            {"WWW-Authenticate": {"schema": {"type": "string"}}, **_TOKEN_DPOP_NONCE},
         ),
-        "413": _error("Body larger than the server accepts."),
+        "413": _error("Body larger than the server accepts.", _TOKEN_DPOP_NONCE),
         "500": _error("server_error."),
-        "503": _error("temporarily_unavailable; retry."),
+        "503": _error("temporarily_unavailable; retry.", _TOKEN_DPOP_NONCE),
     },
 }
 
@@ -318,7 +334,7 @@ def _metadata_response() -> dict[str, Any]:
 def _bearer_error(description: str) -> dict[str, Any]:
     """An error with the RFC 6750 §3 challenge (RFC 9449 §7.1's for the DPoP scheme)."""
     challenge = {"schema": {"type": "string", "pattern": "^(Bearer|DPoP)( |$)"}}
-    return _error(description, {"WWW-Authenticate": challenge, **_DPOP_NONCE})
+    return _error(description, {"WWW-Authenticate": challenge, **_RESOURCE_DPOP_NONCE})
 
 
 def _verified_value(value: str) -> dict[str, Any]:

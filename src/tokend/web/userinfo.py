@@ -12,6 +12,8 @@ A DPoP-bound token (RFC 9449 §7) comes as ``Authorization: DPoP <token>`` with 
 proof of its key whose ``ath`` is the token's hash; errors then carry the ``DPoP`` challenge,
 ``invalid_dpop_proof`` and ``use_dpop_nonce`` (with ``DPoP-Nonce``) included, all 401 (§7.1,
 §9). A bound token sent as Bearer is ``invalid_token``; proofs are recorded against replay.
+Server nonces are required here, and sent, when ``TOKEND_DPOP_NONCE=on`` (the per-client
+setting cannot apply: a resource knows no client).
 """
 
 from __future__ import annotations
@@ -127,7 +129,9 @@ def _json(body: object, status: int, headers: dict[str, str] = _HEADERS) -> Resp
 def userinfo_endpoint(rt: Runtime, call: Call, max_body: int) -> Callable[..., Awaitable[Response]]:
     """The route handler, with its service built once."""
     service = UserInfoService(verifier=rt.keys, store=rt.store, policy=rt.policy, clock=rt.clock)
-    dpop = DPoPHeaders(rt, (USERINFO_PATH,))
+    # No client here: TOKEND_DPOP_NONCE alone decides whether proofs need a nonce.
+    nonces = rt.policy.dpop_nonce
+    dpop = DPoPHeaders(rt, (USERINFO_PATH,), require_nonce=nonces, send_nonce=nonces)
 
     async def userinfo(request: Request) -> Response:
         # The challenge answers in the scheme the client used, even before it is parsed.
