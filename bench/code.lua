@@ -8,16 +8,14 @@
 -- A 200 without a refresh_token counts as missing (the codes are for "openid offline").
 -- Env: CODES_FILE ("code verifier" per line), REDIRECT_URI (already form-encoded),
 --      BASIC (base64 client_id:secret), WRK_THREADS.
-bad, missing, exhausted = 0, 0, 0
-local threads = {}
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "report.lua")  -- done(), track()
 local lines = {}
 
 function setup(thread)
   if #lines == 0 then
     for line in io.lines(os.getenv("CODES_FILE")) do lines[#lines + 1] = line end
   end
-  table.insert(threads, thread)
-  local k, n = #threads, tonumber(os.getenv("WRK_THREADS"))
+  local k, n = track(thread), tonumber(os.getenv("WRK_THREADS"))
   local mine = {}
   for j = k, #lines, n do mine[#mine + 1] = lines[j] end
   thread:set("codes", mine)
@@ -50,19 +48,4 @@ function response(status, headers, body)
     exhausted = 1
     wrk.thread:stop()
   end
-end
-
-function done(summary, latency, requests)
-  local nbad, nmissing, nexhausted = 0, 0, 0
-  for _, t in ipairs(threads) do
-    nbad = nbad + (t:get("bad") or 0)
-    nmissing = nmissing + (t:get("missing") or 0)
-    nexhausted = nexhausted + (t:get("exhausted") or 0)
-  end
-  io.write(string.format("requests=%d non2xx=%d errors_connect=%d errors_read=%d timeouts=%d\n",
-    summary.requests, summary.errors.status, summary.errors.connect, summary.errors.read,
-    summary.errors.timeout))
-  io.write(string.format("bad=%d missing=%d exhausted=%d\n", nbad, nmissing, nexhausted))
-  io.write(string.format("p50_ms=%.2f p99_ms=%.2f\n", latency:percentile(50) / 1000,
-    latency:percentile(99) / 1000))
 end
