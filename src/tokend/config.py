@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     dpop_proof_window: int = Field(60, ge=1, le=3600)
     dpop_nonce: Literal["off", "on"] = "off"
     db_pool_size: int = Field(10, ge=1)
+    db_concurrency: int = Field(8, ge=1)
     log_level: str = "info"
 
     @field_validator("signing_alg")
