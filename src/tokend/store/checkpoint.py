@@ -15,10 +15,14 @@ happen on that thread, with the GIL released, while the event loop keeps serving
 A passive checkpoint under steady writes can copy every page but almost never finds the WAL
 *empty* at the instant a writer starts, which is when SQLite rewinds the WAL to its start;
 so the file would grow forever. When more than ``restart_frames`` pages are in the WAL, the
-thread runs a TRUNCATE checkpoint instead: it waits (at most ``busy_timeout_ms``) for the
+thread runs a RESTART checkpoint instead: it waits (at most ``busy_timeout_ms``) for the
 writer of the moment to commit, holds new writers off while it copies what is left (little:
-the passive runs kept up), and empties the WAL file so the next writer starts it over.
-Writers wait for it in ``SqlStore``'s short busy steps. Stopping does one last TRUNCATE.
+the passive runs kept up), and makes the next writer start the WAL file over from its
+beginning. Writers wait for it in ``SqlStore``'s short busy steps. Not TRUNCATE: a WAL file
+cut to zero is then grown again page by page, and every append that extends a file waits
+on the filesystem's journal behind the checkpoint's fsyncs; measured with 10^6 stored
+families at c=1, refresh p99 was 43-54 ms with TRUNCATE, 27-30 ms with checkpoints on commit
+(SQLite's default) and 13-18 ms with RESTART. Stopping does one last TRUNCATE.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class WalCheckpointer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
-        self.truncations = 0  # how often the WAL was rewound (for tests and logs)
+        self.restarts = 0  # how often the WAL was rewound (for tests and logs)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -63,13 +67,9 @@ class WalCheckpointer:
         conn = self._connection()
         busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if frames > self.restart_frames:
-            busy, frames, done = self._truncate(conn)
-        return busy, frames, done
-
-    def _truncate(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
-        busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if not busy:
-            self.truncations += 1
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            if not busy:
+                self.restarts += 1
         return busy, frames, done
 
     def _run(self) -> None:
@@ -93,7 +93,7 @@ class WalCheckpointer:
             self._stop.set()
             thread.join()
             try:
-                self._truncate(self._connection())
+                self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.Error:
                 log.exception("last WAL checkpoint failed")
         self._close_connection()
