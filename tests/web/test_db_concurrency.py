@@ -11,17 +11,23 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import ISSUER
-from tokend.runtime import Runtime, build_runtime
+from tests.conftest import BACKENDS, ISSUER, SECRET_KEY, new_postgres_database
+from tokend.config import Settings
+from tokend.runtime import build_runtime
 from tokend.web.app import create_app
+
+pytestmark = pytest.mark.skipif("postgres" not in BACKENDS, reason="PostgreSQL not tested")
 
 
 @pytest.mark.parametrize("limit", [1, 3])
-def test_postgres_calls_are_limited(rt: Runtime, limit: int) -> None:
-    if rt.is_sqlite:
-        pytest.skip("SQLite work runs on the event loop")
-    settings = rt.settings.model_copy(update={"db_concurrency": limit})
-    runtime = build_runtime(settings, clock=rt.clock)
+def test_postgres_calls_are_limited(postgres, limit: int) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(
+        database_url=new_postgres_database(postgres),
+        secret_key=SECRET_KEY,
+        issuer=ISSUER,
+        db_concurrency=limit,
+    )
+    runtime = build_runtime(settings, prepare=True)
     running = peak = 0
     lock = threading.Lock()
 
