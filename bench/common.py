@@ -185,45 +185,38 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path | None = Non
     raise SystemExit(f"server did not start: {url}")
 
 
-def start_tokend(env: dict[str, str], workers: int, log: Path) -> Server:
-    port = int(env["TOKEND_PORT"])
+def _start(
+    argv: list[str], port: int, workers: int, env: dict[str, str], log: Path, health: str
+) -> Server:
+    """Start a server process on ``port``; return once every worker answers ``health``."""
     base = f"http://127.0.0.1:{port}"
     with log.open("ab") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tokend.cli", "serve", "--port", str(port),
-             "--workers", str(workers)],
-            env=env, stdout=f, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
     server = Server(proc, base, workers, log)
     try:
-        wait_healthy(f"{base}/healthz", proc, log)
+        wait_healthy(f"{base}{health}", proc, log)
     except BaseException:
         server.stop()
         raise
     wait_workers(server)
     return server
+
+
+def start_tokend(env: dict[str, str], workers: int, log: Path) -> Server:
+    port = int(env["TOKEND_PORT"])
+    argv = [sys.executable, "-m", "tokend.cli", "serve", "--port", str(port),
+            "--workers", str(workers)]  # fmt: skip
+    return _start(argv, port, workers, env, log, "/healthz")
 
 
 def start_uvicorn(app: str, workers: int, env: dict[str, str], log: Path, path: str) -> Server:
     """A bench app (bench/noop_app.py, bench/probe_app.py) on tokend's stack and settings:
     uvicorn with uvloop and httptools, no access log."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with log.open("ab") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, "--port", str(port),
-             "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
-             "--no-access-log", "--no-server-header", "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    server = Server(proc, base, workers, log)
-    try:
-        wait_healthy(f"{base}{path}", proc, log)
-    except BaseException:
-        server.stop()
-        raise
-    wait_workers(server)
-    return server
+    argv = [sys.executable, "-m", "uvicorn", app, "--port", str(port),
+            "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+            "--no-access-log", "--no-server-header", "--log-level", "warning"]  # fmt: skip
+    return _start(argv, port, workers, env, log, path)
 
 
 def wait_workers(server: Server) -> None:
