@@ -3,6 +3,7 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
 import time
@@ -751,21 +752,44 @@ def test_sqlite_store_close_closes_every_thread_connection(locked_sqlite) -> Non
     settings, _lock = locked_sqlite
     store = SqlStore(create_db_engine(settings.database_url))
     conns = []
+    opened = threading.Barrier(4)
+    closed = threading.Event()
 
-    def use() -> None:
+    def use() -> None:  # the thread lives on until the store is closed
         store.get_client("x")
         conns.append(store._sqlite_conn())
+        opened.wait()
+        closed.wait()
 
     threads = [threading.Thread(target=use) for _ in range(3)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    opened.wait()
     assert len({id(c) for c in conns}) == 3
     store.close()
+    closed.set()
+    for t in threads:
+        t.join()
     for conn in conns:
         with pytest.raises(sqlite3.ProgrammingError):
             conn.execute("SELECT 1")
+
+
+def test_sqlite_thread_connection_goes_with_its_thread(locked_sqlite) -> None:
+    """A thread's own connection is not kept alive by the store once the thread is gone."""
+    settings, _lock = locked_sqlite
+    store = SqlStore(create_db_engine(settings.database_url))
+    try:
+        t = threading.Thread(target=lambda: store.get_client("x"))
+        t.start()
+        t.join()
+        del t
+        gc.collect()
+        assert store._open_thread_conns() == []
+        store.get_client("x")
+        assert len(store._open_thread_conns()) == 1  # this thread's
+    finally:
+        store.close()
 
 
 def test_unreachable_postgres_is_temporarily_unavailable() -> None:

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -366,10 +367,21 @@ class SqlTransaction:
         return cur.rowcount == 1
 
 
-class _ThreadConnection(threading.local):
-    """SQLite: the DBAPI connection a thread keeps for the hot path (see ``SqlStore``)."""
+class _Held:
+    """A thread's own SQLite connection. Only that thread's ``threading.local`` holds it
+    strongly: when the thread ends, the connection is collected and closed with it; the
+    store keeps weak references, to close live ones on ``close()``."""
 
-    conn: Any = None
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+
+class _ThreadConnection(threading.local):
+    """SQLite: the connection a thread keeps for the hot path (see ``SqlStore``)."""
+
+    held: _Held | None = None
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -425,7 +437,7 @@ class SqlStore:
         dbapi = engine.dialect.dbapi
         self._operational_error: type[Exception] = dbapi.OperationalError  # type: ignore[union-attr]
         self._local = _ThreadConnection()
-        self._thread_conns: list[Any] = []
+        self._thread_conns: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._thread_conns_lock = threading.Lock()
         self._clients: dict[str, Client] | None = None  # None: no cache
         self._clients_epoch = 0
@@ -440,9 +452,7 @@ class SqlStore:
         if not self._sqlite or path is None or self._checkpointer is not None:
             return False
         self._checkpointer = WalCheckpointer(path, **options)
-        with self._thread_conns_lock:
-            conns = list(self._thread_conns)
-        for conn in conns:
+        for conn in self._open_thread_conns():
             conn.execute("PRAGMA wal_autocheckpoint=0")
         self._checkpointer.start()
         return True
@@ -452,18 +462,20 @@ class SqlStore:
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
-        with self._thread_conns_lock:
-            conns, self._thread_conns = self._thread_conns, []
-        for conn in conns:
+        for conn in self._open_thread_conns():
             with suppress(Exception):
                 conn.close()
         self.engine.dispose()
 
     # -- SQLite: one connection per thread -------------------------------------------------
 
+    def _open_thread_conns(self) -> list[Any]:
+        with self._thread_conns_lock:
+            return [held.conn for held in self._thread_conns]
+
     def _sqlite_conn(self) -> Any:
-        conn = self._local.conn
-        if conn is None:
+        held = self._local.held
+        if held is None:
             try:
                 fairy = self.engine.raw_connection()  # runs the engine's connect PRAGMAs
                 fairy.detach()  # this thread's own from now on, never back to the pool
@@ -473,16 +485,18 @@ class SqlStore:
                     conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
             except (OperationalError, self._operational_error) as exc:
                 raise TemporarilyUnavailable(debug=str(exc)) from exc
+            held = _Held(conn)
             with self._thread_conns_lock:
-                self._thread_conns.append(conn)
-            self._local.conn = conn
-        return conn
+                self._thread_conns.add(held)
+            self._local.held = held
+        return held.conn
 
     def _drop_sqlite_conn(self, conn: Any) -> None:
         """Forget a connection after an error other than busy: the next use opens a new one."""
-        self._local.conn = None
-        with self._thread_conns_lock, suppress(ValueError):
-            self._thread_conns.remove(conn)
+        held, self._local.held = self._local.held, None
+        if held is not None:
+            with self._thread_conns_lock:
+                self._thread_conns.discard(held)
         with suppress(Exception):
             conn.close()
 
