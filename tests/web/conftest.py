@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -51,3 +52,42 @@ def shared_rt(
 def shared_http(shared_rt: Runtime) -> Iterator[TestClient]:
     with _client(shared_rt) as client:
         yield client
+
+
+def shared_runtime_fixtures(*, reset_clock: bool = False) -> tuple[Any, Any, Any, Any]:
+    """The ``rt``, ``http``, ``settings`` and ``clock`` fixtures of a module that opts in to
+    ``shared_rt`` (one runtime per backend for all its cases)::
+
+        rt, http, settings, clock = shared_runtime_fixtures()
+
+    ``reset_clock``: ``clock`` is per case and puts the shared clock back after a case that
+    moved it; otherwise it is the module's clock, as the other three are module fixtures."""
+
+    @pytest.fixture(scope="module", name="rt")
+    def rt(shared_rt: Runtime) -> Runtime:
+        return shared_rt
+
+    @pytest.fixture(scope="module", name="http")
+    def http(shared_http: TestClient) -> TestClient:
+        return shared_http
+
+    @pytest.fixture(scope="module", name="settings")
+    def settings(shared_rt: Runtime) -> Settings:
+        return shared_rt.settings
+
+    if reset_clock:
+
+        @pytest.fixture(name="clock")
+        def clock(shared_rt: Runtime) -> Iterator[FrozenClock]:
+            clock = shared_rt.clock
+            start = clock.t
+            yield clock
+            clock.t = start
+
+    else:
+
+        @pytest.fixture(scope="module", name="clock")
+        def clock(shared_rt: Runtime) -> FrozenClock:
+            return shared_rt.clock
+
+    return rt, http, settings, clock

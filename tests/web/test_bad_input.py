@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     FORM,
     JSON,
@@ -31,26 +32,8 @@ from tokend.core.secrets import new_refresh_token
 from tokend.web.app import create_app
 from tokend.web.parsing import MAX_FIELDS
 
-
 # One runtime per backend for this module's many independent cases (conftest.shared_rt).
-@pytest.fixture(scope="module")
-def rt(shared_rt):
-    return shared_rt
-
-
-@pytest.fixture(scope="module")
-def http(shared_http):
-    return shared_http
-
-
-@pytest.fixture(scope="module")
-def clock(shared_rt):
-    return shared_rt.clock
-
-
-@pytest.fixture(scope="module")
-def settings(shared_rt):
-    return shared_rt.settings
+rt, http, settings, clock = shared_runtime_fixtures()
 
 
 @dataclass

@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
 from tests.support.dpop import ProofKey, b64, compact
+from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     INTROSPECT,
     JSON,
@@ -61,24 +62,7 @@ _DPOP_CHALLENGE = re.compile(
 
 
 # One runtime per backend for this module's many independent cases (conftest.shared_rt).
-@pytest.fixture(scope="module")
-def rt(shared_rt):
-    return shared_rt
-
-
-@pytest.fixture(scope="module")
-def http(shared_http):
-    return shared_http
-
-
-@pytest.fixture(scope="module")
-def clock(shared_rt):
-    return shared_rt.clock
-
-
-@pytest.fixture(scope="module")
-def settings(shared_rt):
-    return shared_rt.settings
+rt, http, settings, clock = shared_runtime_fixtures()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ ours), who may introspect, that lookups take no lock, and clean errors for bad r
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ import jwt
 import pytest
 from sqlalchemy import update
 
+from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     INACTIVE,
     INTROSPECT,
@@ -26,7 +26,6 @@ from tests.web.helpers import (
     refresh,
     storage_snapshot,
 )
-from tokend.core.clock import FrozenClock
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.secrets import hash_secret, new_refresh_token
 from tokend.store.schema import token_families, users
@@ -35,28 +34,7 @@ HINTS = [None, "refresh_token", "access_token", "unknown_hint"]
 
 
 # One runtime per backend for this module's many independent cases (conftest.shared_rt).
-@pytest.fixture(scope="module")
-def rt(shared_rt):
-    return shared_rt
-
-
-@pytest.fixture(scope="module")
-def http(shared_http):
-    return shared_http
-
-
-@pytest.fixture(scope="module")
-def settings(shared_rt):
-    return shared_rt.settings
-
-
-@pytest.fixture
-def clock(shared_rt) -> Iterator[FrozenClock]:
-    """The module's clock, put back after a case that moves it."""
-    clock = shared_rt.clock
-    start = clock.t
-    yield clock
-    clock.t = start
+rt, http, settings, clock = shared_runtime_fixtures(reset_clock=True)
 
 
 @pytest.fixture

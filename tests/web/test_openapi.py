@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     FORM,
     INTROSPECT,
@@ -36,24 +37,7 @@ BASE = "urn:tokend:openapi"
 
 
 # One runtime per backend for this module's many independent cases (conftest.shared_rt).
-@pytest.fixture(scope="module")
-def rt(shared_rt):
-    return shared_rt
-
-
-@pytest.fixture(scope="module")
-def http(shared_http):
-    return shared_http
-
-
-@pytest.fixture(scope="module")
-def clock(shared_rt):
-    return shared_rt.clock
-
-
-@pytest.fixture(scope="module")
-def settings(shared_rt):
-    return shared_rt.settings
+rt, http, settings, clock = shared_runtime_fixtures()
 
 
 @pytest.fixture(scope="module")

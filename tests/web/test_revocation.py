@@ -6,13 +6,13 @@ RFC 6749 §5.2 errors for bad requests."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
 import pytest
 from sqlalchemy import select
 
+from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     INACTIVE,
     INTROSPECT,
@@ -29,7 +29,6 @@ from tests.web.helpers import (
     refresh,
     storage_snapshot,
 )
-from tokend.core.clock import FrozenClock
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.revocation import EVENT_WRONG_CLIENT
 from tokend.core.secrets import new_refresh_token
@@ -39,28 +38,7 @@ HINTS = [None, "refresh_token", "access_token", "unknown_hint"]
 
 
 # One runtime per backend for this module's many independent cases (conftest.shared_rt).
-@pytest.fixture(scope="module")
-def rt(shared_rt):
-    return shared_rt
-
-
-@pytest.fixture(scope="module")
-def http(shared_http):
-    return shared_http
-
-
-@pytest.fixture(scope="module")
-def settings(shared_rt):
-    return shared_rt.settings
-
-
-@pytest.fixture
-def clock(shared_rt) -> Iterator[FrozenClock]:
-    """The module's clock, put back after a case that moves it."""
-    clock = shared_rt.clock
-    start = clock.t
-    yield clock
-    clock.t = start
+rt, http, settings, clock = shared_runtime_fixtures(reset_clock=True)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import RegisteredClient
+from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     FORM,
     JSON,
@@ -34,26 +35,8 @@ from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.models import Client
 from tokend.core.secrets import hash_secret, new_client_secret, new_refresh_token
 
-
 # One runtime per backend for this module's many independent cases (conftest.shared_rt).
-@pytest.fixture(scope="module")
-def rt(shared_rt):
-    return shared_rt
-
-
-@pytest.fixture(scope="module")
-def http(shared_http):
-    return shared_http
-
-
-@pytest.fixture(scope="module")
-def clock(shared_rt):
-    return shared_rt.clock
-
-
-@pytest.fixture(scope="module")
-def settings(shared_rt):
-    return shared_rt.settings
+rt, http, settings, clock = shared_runtime_fixtures()
 
 
 @dataclass

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -20,6 +20,7 @@ from sqlalchemy import delete
 from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
+from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     JSON,
     TOKEN,
@@ -55,28 +56,7 @@ PROFILE = {
 
 
 # One runtime per backend for this module's many independent cases (conftest.shared_rt).
-@pytest.fixture(scope="module")
-def rt(shared_rt):
-    return shared_rt
-
-
-@pytest.fixture(scope="module")
-def http(shared_http):
-    return shared_http
-
-
-@pytest.fixture(scope="module")
-def settings(shared_rt):
-    return shared_rt.settings
-
-
-@pytest.fixture
-def clock(shared_rt) -> Iterator[FrozenClock]:
-    """The module's clock, put back after a case that moves it."""
-    clock = shared_rt.clock
-    start = clock.t
-    yield clock
-    clock.t = start
+rt, http, settings, clock = shared_runtime_fixtures(reset_clock=True)
 
 
 @pytest.fixture
