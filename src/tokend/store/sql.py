@@ -599,9 +599,6 @@ class SqlStore:
             self._clients = {}
 
     def invalidate_client_cache(self) -> None:
-        self._invalidate_clients()
-
-    def _invalidate_clients(self) -> None:
         self._clients_epoch += 1
         if self._clients is not None:
             self._clients.clear()
@@ -617,7 +614,7 @@ class SqlStore:
             )
         if fingerprint == self._clients_fingerprint:
             return False
-        self._invalidate_clients()
+        self.invalidate_client_cache()
         self._clients_fingerprint = fingerprint
         return True
 
@@ -666,7 +663,7 @@ class SqlStore:
         except IntegrityError as exc:
             raise AlreadyExists(client.client_id) from exc
         finally:
-            self._invalidate_clients()
+            self.invalidate_client_cache()
 
     def list_clients(self) -> list[Client]:
         with self._read() as conn:
@@ -684,7 +681,7 @@ class SqlStore:
                 stmt = delete(clients).where(clients.c.client_id == client_id)
                 return conn.execute(stmt).rowcount == 1
         finally:
-            self._invalidate_clients()
+            self.invalidate_client_cache()
 
     def set_client_secret(self, client_id: str, secret_hash: bytes, *, now: float) -> bool:
         try:
@@ -696,7 +693,7 @@ class SqlStore:
                 )
                 return result.rowcount == 1
         finally:
-            self._invalidate_clients()
+            self.invalidate_client_cache()
 
     def update_client(
         self, client_id: str, changes: dict[str, Any], *, now: float
@@ -715,7 +712,7 @@ class SqlStore:
                     return _client_from_row(row)
             return None
         finally:
-            self._invalidate_clients()
+            self.invalidate_client_cache()
 
     # -- users -----------------------------------------------------------------------------
 
