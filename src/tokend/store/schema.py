@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 
 Time = Float(precision=53)
@@ -118,6 +119,8 @@ refresh_tokens = Table(
     Column("expires_at", Time, nullable=False),
     Column("spent_at", Time),
     Column("successor_hash", LargeBinary(32)),
+    # Grace-window retries answered with this (spent) token's successor: bounded.
+    Column("grace_uses", Integer, nullable=False, server_default=text("0")),
 )
 
 security_events = Table(
