@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     refresh_token_ttl: int = Field(2_592_000, ge=1)
     refresh_token_idle_ttl: int = Field(1_209_600, ge=1)
     refresh_reuse_grace: int = Field(10, ge=0, le=300)
+    # Grace-window retries answered per spent refresh token; one more is reuse.
+    refresh_grace_retries: int = Field(10, ge=1, le=1000)
     signing_alg: str = "RS256"
     access_token_audience: str | None = None
     secret_key: str | None = None
@@ -74,6 +76,7 @@ class Settings(BaseSettings):
             refresh_token_ttl=self.refresh_token_ttl,
             refresh_idle_ttl=self.refresh_token_idle_ttl,
             refresh_reuse_grace=self.refresh_reuse_grace,
+            refresh_grace_retries=self.refresh_grace_retries,
             audience=self.access_token_audience,
             dpop_nonce=self.dpop_nonce == "on",
         )

@@ -33,6 +33,7 @@ class TokenRow:
     expires_at: float
     spent_at: float | None = None
     successor_hash: bytes | None = None
+    grace_uses: int = 0
 
 
 @dataclass
@@ -107,6 +108,14 @@ class MemoryTransaction:
     def is_refresh_token_spent(self, token_hash: bytes) -> bool | None:
         row = self._live().tokens.get(token_hash)
         return None if row is None else row.spent_at is not None
+
+    def count_grace_retry(self, token_hash: bytes, *, limit: int) -> bool:
+        state = self._live()
+        row = state.tokens.get(token_hash)
+        if row is None or row.grace_uses >= limit:
+            return False
+        state.tokens[token_hash] = replace(row, grace_uses=row.grace_uses + 1)
+        return True
 
     def create_family(self, family: Family) -> None:
         state = self._live()

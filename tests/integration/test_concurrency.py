@@ -106,9 +106,13 @@ def test_grace_zero_exactly_one_successor(live_rt, db_url, server_env):
 @pytest.mark.timeout(90)
 def test_grace_window_one_identical_successor_for_all(live_rt, db_url, server_env):
     client, secret, first = _setup(live_rt)
-    with running_server(
-        db_url, workers=2, env={**server_env, "TOKEND_REFRESH_REUSE_GRACE": "10"}
-    ) as base:
+    # N concurrent tabs: one rotation and N - 1 grace retries, all inside the retry bound.
+    env = {
+        **server_env,
+        "TOKEND_REFRESH_REUSE_GRACE": "10",
+        "TOKEND_REFRESH_GRACE_RETRIES": str(N - 1),
+    }
+    with running_server(db_url, workers=2, env=env) as base:
         responses = _storm(base, (client.client_id, secret), first.refresh_token)
         assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
         successors = {r.json()["refresh_token"] for r in responses}

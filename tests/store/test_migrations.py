@@ -345,3 +345,53 @@ def test_0004_adds_dpop_nonce_required_false_for_existing_clients(blank_db_url: 
             assert conn.execute(text("SELECT client_id FROM clients")).scalars().all() == ["old"]
     finally:
         eng.dispose()
+
+
+def test_0005_adds_grace_uses_zero_for_existing_refresh_tokens(blank_db_url: str) -> None:
+    """Tokens stored before 0005 start with no grace retry counted, and still rotate."""
+    eng = create_db_engine(blank_db_url)
+    try:
+        _alembic(eng, "upgrade", "0004")
+        with eng.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO clients (client_id, name, public, grant_types, redirect_uris,"
+                    " scope, subject_type, created_at, updated_at) VALUES ('c', 'C', false,"
+                    " 'refresh_token', '[]', 'openid', 'public', 1.0, 1.0)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, username, password_hash, email_verified,"
+                    " phone_number_verified, created_at, updated_at)"
+                    " VALUES ('u', 'alice', 'x', false, false, 1.0, 1.0)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO token_families (id, client_id, user_id, subject, scope,"
+                    " created_at, expires_at) VALUES ('f', 'c', 'u', 'alice', 'openid', 1.0, 9e9)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at,"
+                    " spent_at, successor_hash) VALUES (:h, 'f', 1.0, 9e9, 2.0, :s)"
+                ),
+                {"h": b"h" * 32, "s": b"s" * 32},
+            )
+        migrate(eng)
+        assert _revision(eng) == [_head()]
+        from tokend.store.sql import SqlStore
+
+        store = SqlStore(eng)
+        with store.transaction() as tx:
+            assert tx.count_grace_retry(b"h" * 32, limit=1) is True
+            assert tx.count_grace_retry(b"h" * 32, limit=1) is False
+        _alembic(eng, "downgrade", "0004")
+        columns = {c["name"] for c in inspect(eng).get_columns("refresh_tokens")}
+        assert "grace_uses" not in columns
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM refresh_tokens")).scalar_one() == 1
+    finally:
+        eng.dispose()

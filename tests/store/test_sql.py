@@ -588,6 +588,50 @@ def test_find_waits_for_concurrent_rotation(rt: Runtime, make_client, user: User
     assert seen == [42.0]
 
 
+def test_loser_of_a_rotation_race_reads_the_family_as_the_winner_left_it(
+    rt: Runtime, make_client, user: User
+) -> None:
+    """``find_refresh_token`` locks the family's row with the token's (issue 10 §5): a second
+    rotation that waited for the first reads the family the first left (here bound to a DPoP
+    key), never the stale family row beside the fresh token row. Before, PostgreSQL locked
+    only the token (FOR UPDATE OF refresh_tokens) and re-read only that row after the wait."""
+    reg = make_client(public=True)
+    _, [token] = new_family(rt, reg.client_id, user.id)
+    h = hash_secret(token)
+    found = threading.Event()
+    seen: list[tuple[float | None, str | None]] = []
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with rt.store.transaction() as tx:
+                stored = tx.find_refresh_token(h)
+                found.set()
+                time.sleep(0.4)
+                assert tx.spend_refresh_token(h, at=42.0, successor_hash=b"s" * 32)
+                assert tx.bind_family_dpop(stored.family.id, "J" * 43)
+        except BaseException as exc:
+            errors.append(exc)
+            found.set()
+
+    def second() -> None:
+        try:
+            found.wait(10)
+            with rt.store.transaction() as tx:
+                stored = tx.find_refresh_token(h)
+                seen.append((stored.spent_at, stored.family.dpop_jkt))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert seen == [(42.0, "J" * 43)]
+
+
 def test_concurrent_refresh_through_service_one_successor(rt: Runtime, make_client, issue) -> None:
     """The whole grant over the real store: concurrent requests with one token converge on
     a single successor (grace retries), and exactly one token was spent."""

@@ -41,10 +41,11 @@ from tests.web.test_openapi import assert_documented
 from tokend.config import Settings
 from tokend.core.authorization import validate
 from tokend.core.dpop import REPLAY_MARGIN
+from tokend.core.grants.refresh_token import EVENT_GRACE_RETRY, EVENT_REUSE
 from tokend.core.secrets import hash_secret
 from tokend.keys.material import derive
 from tokend.runtime import Runtime, build_runtime
-from tokend.store.schema import dpop_proofs, token_families
+from tokend.store.schema import dpop_proofs, security_events, token_families
 from tokend.store.sql import User
 from tokend.web.app import create_app
 from tokend.web.openapi import openapi_document
@@ -323,6 +324,90 @@ def test_refresh_of_a_bound_family_without_its_key_changes_nothing(
     # The token was not spent: the real client, with its key, goes on.
     r = post_token(http, reg, refresh(token), key.proof(TOKEN_HTU, iat=now(rt)))
     assert_dpop_tokens(r, rt, key)
+
+
+# -- reuse detection is never defeated by a binding (issue 10, §1) ----------------------------
+
+
+def reuse_state(rt: Runtime, refresh_token_response: dict[str, Any]) -> tuple[bool, int]:
+    """(family revoked?, number of reuse events of the family) of a token response's family."""
+    sid = jwt.decode(refresh_token_response["access_token"], options={"verify_signature": False})[
+        "sid"
+    ]
+    with rt.store.engine.connect() as conn:
+        revoked = conn.execute(
+            select(token_families.c.revoked_at).where(token_families.c.id == sid)
+        ).scalar_one()
+        events = conn.execute(
+            select(func.count())
+            .select_from(security_events)
+            .where(security_events.c.family_id == sid, security_events.c.kind == EVENT_REUSE)
+        ).scalar_one()
+    return revoked is not None, events
+
+
+@pytest.mark.parametrize("public", [True, False], ids=["public", "confidential"])
+@pytest.mark.parametrize("order", ["thief_first", "real_first"])
+@pytest.mark.parametrize("real_proof", [False, True], ids=["real_bearer", "real_dpop"])
+@pytest.mark.parametrize("when", ["grace_0", "past_grace", "inside_grace"])
+def test_a_thiefs_key_never_shields_a_family_from_reuse_detection(
+    http, rt, make_client, issue, key, other_key, public, order, real_proof, when
+) -> None:
+    """The reproduction of issue 10 §1 and its variants: a stolen, unbound refresh token
+    refreshed by the thief with a proof of the thief's own key and by the real client
+    (without DPoP, or with its own key), in either order. The second use always revokes the
+    family with a reuse event, and the winner's successor dies with it."""
+    reg = make_client(public=public, refresh_grace=0 if when == "grace_0" else 10)
+    stolen = issue(reg).refresh_token
+    thief = lambda: key.proof(TOKEN_HTU, iat=now(rt))  # noqa: E731
+    real = (lambda: other_key.proof(TOKEN_HTU, iat=now(rt))) if real_proof else (lambda: None)
+    first, second = (thief, real) if order == "thief_first" else (real, thief)
+    r = post_token(http, reg, refresh(stolen), first())
+    assert r.status_code == 200, r.text
+    winner = r.json()
+    rt.clock.advance(11 if when == "past_grace" else 1)
+    r = post_token(http, reg, refresh(stolen), second())
+    assert_oauth_error(r, "invalid_grant", leaks=(stolen, winner["refresh_token"]))
+    assert reuse_state(rt, winner) == (True, 1)
+    # The winner's chain is dead too, with its own key.
+    r = post_token(http, reg, refresh(winner["refresh_token"]), first())
+    assert_oauth_error(r, "invalid_grant")
+
+
+def test_a_bound_familys_live_token_without_its_key_is_refused_and_not_burned(
+    http, rt, make_client, issue, key, other_key
+) -> None:
+    """The other side: the thief holding the live token of a bound family but not its key can
+    neither use it nor have the family revoked; the real client goes on."""
+    reg = make_client(public=True)
+    r = post_token(http, reg, refresh(issue(reg).refresh_token), key.proof(TOKEN_HTU, iat=now(rt)))
+    live = assert_dpop_tokens(r, rt, key)
+    rt.clock.advance(30)
+    for proof in (None, other_key.proof(TOKEN_HTU, iat=now(rt))):
+        assert_oauth_error(
+            post_token(http, reg, refresh(live["refresh_token"]), proof), "invalid_grant"
+        )
+    assert reuse_state(rt, live) == (False, 0)
+    r = post_token(http, reg, refresh(live["refresh_token"]), key.proof(TOKEN_HTU, iat=now(rt)))
+    assert_dpop_tokens(r, rt, key)
+
+
+def test_grace_retries_over_http_are_bounded_and_recorded(http, rt, make_client, issue) -> None:
+    reg = make_client(refresh_grace=10)
+    token = issue(reg).refresh_token
+    first = post_token(http, reg, refresh(token)).json()
+    limit = rt.settings.refresh_grace_retries
+    for _ in range(limit):
+        r = post_token(http, reg, refresh(token))
+        assert r.status_code == 200 and r.json()["refresh_token"] == first["refresh_token"]
+    assert_oauth_error(post_token(http, reg, refresh(token)), "invalid_grant")
+    assert reuse_state(rt, first) == (True, 1)
+    sid = jwt.decode(first["access_token"], options={"verify_signature": False})["sid"]
+    with rt.store.engine.connect() as conn:
+        kinds = conn.execute(
+            select(security_events.c.kind).where(security_events.c.family_id == sid)
+        ).scalars()
+        assert sorted(kinds) == sorted([EVENT_GRACE_RETRY] * limit + [EVENT_REUSE])
 
 
 def _bad_proofs(key: ProofKey, other: ProofKey, t: float, used: str) -> dict[str, list[str]]:

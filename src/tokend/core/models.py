@@ -39,6 +39,8 @@ class Policy:
     refresh_token_ttl: int = 2_592_000
     refresh_idle_ttl: int = 1_209_600
     refresh_reuse_grace: int = 10
+    # Grace-window retries answered per spent token; one more is taken for reuse.
+    refresh_grace_retries: int = 10
     audience: str | None = None
     # RFC 9449 §8: every client's DPoP proofs must carry a server nonce (TOKEND_DPOP_NONCE=on).
     dpop_nonce: bool = False

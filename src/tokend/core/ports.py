@@ -38,6 +38,11 @@ class Transaction(Protocol):
         """True/False for a known token, None for an unknown hash."""
         ...
 
+    def count_grace_retry(self, token_hash: bytes, *, limit: int) -> bool:
+        """Count one grace-window retry of the (spent) token, only if fewer than ``limit``
+        were counted before (compare-and-set). False once the limit is reached."""
+        ...
+
     def create_family(self, family: Family) -> None:
         """Store a new token family (grant), with its ``dpop_jkt`` binding if it has one."""
         ...

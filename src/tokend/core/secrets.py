@@ -77,9 +77,16 @@ def new_refresh_token() -> str:
     return _encode(REFRESH_TOKEN_PREFIX, secrets.token_bytes(32))
 
 
-def derive_successor(derivation_key: bytes, presented: str) -> str:
-    """The one successor of ``presented``: deterministic, unpredictable without the key."""
-    raw = hmac.digest(derivation_key, _SUCCESSOR_LABEL + presented.encode("ascii"), "sha256")
+def derive_successor(derivation_key: bytes, presented: str, dpop_jkt: str | None = None) -> str:
+    """The one successor of ``presented`` rotated with the DPoP key ``dpop_jkt`` (or with no
+    key): deterministic, unpredictable without the derivation key. The key's thumbprint is
+    part of the input, so a retry that comes with another key (or none) derives another
+    successor and cannot pass for the request that rotated the token (a grace retry must be
+    the same client with the same key)."""
+    message = _SUCCESSOR_LABEL + presented.encode("ascii")
+    if dpop_jkt is not None:
+        message += b"\x00" + dpop_jkt.encode("ascii")
+    raw = hmac.digest(derivation_key, message, "sha256")
     return _encode(REFRESH_TOKEN_PREFIX, raw)
 
 

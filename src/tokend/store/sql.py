@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
@@ -96,7 +97,11 @@ _TOKEN_BY_HASH = (
     .select_from(refresh_tokens.join(token_families))
     .where(rt.token_hash == bindparam("h"))
 )  # fmt: skip
-_FIND_TOKEN = _TOKEN_BY_HASH.with_for_update(of=refresh_tokens)
+# The token's row and its family's, locked together (PostgreSQL FOR NO KEY UPDATE: neither
+# row's key changes, so the successor's foreign-key check does not wait): the loser of a
+# rotation race, or a refresh racing a revocation or a binding, reads both as they were
+# committed, never a stale family beside a fresh token.
+_FIND_TOKEN = _TOKEN_BY_HASH.with_for_update(of=(refresh_tokens, token_families), key_share=True)
 _SPEND = (
     update(refresh_tokens)
     .where(rt.token_hash == bindparam("h"), rt.spent_at.is_(None))
@@ -109,6 +114,11 @@ _INSERT_TOKEN = insert(refresh_tokens).values(
     expires_at=bindparam("expires"),
 )
 _IS_SPENT = select(rt.spent_at).where(rt.token_hash == bindparam("h"))
+_COUNT_GRACE_RETRY = (
+    update(refresh_tokens)
+    .where(rt.token_hash == bindparam("h"), rt.grace_uses < bindparam("limit"))
+    .values(grace_uses=rt.grace_uses + literal_column("1"))
+)
 _INSERT_FAMILY = insert(token_families).values(
     {c: bindparam(c) for c in ("id", "client_id", "user_id", "subject", "scope", "created_at",
                                "expires_at", "auth_time", "dpop_jkt")}
@@ -249,6 +259,7 @@ class _Statements:
         self.spend = _Compiled(_SPEND, dialect)
         self.insert_token = _Compiled(_INSERT_TOKEN, dialect)
         self.is_spent = _Compiled(_IS_SPENT, dialect)
+        self.count_grace_retry = _Compiled(_COUNT_GRACE_RETRY, dialect)
         self.insert_family = _Compiled(_INSERT_FAMILY, dialect)
         self.revoke_family = _Compiled(_REVOKE_FAMILY, dialect)
         self.insert_event = _Compiled(_INSERT_EVENT, dialect)
@@ -298,6 +309,10 @@ class SqlTransaction:
     def is_refresh_token_spent(self, token_hash: bytes) -> bool | None:
         row = self._run(self._q.is_spent, {"h": token_hash}).fetchone()
         return None if row is None else row[0] is not None
+
+    def count_grace_retry(self, token_hash: bytes, *, limit: int) -> bool:
+        cur = self._run(self._q.count_grace_retry, {"h": token_hash, "limit": limit})
+        return cur.rowcount == 1
 
     def create_family(self, family: Family) -> None:
         self._run(

@@ -171,10 +171,24 @@ def test_replayed_proof_is_refused_before_anything_else(world: World, bound: str
     refresh(world, world.spa, rt1, proof())
 
 
-def test_grace_retry_of_a_bound_family_needs_the_key_too(world: World, bound: str) -> None:
+@pytest.mark.parametrize("retry_jkt", [None, JKT_B], ids=["no_proof", "other_key"])
+def test_grace_retry_of_a_bound_family_without_its_key_is_reuse(
+    world: World, bound: str, retry_jkt: str | None
+) -> None:
+    """Inside the grace window a retry must be the same client with the same key: a spent
+    token presented without it is reuse (issue 10 §1), unlike the live token (above)."""
     rt1 = refresh(world, world.spa, bound, proof()).refresh_token
-    refused(world, InvalidGrant, world.spa, bound, None)  # not a reuse: nothing revoked
-    refused(world, InvalidGrant, world.spa, bound, proof(JKT_B))
+    with pytest.raises(InvalidGrant):
+        refresh(world, world.spa, bound, proof(retry_jkt) if retry_jkt else None)
+    assert world.store.family_of(bound).revoked_at is not None
+    with pytest.raises(InvalidGrant):
+        refresh(world, world.spa, rt1, proof())
+
+
+def test_grace_retry_of_a_bound_family_with_its_key_gets_the_same_successor(
+    world: World, bound: str
+) -> None:
+    rt1 = refresh(world, world.spa, bound, proof()).refresh_token
     retry = refresh(world, world.spa, bound, proof())
     assert retry.refresh_token == rt1
     assert_bound(world, retry, JKT_A)
@@ -234,7 +248,7 @@ class _RacingBinder:
         stored = self._tx.find_refresh_token(token_hash)
         if not self._raced and stored is not None:
             self._raced = True
-            successor = hash_secret(derive_successor(DERIVATION_KEY, self._presented))
+            successor = hash_secret(derive_successor(DERIVATION_KEY, self._presented, JKT_A))
             now = self._world.clock.now()
             assert self._tx.bind_family_dpop(stored.family.id, JKT_A)
             if not self._spend:
@@ -282,22 +296,28 @@ def _race(world: World, monkeypatch: pytest.MonkeyPatch, *, spend: bool) -> str:
 def test_losing_a_race_to_a_binding_refresh(
     world: World, monkeypatch: pytest.MonkeyPatch, spend: bool, dpop: str | None, wins: bool
 ) -> None:
-    """The loser gets tokens only with a proof of the key the winner bound the family to;
-    otherwise invalid_grant, and its transaction rolls back."""
+    """The loser gets tokens only with a proof of the key the winner bound the family to.
+    Having lost the token's compare-and-set, it presents a spent token: without that key it
+    is reuse (the family is revoked, the refusal commits); having only lost the binding's,
+    it is ``invalid_grant`` and its transaction rolls back."""
     presented = _race(world, monkeypatch, spend=spend)
     dpop_proof = proof(dpop) if dpop else None
     if wins:
         response = refresh(world, world.spa, presented, dpop_proof)
-        assert response.refresh_token == derive_successor(DERIVATION_KEY, presented)
+        assert response.refresh_token == derive_successor(DERIVATION_KEY, presented, JKT_A)
         assert_bound(world, response, JKT_A)
         assert world.store.family_of(presented).dpop_jkt == JKT_A
+    elif spend:
+        with pytest.raises(InvalidGrant):
+            refresh(world, world.spa, presented, dpop_proof)
+        assert world.store.family_of(presented).revoked_at is not None  # reuse detected
     else:
         before = world.store.rollbacks
         with pytest.raises(InvalidGrant):
             refresh(world, world.spa, presented, dpop_proof)
         assert world.store.rollbacks == before + 1
         # (The in-memory "winner" ran inside the loser's transaction, so it rolled back too.)
-        assert world.store.family_of(presented).revoked_at is None  # no reuse detected
+        assert world.store.family_of(presented).revoked_at is None
 
 
 # -- client_credentials -----------------------------------------------------------------------

@@ -8,9 +8,13 @@ Rules (DESIGN.md, "Refresh token rules"), each enforced below where it is quoted
 - the family's absolute expiry is never extended; each token also has an idle expiry;
 - ``scope`` may only narrow; the family keeps its original scope;
 - a token presented by another client than its own is ``invalid_grant``;
-- DPoP (RFC 9449 §5): a family bound to a key (``dpop_jkt``) refreshes only with a proof
-  made with that key, else ``invalid_grant`` and nothing changes; a public client's first
-  refresh with a proof binds its unbound family; a proof binds the new access token.
+- DPoP (RFC 9449 §5): the live token of a family bound to a key (``dpop_jkt``) refreshes
+  only with a proof made with that key, else ``invalid_grant`` and nothing changes; a public
+  client's first rotation with a proof binds its unbound family; a proof binds the new
+  access token;
+- a spent token is judged before any binding: outside the grace window it is reuse whatever
+  proof (or none) comes with it, and inside it only the same client with the same key (or
+  none, as at the rotation) is a retry; retries are bounded and recorded.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ log = logging.getLogger("tokend.security")
 
 EVENT_REUSE = "refresh_token_reuse"
 EVENT_WRONG_CLIENT = "refresh_token_wrong_client"
+EVENT_GRACE_RETRY = "refresh_token_grace_retry"
 _PROOF_REQUIRED = "The refresh token is bound to a DPoP key: send a DPoP proof made with it."
 _OTHER_KEY = "The DPoP proof is made with another key than the refresh token is bound to."
 
@@ -68,8 +73,11 @@ class RefreshTokenGrant:
         requested = parse_scope(params.get("scope"))
         if not is_well_formed(presented, REFRESH_TOKEN_PREFIX):
             raise InvalidGrant()  # typo, truncation or not ours: no database work at all
+        jkt = None if dpop is None else dpop.jkt
         presented_hash = hash_secret(presented)
-        successor = derive_successor(self._derivation_key, presented)
+        # The successor depends on the DPoP key the token is rotated with (or none): a grace
+        # retry with another key derives another successor, so it is judged as reuse.
+        successor = derive_successor(self._derivation_key, presented, jkt)
         successor_hash = hash_secret(successor)
 
         rejection: OAuthError | None = None
@@ -99,15 +107,18 @@ class RefreshTokenGrant:
                 # window or reuse detection below, whatever its own expiry.
                 raise InvalidGrant("The refresh token has expired.")
             else:
-                # Before any write: a missing proof or another key changes nothing.
-                _check_binding(family, dpop, client)
                 rotated = False
                 if stored.spent_at is None:
-                    # Checked before any write: a bad scope changes nothing.
+                    # The live token. Before any write: without the bound key (a missing proof
+                    # or another key) nothing changes, and a bad scope changes nothing.
+                    _check_binding(family, dpop, client)
                     scopes = narrow(family.scopes, requested)
                     rotated = tx.spend_refresh_token(
                         presented_hash, at=now, successor_hash=successor_hash
                     )
+                    if not rotated:
+                        # Lost a compare-and-set race: judge the token as the winner left it.
+                        stored = tx.find_refresh_token(presented_hash) or stored
                 if rotated:
                     # Absolute expiry: the successor never outlives the family.
                     tx.insert_refresh_token(
@@ -116,23 +127,24 @@ class RefreshTokenGrant:
                         created_at=now,
                         expires_at=min(now + self._policy.idle_ttl(client), family.expires_at),
                     )
-                elif self._is_grace_retry(tx, client, stored, successor_hash, now, dpop):
+                    # RFC 9449 §5: "refresh tokens issued to public clients [...] MUST be
+                    # bound to the DPoP public key": an unbound family is bound at its first
+                    # rotation with a proof (compare-and-set). Only a rotation binds, never a
+                    # spent token: its use is judged first, so a binding cannot shield a
+                    # family from the real holder's reuse (docs/security.md, R1).
+                    if (
+                        jkt is not None
+                        and client.public
+                        and family.dpop_jkt is None
+                        and not tx.bind_family_dpop(family.id, jkt)
+                    ):
+                        raise InvalidGrant(_OTHER_KEY)
+                elif self._is_grace_retry(tx, client, stored, successor_hash, now):
                     scopes = narrow(family.scopes, requested)
                 else:
-                    self._revoke_for_reuse(tx, client, stored, now)
+                    # A spent token: reuse, whatever proof (or none) comes with it.
+                    self._revoke_for_reuse(tx, client, stored, now, jkt)
                     rejection = InvalidGrant()
-                # RFC 9449 §5: "refresh tokens issued to public clients [...] MUST be bound
-                # to the DPoP public key": an unbound family is bound at its first refresh
-                # with a proof (compare-and-set: a concurrent refresh that bound it to
-                # another key wins, and this one rolls back).
-                if (
-                    rejection is None
-                    and dpop is not None
-                    and client.public
-                    and family.dpop_jkt is None
-                    and not tx.bind_family_dpop(family.id, dpop.jkt)
-                ):
-                    raise InvalidGrant(_OTHER_KEY)
         if rejection is not None:
             raise rejection
         return self._minter.respond(
@@ -145,7 +157,7 @@ class RefreshTokenGrant:
             family_id=family.id,
             auth_time=family.auth_time,
             with_id_token=True,  # OIDC Core §12.2, when the (narrowed) scope has openid
-            dpop_jkt=None if dpop is None else dpop.jkt,
+            dpop_jkt=jkt,
         )
 
     def _is_grace_retry(
@@ -155,30 +167,44 @@ class RefreshTokenGrant:
         stored: StoredRefreshToken,
         successor_hash: bytes,
         now: float,
-        dpop: DPoPProof | None,
     ) -> bool:
-        """A just-spent token presented again inside the grace window, whose successor is
-        still unspent, gets that same successor (lost responses, concurrent tabs)."""
-        if stored.spent_at is None:
-            # Lost a compare-and-set race: re-read the winner's result under the lock
-            # (and its family: the winner may have bound it to a DPoP key).
-            fresh = tx.find_refresh_token(stored.token_hash)
-            if fresh is None or fresh.spent_at is None:
-                return False
-            _check_binding(fresh.family, dpop, client)
-            stored = fresh
+        """A just-spent token presented again inside the grace window by the same client with
+        the same DPoP key (or none, as when it was rotated), whose successor is still
+        unspent, gets that same successor (lost responses, concurrent tabs), at most
+        ``Policy.refresh_grace_retries`` times; each retry is a security event."""
         grace = self._policy.grace(client)
-        return (
+        if not (
             grace > 0
+            and stored.spent_at is not None
             and now - stored.spent_at <= grace
             and stored.successor_hash is not None
+            # Derived with the presented key: another key (or none) is not the same client.
             and hmac.compare_digest(stored.successor_hash, successor_hash)
             and tx.is_refresh_token_spent(successor_hash) is False
+        ):
+            return False
+        if not tx.count_grace_retry(stored.token_hash, limit=self._policy.refresh_grace_retries):
+            return False  # past the bound: not a lost response but a replay storm; reuse
+        family = stored.family
+        tx.record_event(
+            SecurityEvent(
+                EVENT_GRACE_RETRY,
+                now,
+                client_id=client.client_id,
+                family_id=family.id,
+                user_id=family.user_id,
+                detail={"seconds_since_spent": now - stored.spent_at},
+            )
         )
+        return True
 
     @staticmethod
     def _revoke_for_reuse(
-        tx: Transaction, client: Client, stored: StoredRefreshToken, now: float
+        tx: Transaction,
+        client: Client,
+        stored: StoredRefreshToken,
+        now: float,
+        jkt: str | None,
     ) -> None:
         """RFC 9700 §4.14.2: a spent token used again means it leaked; end the family."""
         family = stored.family
@@ -193,6 +219,8 @@ class RefreshTokenGrant:
                 detail={
                     "spent_at": stored.spent_at,
                     "seconds_since_spent": now - (stored.spent_at or now),
+                    "dpop": jkt is not None,
+                    "family_dpop_bound": family.dpop_jkt is not None,
                 },
             )
         )
