@@ -117,6 +117,7 @@ def test_explicit_arguments_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("TOKEND_REFRESH_TOKEN_TTL", "-1"),
         ("TOKEND_REFRESH_REUSE_GRACE", "-1"),
         ("TOKEND_REFRESH_REUSE_GRACE", "301"),
+        ("TOKEND_REFRESH_GRACE_RETRIES", "0"),
         ("TOKEND_PORT", "70000"),
     ],
 )
