@@ -28,6 +28,7 @@ TABLES = {
     "refresh_tokens",
     "security_events",
     "signing_keys",
+    "abuse_counters",
 }
 
 
