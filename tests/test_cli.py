@@ -598,6 +598,7 @@ def test_gc(cli: Cli, crt: Runtime) -> None:
         "security_events",
         "revoked_access_tokens",
         "dpop_proofs",
+        "abuse_counters",
         "signing_keys",
     }
     assert out["families"] == 0

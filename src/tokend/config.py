@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import tempfile
@@ -13,6 +14,14 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokend.core.models import Policy
+from tokend.core.throttle import (
+    CLIENT,
+    CLIENT_ADDRESS,
+    LOGIN,
+    LOGIN_ADDRESS,
+    Limit,
+    ThrottlePolicy,
+)
 from tokend.store.engine import sqlite_path
 
 DEFAULT_DATABASE_URL = "sqlite:///./tokend.db"
@@ -51,6 +60,26 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1)
     db_concurrency: int = Field(8, ge=1)
     log_level: str = "info"
+    # Abuse limits (README "Abuse limits", tokend.core.throttle). Failed authentications per
+    # THROTTLE_WINDOW seconds (fixed window from the first failure) before HTTP 429; 0 turns
+    # a limit off. Client authentication (token, revocation, introspection): per (client_id,
+    # source address) and per address. Sign-ins: per (username, address) and per address.
+    # Per address is looser: one address may be a whole office behind NAT.
+    throttle_window: int = Field(900, ge=1, le=86400)
+    client_auth_failure_limit: int = Field(10, ge=0)
+    client_auth_address_failure_limit: int = Field(100, ge=0)
+    login_failure_limit: int = Field(10, ge=0)
+    login_address_failure_limit: int = Field(50, ge=0)
+    # Security events that anyone can trigger (another client's token revoked with a public
+    # client id): at most one row per kind, client and address per this many seconds, with
+    # a count of the occurrences.
+    event_aggregation_window: int = Field(3600, ge=1)
+    # Addresses and CIDR networks (comma-separated) of reverse proxies whose X-Forwarded-For
+    # is believed: the source address is then its right-most entry not in this list.
+    trusted_proxies: str = ""
+    # Argon2id password checks running at once per process (64 MiB each): a flood of
+    # sign-ins queues for these instead of exhausting memory. Default: the CPU count.
+    password_hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     @field_validator("signing_alg")
     @classmethod
@@ -58,6 +87,35 @@ class Settings(BaseSettings):
         if v not in ("RS256", "ES256", "EdDSA"):
             raise ValueError("TOKEND_SIGNING_ALG must be RS256, ES256 or EdDSA")
         return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: str) -> str:
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"TOKEND_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR network"
+                ) from None
+        return v
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False)
+            for p in self.trusted_proxies.split(",")
+            if p.strip()
+        )
+
+    def throttle_policy(self) -> ThrottlePolicy:
+        w = float(self.throttle_window)
+        return ThrottlePolicy(
+            client=Limit(CLIENT, self.client_auth_failure_limit, w),
+            client_address=Limit(CLIENT_ADDRESS, self.client_auth_address_failure_limit, w),
+            login=Limit(LOGIN, self.login_failure_limit, w),
+            login_address=Limit(LOGIN_ADDRESS, self.login_address_failure_limit, w),
+        )
 
     @field_validator("issuer")
     @classmethod

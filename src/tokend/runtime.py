@@ -16,6 +16,7 @@ from tokend.core.minting import TokenMinter
 from tokend.core.models import Policy
 from tokend.core.service import TokenService
 from tokend.core.subjects import Subjects
+from tokend.core.throttle import Throttle
 from tokend.keys.material import derive
 from tokend.keys.ring import KeyRing
 from tokend.store.accounts import AccountStore
@@ -36,6 +37,7 @@ class Runtime:
     codes: CodeIssuer
     accounts: AccountStore
     dpop: ProofVerifier
+    throttle: Throttle
 
     @property
     def is_sqlite(self) -> bool:
@@ -97,4 +99,5 @@ def build_runtime(
         dpop=ProofVerifier(
             window=settings.dpop_proof_window, nonces=DPoPNonces(derive(secret, "dpop-nonce"))
         ),
+        throttle=Throttle(store=store, policy=settings.throttle_policy(), clock=clock),
     )

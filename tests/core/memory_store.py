@@ -46,6 +46,9 @@ class State:
     events: list[SecurityEvent] = field(default_factory=list)
     codes: dict[bytes, StoredCode] = field(default_factory=dict)
     dpop_proofs: dict[bytes, float] = field(default_factory=dict)  # replay hash -> expiry
+    # count_event: aggregation key -> (window end, index of its event in ``events``)
+    event_windows: dict[bytes, tuple[float, int]] = field(default_factory=dict)
+    event_counts: dict[int, int] = field(default_factory=dict)  # index in ``events`` -> count
 
     def copy(self) -> State:
         return State(
@@ -55,6 +58,8 @@ class State:
             events=list(self.events),
             codes=dict(self.codes),
             dpop_proofs=dict(self.dpop_proofs),
+            event_windows=dict(self.event_windows),
+            event_counts=dict(self.event_counts),
         )
 
 
@@ -150,6 +155,17 @@ class MemoryTransaction:
     def record_event(self, event: SecurityEvent) -> None:
         self._live().events.append(event)
 
+    def count_event(self, event: SecurityEvent, *, key: bytes, window: float) -> None:
+        state = self._live()
+        current = state.event_windows.get(key)
+        if current is None or current[0] <= event.at:
+            state.events.append(event)
+            index = len(state.events) - 1
+            state.event_windows[key] = (event.at + window, index)
+            state.event_counts[index] = 1
+        else:
+            state.event_counts[current[1]] += 1
+
     def insert_authorization_code(self, code: StoredCode) -> None:
         state = self._live()
         if code.code_hash in state.codes:
@@ -223,6 +239,11 @@ class MemoryStore:
 
     def events(self, kind: str | None = None) -> list[SecurityEvent]:
         return [e for e in self.state.events if kind is None or e.kind == kind]
+
+    def event_count(self, event: SecurityEvent) -> int:
+        """How many occurrences the (aggregated) event row stands for."""
+        index = next(i for i, e in enumerate(self.state.events) if e is event)
+        return self.state.event_counts.get(index, 1)
 
     def revoke(self, family_id: str, *, at: float, reason: str = "test") -> bool:
         with self.transaction() as tx:

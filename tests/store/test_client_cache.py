@@ -29,10 +29,10 @@ def _count_client_reads(store: SqlStore) -> list[str]:
     seen: list[str] = []
     original = store._read_row
 
-    def counting(q, params):  # type: ignore[no-untyped-def]
+    def counting(q, params, **kw):  # type: ignore[no-untyped-def]
         if q is store._q.get_client:
             seen.append(params["cid"])
-        return original(q, params)
+        return original(q, params, **kw)
 
     store._read_row = counting  # type: ignore[method-assign]
     return seen
@@ -55,12 +55,38 @@ def test_cached_client_is_read_once(rt: Runtime, make_client) -> None:
     assert reads == [reg.client_id]
 
 
-def test_unknown_clients_are_not_cached(rt: Runtime) -> None:
+def test_an_unknown_client_is_read_once(rt: Runtime) -> None:
+    """Issue 10 §7: an unknown id cost a database read every time (~1.5 ms against ~0.9 ms
+    for a wrong secret on PostgreSQL); now it is remembered as unknown."""
     rt.store.enable_client_cache()
     reads = _count_client_reads(rt.store)
-    assert rt.store.get_client("nope") is None
-    assert rt.store.get_client("nope") is None
-    assert len(reads) == 2
+    for _ in range(5):
+        assert rt.store.get_client("nope") is None
+    assert reads == ["nope"]
+
+
+@pytest.mark.parametrize("garbage", ["x" * 65, "a\x00b", "tab\there", "x" * 10_000])
+def test_ids_no_client_can_have_are_never_read(rt: Runtime, garbage: str) -> None:
+    reads = _count_client_reads(rt.store)
+    assert rt.store.get_client(garbage) is None
+    rt.store.enable_client_cache()
+    assert rt.store.get_client(garbage) is None
+    assert reads == []
+
+
+def test_an_unknown_id_becomes_known_when_the_client_is_created(
+    rt: Runtime, make_client, other: SqlStore
+) -> None:
+    from dataclasses import replace
+
+    reg = make_client()
+    rt.store.enable_client_cache()
+    for store, client_id in ((rt.store, "created-here"), (other, "created-elsewhere")):
+        assert rt.store.get_client(client_id) is None
+        store.create_client(replace(reg.client, client_id=client_id), now=rt.clock.now())
+        if store is other:  # another process: seen at the server's next refresh
+            assert rt.store.refresh_client_cache()
+        assert rt.store.get_client(client_id).client_id == client_id
 
 
 def test_changes_through_the_same_store_clear_the_cache_at_once(rt: Runtime, make_client) -> None:

@@ -28,6 +28,7 @@ TABLES = {
     "refresh_tokens",
     "security_events",
     "signing_keys",
+    "abuse_counters",
 }
 
 
@@ -393,5 +394,28 @@ def test_0005_adds_grace_uses_zero_for_existing_refresh_tokens(blank_db_url: str
         assert "grace_uses" not in columns
         with eng.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM refresh_tokens")).scalar_one() == 1
+    finally:
+        eng.dispose()
+
+
+def test_0006_adds_abuse_counters_and_counts_existing_events_once(blank_db_url: str) -> None:
+    eng = create_db_engine(blank_db_url)
+    try:
+        _alembic(eng, "upgrade", "0005")
+        assert "abuse_counters" not in inspect(eng).get_table_names()
+        with eng.begin() as conn:
+            conn.execute(
+                text("INSERT INTO security_events (at, kind, detail) VALUES (1.5, 'old', '{}')")
+            )
+        migrate(eng)
+        assert _revision(eng) == [_head()] and _diff(eng) == []
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT count FROM security_events")).scalar_one() == 1
+        # And back: the downgrade drops the table and the column, keeping the event.
+        _alembic(eng, "downgrade", "0005")
+        assert "abuse_counters" not in inspect(eng).get_table_names()
+        assert "count" not in {c["name"] for c in inspect(eng).get_columns("security_events")}
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT kind FROM security_events")).scalars().all() == ["old"]
     finally:
         eng.dispose()

@@ -446,6 +446,7 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
         "security_events": 0,
         "revoked_access_tokens": 0,
         "dpop_proofs": 0,
+        "abuse_counters": 0,
     }
     assert count(rt, token_families) == 5 and count(rt, refresh_tokens) == 6
 
@@ -485,6 +486,7 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
         "security_events": 0,
         "revoked_access_tokens": 0,
         "dpop_proofs": 0,
+        "abuse_counters": 0,
     }
 
 

@@ -11,6 +11,7 @@ Exception tree::
     ├── InvalidScope             400  RFC 6749 §5.2
     ├── ServerError              500  RFC 6749 §4.1.2.1
     ├── TemporarilyUnavailable   503  RFC 6749 §4.1.2.1
+    ├── TooManyAttempts          429  temporarily_unavailable + Retry-After (core/throttle.py)
     ├── InvalidDPoPProof         400  RFC 9449 §5 (401 + WWW-Authenticate at a resource)
     └── UseDPoPNonce             400  RFC 9449 §8 (401 at a resource; DPoP-Nonce header)
 
@@ -96,6 +97,25 @@ class TemporarilyUnavailable(OAuthError):
     error = "temporarily_unavailable"
     status_code = 503
     default_description = "The server is temporarily unable to handle the request; retry."
+
+
+class TooManyAttempts(OAuthError):
+    """Too many failed authentications from this source (``tokend.core.throttle``).
+
+    HTTP 429 (RFC 6585 §4) with ``Retry-After``. RFC 6749 has no code for it; the body says
+    ``temporarily_unavailable``, the registered code (RFC 6749 §4.1.2.1, §11.4) whose meaning
+    is "try again later", which every OAuth client library knows. Not ``invalid_client`` or
+    ``invalid_grant``: the credentials were not judged, and the answer must not hint either
+    way. Not ``slow_down`` (RFC 8628 §3.5: device-flow polling only, and a device client
+    would just add 5 s to its interval). Not ``invalid_request``: nothing is wrong with it."""
+
+    error = "temporarily_unavailable"
+    status_code = 429
+    default_description = "Too many failed attempts from your network; retry later."
+
+    def __init__(self, retry_after: int, description: str | None = None) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
 
 
 class InvalidDPoPProof(OAuthError):

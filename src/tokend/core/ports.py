@@ -67,6 +67,13 @@ class Transaction(Protocol):
         """Append a security event (audit log)."""
         ...
 
+    def count_event(self, event: SecurityEvent, *, key: bytes, window: float) -> None:
+        """Record an event that anyone can trigger (e.g. with a public client's id) at most
+        once per ``window`` seconds per ``key`` (its kind, client and source address): the
+        first occurrence in a window is appended with a count of 1, each later one only adds
+        one to that row's count, so a flood cannot grow the audit trail."""
+        ...
+
     def insert_authorization_code(self, code: StoredCode) -> None:
         """Store a new, unconsumed authorization code (by hash)."""
         ...

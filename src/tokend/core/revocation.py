@@ -16,6 +16,9 @@
 - §2.1: "the authorization server first validates the client credentials ... and then
   verifies whether the token was issued to the client making the revocation request": a
   token of another client is left alone (and the attempt recorded as a security event).
+  Anyone can make that attempt (a public client's id is no secret), so it is aggregated:
+  at most one row per (client, source address) per ``event_window`` seconds, with a count
+  (``Transaction.count_event``); a flood adds no rows.
 - §2.2: "invalid tokens do not cause an error response": unknown, malformed, expired,
   foreign and already revoked tokens all end in the same silent success.
 - ``token_type_hint`` is optional, and unknown values are ignored (§2.1). The hint is never
@@ -38,6 +41,7 @@ from tokend.core.grants import require
 from tokend.core.models import Client, ClientCredentials, Policy, SecurityEvent, StoredRefreshToken
 from tokend.core.ports import Transaction
 from tokend.core.secrets import REFRESH_TOKEN_PREFIX, hash_secret, is_well_formed
+from tokend.core.throttle import event_key, network_of
 
 EVENT_WRONG_CLIENT = "revocation_wrong_client"
 REVOKED_BY_CLIENT = "client"  # token_families.revoked_reason
@@ -66,40 +70,52 @@ class RevocationStore(Protocol):
 
 
 class RevocationService:
-    __slots__ = ("_audience", "_clock", "_issuer", "_store", "_verifier")
+    __slots__ = ("_audience", "_clock", "_event_window", "_issuer", "_store", "_verifier")
 
     def __init__(
-        self, *, store: RevocationStore, verifier: TokenVerifier, policy: Policy, clock: Clock
+        self,
+        *,
+        store: RevocationStore,
+        verifier: TokenVerifier,
+        policy: Policy,
+        clock: Clock,
+        event_window: float = 3600.0,
     ) -> None:
         self._store = store
+        self._event_window = event_window
         self._verifier = verifier
         self._clock = clock
         self._issuer = policy.issuer
         self._audience = policy.audience or policy.issuer
 
-    def revoke(self, credentials: ClientCredentials, params: Mapping[str, str]) -> None:
+    def revoke(
+        self, credentials: ClientCredentials, params: Mapping[str, str], *, address: str = ""
+    ) -> None:
+        """``address``: the request's source address (for the audit trail's aggregation)."""
         client = authenticate_client(credentials, self._store.get_client)
         token = require(params, "token")
         now = self._clock.now()
         if is_well_formed(token, REFRESH_TOKEN_PREFIX):
-            self._revoke_refresh_token(client, token, now)
+            self._revoke_refresh_token(client, token, now, address)
         else:
-            self._revoke_access_token(client, token, now)
+            self._revoke_access_token(client, token, now, address)
 
-    def _revoke_refresh_token(self, client: Client, token: str, now: float) -> None:
+    def _revoke_refresh_token(self, client: Client, token: str, now: float, address: str) -> None:
         stored = self._store.peek_refresh_token(hash_secret(token))
         if stored is None:
             return
         family = stored.family
         if family.client_id != client.client_id:
-            self._record_wrong_client(client, family.client_id, now, family_id=family.id)
+            self._record_wrong_client(
+                client, family.client_id, now, family_id=family.id, address=address
+            )
             return
         if family.revoked_at is not None:
             return  # already revoked: nothing to do, and nothing to say (§2.2)
         with self._store.transaction() as tx:
             tx.revoke_family(family.id, at=now, reason=REVOKED_BY_CLIENT)
 
-    def _revoke_access_token(self, client: Client, token: str, now: float) -> None:
+    def _revoke_access_token(self, client: Client, token: str, now: float, address: str) -> None:
         try:
             header, claims = self._verifier.verify(token)
             access = check_access_token(
@@ -108,7 +124,9 @@ class RevocationService:
         except InvalidToken:
             return  # not ours, not an access token, or already expired
         if access.client_id != client.client_id:
-            self._record_wrong_client(client, access.client_id, now, family_id=access.family_id)
+            self._record_wrong_client(
+                client, access.client_id, now, family_id=access.family_id, address=address
+            )
             return
         jti = claims.get("jti")
         if not (isinstance(jti, str) and 0 < len(jti) <= MAX_JTI_LENGTH):
@@ -118,16 +136,26 @@ class RevocationService:
         )
 
     def _record_wrong_client(
-        self, client: Client, owner_client_id: str, now: float, *, family_id: str | None
+        self,
+        client: Client,
+        owner_client_id: str,
+        now: float,
+        *,
+        family_id: str | None,
+        address: str,
     ) -> None:
-        """A client holds another client's token: worth an operator's look, never an answer."""
+        """A client holds another client's token: worth an operator's look, never an answer.
+        One row per (client, address) per window, counting the attempts."""
+        network = network_of(address)
         with self._store.transaction() as tx:
-            tx.record_event(
+            tx.count_event(
                 SecurityEvent(
                     EVENT_WRONG_CLIENT,
                     now,
                     client_id=client.client_id,
                     family_id=family_id,
-                    detail={"owner_client_id": owner_client_id},
-                )
+                    detail={"owner_client_id": owner_client_id, "address": address},
+                ),
+                key=event_key(EVENT_WRONG_CLIENT, client.client_id, network),
+                window=self._event_window,
             )

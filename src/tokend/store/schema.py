@@ -133,6 +133,9 @@ security_events = Table(
     Column("family_id", String(32)),
     Column("user_id", String(32)),
     Column("detail", Text, nullable=False),  # JSON object
+    # Occurrences this row stands for: events anyone can trigger are aggregated per window
+    # (``abuse_counters.event_id``), so a flood adds to a count, not rows.
+    Column("count", Integer, nullable=False, server_default=text("1")),
     Index("ix_security_events_at", "at"),
 )
 
@@ -226,4 +229,17 @@ dpop_proofs = Table(
     metadata,
     Column("jti_hash", LargeBinary(32), primary_key=True),
     Column("expires_at", Time, nullable=False, index=True),
+)
+
+# Abuse limits (``tokend.core.throttle``), shared by every process: failed authentications
+# per (client|username, source address) and per address, and the aggregation windows of
+# security events anyone can trigger. Keys are SHA-256 digests; a row is dead once its
+# window has ended (``tokend gc`` deletes it).
+abuse_counters = Table(
+    "abuse_counters",
+    metadata,
+    Column("key_hash", LargeBinary(32), primary_key=True),
+    Column("window_end", Time, nullable=False, index=True),
+    Column("hits", Integer, nullable=False),
+    Column("event_id", Integer),  # the security_events row counting this window (no FK)
 )

@@ -32,9 +32,11 @@ from sqlalchemy.sql.expression import Executable
 
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
+from tokend.core.throttle import Counter
 from tokend.store import engine as engine_mod
 from tokend.store.checkpoint import WalCheckpointer
 from tokend.store.schema import (
+    abuse_counters,
     authorization_codes,
     browser_sessions,
     clients,
@@ -206,6 +208,47 @@ def _record_dpop_proof(dialect: Dialect) -> Executable:
     )
 
 
+# Abuse counters (``tokend.core.throttle``): one statement per failure, whatever the number
+# of keys (rows in VALUES, sorted so that concurrent upserts lock them in one order), the
+# same SQL on SQLite (>= 3.35) and PostgreSQL. SET expressions see the row before the update.
+_UPSERT_COUNTERS = """
+INSERT INTO abuse_counters (key_hash, window_end, hits) VALUES {rows}
+ON CONFLICT (key_hash) DO UPDATE SET
+  hits = CASE WHEN abuse_counters.window_end <= :now THEN 1
+              ELSE abuse_counters.hits + 1 END,
+  event_id = CASE WHEN abuse_counters.window_end <= :now THEN NULL
+                  ELSE abuse_counters.event_id END,
+  window_end = CASE WHEN abuse_counters.window_end <= :now THEN excluded.window_end
+                    ELSE abuse_counters.window_end END
+RETURNING key_hash, hits, window_end, event_id
+"""
+_MAX_COUNTER_KEYS = 4
+
+
+def _upsert_counters(n: int) -> Executable:
+    return text(_UPSERT_COUNTERS.format(rows=", ".join(f"(:k{i}, :e{i}, 1)" for i in range(n))))
+
+
+def _read_counters(n: int) -> Executable:
+    ab = abuse_counters.c
+    return select(ab.key_hash, ab.hits, ab.window_end).where(
+        ab.key_hash.in_([bindparam(f"k{i}") for i in range(n)])
+    )
+
+
+_INSERT_EVENT_RETURNING_ID = _INSERT_EVENT.returning(security_events.c.id)
+_SET_COUNTER_EVENT = (
+    update(abuse_counters)
+    .where(abuse_counters.c.key_hash == bindparam("k"))
+    .values(event_id=bindparam("eid"))
+)
+_SET_EVENT_COUNT = (
+    update(security_events)
+    .where(security_events.c.id == bindparam("eid"))
+    .values(count=bindparam("n"))
+)
+
+
 def _client_from_row(row) -> Client:  # type: ignore[no-untyped-def]
     (client_id, name, public, secret_hash, grant_types, redirect_uris, scope, grace,
      access_ttl, refresh_ttl, idle_ttl, subject_type, dpop_nonce_required) = row  # fmt: skip
@@ -274,6 +317,15 @@ class _Statements:
         self.peek_family = _Compiled(_PEEK_FAMILY, dialect)
         self.is_access_token_revoked = _Compiled(_IS_ACCESS_TOKEN_REVOKED, dialect)
         self.deny_access_token = _Compiled(_deny_access_token(dialect), dialect)
+        self.upsert_counters = [
+            _Compiled(_upsert_counters(n), dialect) for n in range(1, _MAX_COUNTER_KEYS + 1)
+        ]
+        self.read_counters = [
+            _Compiled(_read_counters(n), dialect) for n in range(1, _MAX_COUNTER_KEYS + 1)
+        ]
+        self.insert_event_returning_id = _Compiled(_INSERT_EVENT_RETURNING_ID, dialect)
+        self.set_counter_event = _Compiled(_SET_COUNTER_EVENT, dialect)
+        self.set_event_count = _Compiled(_SET_EVENT_COUNT, dialect)
 
 
 class SqlTransaction:
@@ -349,17 +401,28 @@ class SqlTransaction:
         return cur.rowcount == 1
 
     def record_event(self, event: SecurityEvent) -> None:
-        self._run(
-            self._q.insert_event,
-            {
-                "at": event.at,
-                "kind": event.kind,
-                "client_id": event.client_id,
-                "family_id": event.family_id,
-                "user_id": event.user_id,
-                "detail": json.dumps(dict(event.detail), sort_keys=True),
-            },
-        )
+        self._run(self._q.insert_event, _event_params(event))
+
+    def count_event(self, event: SecurityEvent, *, key: bytes, window: float) -> None:
+        [(_, hits, _, event_id)] = self.add_failure({key: window}, now=event.at, raw=True)
+        if event_id is None:  # the first occurrence of a window: a row of its own
+            cur = self._run(self._q.insert_event_returning_id, _event_params(event))
+            new_id = cur.fetchone()[0]
+            self._run(self._q.set_counter_event, {"k": key, "eid": new_id})
+        else:  # a repeat: that row's count, no new row
+            self._run(self._q.set_event_count, {"eid": event_id, "n": hits})
+
+    def add_failure(self, windows: dict[bytes, float], *, now: float, raw: bool = False) -> Any:
+        """``tokend.core.throttle.CounterStore.add_failure`` inside this transaction."""
+        keys = sorted(windows)
+        params: dict[str, Any] = {"now": now}
+        for i, k in enumerate(keys):
+            params[f"k{i}"] = k
+            params[f"e{i}"] = now + windows[k]
+        rows = self._run(self._q.upsert_counters[len(keys) - 1], params).fetchall()
+        if raw:
+            return rows
+        return {bytes(k): Counter(hits, end) for k, hits, end, _ in rows}
 
     def insert_authorization_code(self, code: StoredCode) -> None:
         values = {f: getattr(code, f) for f in StoredCode.__slots__}
@@ -380,6 +443,26 @@ class SqlTransaction:
     def consume_authorization_code(self, code_hash: bytes, *, at: float, family_id: str) -> bool:
         cur = self._run(self._q.consume_code, {"h": code_hash, "at": at, "fid": family_id})
         return cur.rowcount == 1
+
+
+_CLIENT_ID_WIDTH = clients.c.client_id.type.length  # type: ignore[attr-defined]
+
+
+def _possible_client_id(client_id: str) -> bool:
+    """Could a stored client have this id? Not if the column cannot hold it, nor with a
+    control character (no command makes one; PostgreSQL text cannot even hold NUL)."""
+    return 0 < len(client_id) <= _CLIENT_ID_WIDTH and client_id.isprintable()
+
+
+def _event_params(event: SecurityEvent) -> dict[str, Any]:
+    return {
+        "at": event.at,
+        "kind": event.kind,
+        "client_id": event.client_id,
+        "family_id": event.family_id,
+        "user_id": event.user_id,
+        "detail": json.dumps(dict(event.detail), sort_keys=True),
+    }
 
 
 class _Held:
@@ -444,6 +527,7 @@ class SqlStore:
     server calls every ``TOKEND_KEY_REFRESH_INTERVAL`` seconds."""
 
     _CLIENT_CACHE_SIZE = 10_000
+    _UNKNOWN_CLIENT_CACHE_SIZE = 10_000
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -455,6 +539,7 @@ class SqlStore:
         self._thread_conns: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._thread_conns_lock = threading.Lock()
         self._clients: dict[str, Client] | None = None  # None: no cache
+        self._unknown_clients: set[str] = set()  # ids read and not found (with the cache)
         self._clients_epoch = 0
         self._clients_fingerprint: tuple[Any, ...] | None = None
         self._checkpointer: WalCheckpointer | None = None
@@ -579,12 +664,14 @@ class SqlStore:
         except OperationalError as exc:
             raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
 
-    def _read_row(self, q: _Compiled, params: dict[str, Any]) -> Any:
-        """One row of a hot-path read at driver level, or None."""
+    def _read_row(self, q: _Compiled, params: dict[str, Any], *, all_rows: bool = False) -> Any:
+        """One row of a hot-path read at driver level, or None (``all_rows``: every row)."""
         args = q.args(params)
         if self._sqlite:
             conn = self._sqlite_conn()
             try:
+                if all_rows:
+                    return _retry_busy(lambda: conn.execute(q.sql, args).fetchall())
                 return _retry_busy(lambda: conn.execute(q.sql, args).fetchone())
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
@@ -595,7 +682,7 @@ class SqlStore:
             try:
                 cur = conn.cursor()
                 cur.execute(q.sql, args)
-                row = cur.fetchone()
+                row = cur.fetchall() if all_rows else cur.fetchone()
                 cur.close()
                 conn.rollback()  # end the implicit read transaction
             finally:
@@ -617,6 +704,7 @@ class SqlStore:
         self._clients_epoch += 1
         if self._clients is not None:
             self._clients.clear()
+        self._unknown_clients.clear()
 
     def refresh_client_cache(self) -> bool:
         """Drop the cached clients if the clients table changed since the last call (or if
@@ -634,21 +722,34 @@ class SqlStore:
         return True
 
     def get_client(self, client_id: str) -> Client | None:
+        """The client, or None. An id that no client can have (longer than the column,
+        or with a control character) is None without a read; with the cache on, an unknown
+        id is remembered as unknown (bounded), until the cache is next cleared: by a change
+        through this store at once, by one through another process within the refresh
+        interval. So unknown and garbage ids cost what a known client's does."""
+        if not _possible_client_id(client_id):
+            return None
         cache = self._clients
         if cache is not None:
             client = cache.get(client_id)
             if client is not None:
                 return client
+            unknown = self._unknown_clients
+            if client_id in unknown:
+                return None
         epoch = self._clients_epoch
         row = self._read_row(self._q.get_client, {"cid": client_id})
-        if row is None:
-            return None
-        client = _client_from_row(row)
+        client = None if row is None else _client_from_row(row)
         # Not if the cache was invalidated while this row was read: it may be the old one.
         if cache is not None and epoch == self._clients_epoch:
-            if len(cache) >= self._CLIENT_CACHE_SIZE:
-                cache.clear()
-            cache[client_id] = client
+            if client is None:
+                if len(unknown) >= self._UNKNOWN_CLIENT_CACHE_SIZE:
+                    unknown.clear()
+                unknown.add(client_id)
+            else:
+                if len(cache) >= self._CLIENT_CACHE_SIZE:
+                    cache.clear()
+                cache[client_id] = client
         return client
 
     def create_client(self, client: Client, *, now: float) -> None:
@@ -806,6 +907,21 @@ class SqlStore:
         with self.transaction() as tx:
             return tx.revoke_access_token(jti, client_id=client_id, at=at, expires_at=expires_at)
 
+    # -- abuse limits (tokend.core.throttle.CounterStore) ------------------------------------
+
+    def read_counters(self, digests: list[bytes]) -> dict[bytes, Counter]:
+        """The existing counters among ``digests``: one primary-key read, no lock."""
+        if not digests:
+            return {}
+        q = self._q.read_counters[len(digests) - 1]
+        rows = self._read_row(q, {f"k{i}": d for i, d in enumerate(digests)}, all_rows=True)
+        return {bytes(k): Counter(hits, end) for k, hits, end in rows}
+
+    def add_failure(self, windows: dict[bytes, float], *, now: float) -> dict[bytes, Counter]:
+        """One failure under each key: a single upsert statement, in its own transaction."""
+        with self.transaction() as tx:
+            return tx.add_failure(windows, now=now)  # type: ignore[no-any-return]
+
     # -- DPoP (RFC 9449) -------------------------------------------------------------------
 
     def record_dpop_proof(self, replay_hash: bytes, *, expires_at: float) -> bool:
@@ -871,7 +987,8 @@ class SqlStore:
         authorization codes (consumed ones are kept that long for replay detection), ended
         browser sessions, deny-listed access tokens past their expiry (whatever
         ``retention``: an expired token is refused for its ``exp``), DPoP replay-cache
-        rows past theirs (likewise: such a proof is refused for its ``iat``); and security
+        rows past theirs (likewise: such a proof is refused for its ``iat``), abuse counters
+        whose window has ended (they count nothing any more); and security
         events older than ``event_retention`` (the audit trail; defaults to ``retention``)."""
         cutoff = now - retention
         event_cutoff = now - (retention if event_retention is None else event_retention)
@@ -897,6 +1014,10 @@ class SqlStore:
             proofs = conn.execute(
                 delete(dpop_proofs).where(dpop_proofs.c.expires_at < now)
             ).rowcount
+            # An abuse counter whose window has ended counts nothing any more.
+            counters = conn.execute(
+                delete(abuse_counters).where(abuse_counters.c.window_end < now)
+            ).rowcount
         return {
             "families": families,
             "refresh_tokens": tokens,
@@ -905,6 +1026,7 @@ class SqlStore:
             "security_events": events,
             "revoked_access_tokens": denied,
             "dpop_proofs": proofs,
+            "abuse_counters": counters,
         }
 
     # -- signing keys ----------------------------------------------------------------------

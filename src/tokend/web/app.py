@@ -23,8 +23,14 @@ from starlette.types import Receive, Scope, Send
 
 from tokend.config import Settings
 from tokend.core.client_auth import credentials_from
-from tokend.core.errors import InvalidClient, OAuthError, ServerError, TemporarilyUnavailable
-from tokend.core.models import TokenRequest
+from tokend.core.errors import (
+    InvalidClient,
+    OAuthError,
+    ServerError,
+    TemporarilyUnavailable,
+    TooManyAttempts,
+)
+from tokend.core.models import ClientCredentials, TokenRequest, TokenResponse
 from tokend.runtime import Runtime, build_runtime
 from tokend.web.discovery import discovery_document
 from tokend.web.dpop import DPoPHeaders
@@ -33,6 +39,7 @@ from tokend.web.openapi import openapi_document
 from tokend.web.pages import page_routes
 from tokend.web.parsing import parse_basic, parse_params, read_body
 from tokend.web.revocation import REVOCATION_PATH, revocation_endpoint
+from tokend.web.throttling import ClientAuthGuard
 from tokend.web.userinfo import USERINFO_PATH, userinfo_endpoint
 
 log = logging.getLogger("tokend.web")
@@ -52,6 +59,8 @@ def _oauth_error(exc: OAuthError) -> Response:
     if isinstance(exc, InvalidClient):
         # RFC 6749 §5.2: 401 with WWW-Authenticate matching the scheme (Basic).
         headers["WWW-Authenticate"] = 'Basic realm="tokend", charset="UTF-8"'
+    elif isinstance(exc, TooManyAttempts):
+        headers["Retry-After"] = str(exc.retry_after)  # RFC 6585 §4, RFC 9110 §10.2.3
     if exc.debug:
         log.info("%s: %s", exc.error, exc.debug)
     return json_response(exc.to_dict(), exc.status_code, headers)
@@ -81,14 +90,23 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     # whether the proof needed one is the domain's to say, per client (UseDPoPNonce).
     dpop = DPoPHeaders(rt, TOKEN_PATHS)
 
+    # Failed client authentications are counted, and past the limits refused (429) before
+    # the secret is compared (tokend.core.throttle), here and at revocation and introspection.
+    guard = ClientAuthGuard(rt.throttle, settings.trusted_proxy_networks, call)
+
     async def token(request: Request) -> Response:
         try:
             body = await read_body(request, max_body)
             params = parse_params(request.headers.get("content-type"), body)
-            basic = parse_basic(request.headers.get("authorization"))
-            proof = dpop.proof(request)  # RFC 9449 §5; None without a DPoP header
-            req = TokenRequest(params, credentials_from(basic, params), proof)
-            result = await call(service.token, req)
+
+            def credentials() -> ClientCredentials:
+                return credentials_from(parse_basic(request.headers.get("authorization")), params)
+
+            async def work(creds: ClientCredentials, address: str) -> TokenResponse:
+                proof = dpop.proof(request)  # RFC 9449 §5; None without a DPoP header
+                return await call(service.token, TokenRequest(params, creds, proof))
+
+            result = await guard.run(request, credentials, work)
         except OAuthError as exc:
             return dpop.with_nonce(request, _oauth_error(exc))
         return dpop.with_nonce(request, json_response(result.to_dict()))
@@ -164,8 +182,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         *(Route(path, token, methods=["POST"]) for path in TOKEN_PATHS),
         Route("/auth/jwks", jwks, methods=["GET"]),
         Route(USERINFO_PATH, userinfo, methods=["GET", "POST"]),
-        Route(REVOCATION_PATH, revocation_endpoint(rt, call, max_body), methods=["POST"]),
-        Route(INTROSPECTION_PATH, introspection_endpoint(rt, call, max_body), methods=["POST"]),
+        Route(REVOCATION_PATH, revocation_endpoint(rt, call, max_body, guard), methods=["POST"]),
+        Route(
+            INTROSPECTION_PATH,
+            introspection_endpoint(rt, call, max_body, guard),
+            methods=["POST"],
+        ),
         Route("/.well-known/openid-configuration", well_known, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", well_known, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

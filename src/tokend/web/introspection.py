@@ -16,8 +16,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tokend.core.introspection import IntrospectionService
+from tokend.core.models import ClientCredentials
 from tokend.runtime import Runtime
-from tokend.web.parsing import read_client_request
+from tokend.web.parsing import read_client_params
+from tokend.web.throttling import ClientAuthGuard
 
 INTROSPECTION_PATH = "/auth/v2/introspect"
 _HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -26,16 +28,21 @@ Call = Callable[..., Awaitable[Any]]
 
 
 def introspection_endpoint(
-    rt: Runtime, call: Call, max_body: int
+    rt: Runtime, call: Call, max_body: int, guard: ClientAuthGuard
 ) -> Callable[..., Awaitable[Response]]:
-    """The route handler, with its service built once."""
+    """The route handler, with its service built once. ``guard``: the abuse limits on
+    client authentication (``tokend.web.throttling``)."""
     service = IntrospectionService(
         store=rt.store, verifier=rt.keys, policy=rt.policy, clock=rt.clock
     )
 
     async def introspect(request: Request) -> Response:
-        credentials, params = await read_client_request(request, max_body)
-        result = await call(service.introspect, credentials, params)
+        credentials, params = await read_client_params(request, max_body)
+
+        async def work(creds: ClientCredentials, address: str) -> Any:
+            return await call(service.introspect, creds, params)
+
+        result = await guard.run(request, credentials, work)
         return Response(orjson.dumps(result), 200, _HEADERS, "application/json")
 
     return introspect

@@ -27,20 +27,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import anyio
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from tokend.core import authorization as authz
+from tokend.core.errors import TooManyAttempts
 from tokend.core.secrets import hash_secret
+from tokend.core.throttle import Attempt
 from tokend.keys.material import derive
 from tokend.runtime import Runtime
 from tokend.store.accounts import BrowserSession
 from tokend.web.parsing import read_body
+from tokend.web.throttling import source_address
 
 AUTHORIZE = "/auth/v2/authorize"
 LOGIN = "/auth/v2/authorize/login"
@@ -110,6 +114,10 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
     csrf_key = derive(settings.resolve_secret_key(), "csrf")
     session_ttl = settings.session_ttl
     hasher = PasswordHasher()
+    # At most this many Argon2id checks (64 MiB each) at once in this process: a flood of
+    # sign-ins waits here, as coroutines, instead of exhausting memory and threads.
+    hash_limiter = anyio.CapacityLimiter(settings.password_hash_concurrency)
+    trusted = settings.trusted_proxy_networks
     css_bytes = (_STATIC / "tokend.css").read_bytes()
     css_url = f"{CSS}?v={hashlib.sha256(css_bytes).hexdigest()[:12]}"
     env = Environment(
@@ -263,6 +271,26 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
             form_targets=targets,
         )
 
+    def too_many_attempts(
+        request: Request,
+        next_: str,
+        req: authz.AuthorizationRequest | None,
+        username: str,
+        retry_after: int,
+    ) -> Response:
+        minutes = max(1, -(-retry_after // 60))
+        wait = "a minute" if minutes == 1 else f"{minutes} minutes"
+        response = login_page(
+            request,
+            next_,
+            req,
+            status=429,
+            error=f"Too many failed sign-in attempts. Try again in {wait}.",
+            username=username[:255],
+        )
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
     async def consent_or_finish(
         request: Request,
         req: authz.AuthorizationRequest,
@@ -326,9 +354,20 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
             return forbidden()
         username = form.get("username", "").strip()
         password = form.get("password", "")
+        # Abuse limits (tokend.core.throttle): a throttled (username, address) or address is
+        # refused before the password is looked at; a failure counts; success adds nothing.
+        address = source_address(request, trusted)
+        keys = rt.throttle.policy.login_keys(username, address)
+        try:
+            await call(rt.throttle.check, keys)
+        except TooManyAttempts as exc:
+            return too_many_attempts(request, next_, req, username, exc.retry_after)
         user = await call(rt.store.get_user_by_username, username) if username else None
-        ok = await run_in_threadpool(_verify_password, hasher, user, password)
+        ok = await anyio.to_thread.run_sync(
+            _verify_password, hasher, user, password, limiter=hash_limiter
+        )
         if user is None or not ok:
+            await call(rt.throttle.failed, keys, Attempt(address, username=username))
             return login_page(
                 request,
                 next_,

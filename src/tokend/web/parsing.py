@@ -17,6 +17,7 @@ import binascii
 import json
 import re
 from base64 import b64decode
+from collections.abc import Callable
 from urllib.parse import parse_qsl, unquote_plus
 
 from starlette.requests import Request
@@ -160,6 +161,20 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
     return client_id, secret
 
 
+async def read_client_params(
+    request: Request, max_bytes: int
+) -> tuple[Callable[[], ClientCredentials], dict[str, str]]:
+    """``read_client_request`` in two steps: the body parameters now, and a function that
+    decides the client credentials (raising ``InvalidClient`` for a malformed Basic
+    header), so that the abuse limits count only failed authentications."""
+    params = parse_params(request.headers.get("content-type"), await read_body(request, max_bytes))
+
+    def credentials() -> ClientCredentials:
+        return credentials_from(parse_basic(request.headers.get("authorization")), params)
+
+    return credentials, params
+
+
 async def read_client_request(
     request: Request, max_bytes: int
 ) -> tuple[ClientCredentials, dict[str, str]]:
@@ -176,5 +191,6 @@ __all__ = [
     "parse_basic",
     "parse_params",
     "read_body",
+    "read_client_params",
     "read_client_request",
 ]

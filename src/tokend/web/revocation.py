@@ -14,9 +14,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tokend.core.models import ClientCredentials
 from tokend.core.revocation import RevocationService
 from tokend.runtime import Runtime
-from tokend.web.parsing import read_client_request
+from tokend.web.parsing import read_client_params
+from tokend.web.throttling import ClientAuthGuard
 
 REVOCATION_PATH = "/auth/v2/revoke"
 _HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -25,14 +27,25 @@ Call = Callable[..., Awaitable[Any]]
 
 
 def revocation_endpoint(
-    rt: Runtime, call: Call, max_body: int
+    rt: Runtime, call: Call, max_body: int, guard: ClientAuthGuard
 ) -> Callable[..., Awaitable[Response]]:
-    """The route handler, with its service built once."""
-    service = RevocationService(store=rt.store, verifier=rt.keys, policy=rt.policy, clock=rt.clock)
+    """The route handler, with its service built once. ``guard``: the abuse limits on
+    client authentication (``tokend.web.throttling``)."""
+    service = RevocationService(
+        store=rt.store,
+        verifier=rt.keys,
+        policy=rt.policy,
+        clock=rt.clock,
+        event_window=rt.settings.event_aggregation_window,
+    )
 
     async def revoke(request: Request) -> Response:
-        credentials, params = await read_client_request(request, max_body)
-        await call(service.revoke, credentials, params)
+        credentials, params = await read_client_params(request, max_body)
+
+        async def work(creds: ClientCredentials, address: str) -> None:
+            await call(service.revoke, creds, params, address=address)
+
+        await guard.run(request, credentials, work)
         return Response(b"", 200, _HEADERS)
 
     return revoke

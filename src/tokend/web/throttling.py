@@ -1,0 +1,118 @@
+"""The web side of the abuse limits (``tokend.core.throttle``): who is asking (the source
+address), and the guard every client-authenticating endpoint runs its work under.
+
+Source address: the TCP peer's address; only when the peer is one of
+``TOKEND_TRUSTED_PROXIES`` (addresses and CIDR networks) is ``X-Forwarded-For`` believed,
+and then its right-most entry that is not itself a trusted proxy (every entry to the left of
+it could have been written by the client). Without trusted proxies the header is ignored,
+so nobody picks his own address by sending it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from tokend.core.errors import InvalidClient
+from tokend.core.models import ClientCredentials
+from tokend.core.throttle import Attempt, Throttle
+
+T = TypeVar("T")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Call = Callable[..., Awaitable[Any]]
+
+_MAX_FORWARDED_ENTRIES = 32  # more hops than any real chain of proxies: ignore the rest
+_CLIENT_ID_WIDTH = 64  # security_events.client_id: a longer id is no client's anyway
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, nets: Sequence[Network]) -> bool:
+    return any(ip.version == n.version and ip in n for n in nets)
+
+
+def source_address(request: Request, trusted: Sequence[Network]) -> str:
+    """The address a request comes from (see the module's docstring)."""
+    peer = request.client.host if request.client is not None else ""
+    if not trusted:
+        return peer
+    ip = _ip(peer)
+    if ip is None or not _trusted(ip, trusted):
+        return peer
+    entries: list[str] = []
+    for header in request.headers.getlist("x-forwarded-for"):
+        entries.extend(header.split(","))
+    address = str(ip)
+    for entry in reversed(entries[-_MAX_FORWARDED_ENTRIES:]):
+        hop = _ip(entry)
+        if hop is None:  # not an address: nothing to its left can be believed either
+            return address
+        address = str(hop)
+        if not _trusted(hop, trusted):
+            return address
+    return address  # every hop is a trusted proxy: the left-most one
+
+
+class ClientAuthGuard:
+    """Runs an endpoint's work under the client-authentication limits.
+
+    - A request that presents a client secret is checked first (one primary-key read): a
+      throttled (client_id, address) or address gets 429 and its secret is never compared.
+    - A request without a secret (a public client, ``none``) has nothing to guess: no read
+      on its way to success; if it fails, a full counter answers 429, uncounted.
+    - ``InvalidClient`` (from parsing the credentials or from authentication) counts one
+      failure; the request that fills a window records the ``throttled`` event.
+    """
+
+    __slots__ = ("_call", "_throttle", "_trusted")
+
+    def __init__(self, throttle: Throttle, trusted: Sequence[Network], call: Call) -> None:
+        self._throttle = throttle
+        self._trusted = tuple(trusted)
+        self._call = call
+
+    def address(self, request: Request) -> str:
+        return source_address(request, self._trusted)
+
+    async def run(
+        self,
+        request: Request,
+        credentials: Callable[[], ClientCredentials],
+        work: Callable[[ClientCredentials, str], Awaitable[T]],
+    ) -> T:
+        """``credentials`` parses the request's (raising ``InvalidClient`` if malformed);
+        ``work(credentials, address)`` authenticates and does the rest."""
+        address = self.address(request)
+        try:
+            creds = credentials()
+        except InvalidClient:
+            await self._failed(None, address, checked=False)
+            raise
+        keys = self._throttle.policy.client_keys(creds.client_id, address)
+        judged = creds.method != "none"
+        if judged and keys:
+            await self._call(self._throttle.check, keys)
+        try:
+            return await work(creds, address)
+        except InvalidClient:
+            await self._failed(creds.client_id, address, checked=judged)
+            raise
+
+    async def _failed(self, client_id: str | None, address: str, *, checked: bool) -> None:
+        keys = self._throttle.policy.client_keys(client_id, address)
+        known = client_id if client_id and len(client_id) <= _CLIENT_ID_WIDTH else None
+        if known is not None and not known.isprintable():
+            known = None
+        attempt = Attempt(address, client_id=known)
+        await self._call(self._throttle.failed, keys, attempt, checked=checked)
