@@ -165,3 +165,56 @@ def test_a_limit_of_zero_is_off(store, clock) -> None:
     assert keys == ()
     fail(t, keys, Attempt("192.0.2.1"), 50)
     assert store.reads == store.writes == 0
+
+
+# -- the hot path: what a process knows, without I/O --------------------------------------------
+
+
+def test_check_known_costs_no_read_and_learns_from_its_own_failures(
+    store: MemoryCounters, clock: FrozenClock
+) -> None:
+    """The token endpoint's success path makes no statement: ``check_known`` reads nothing;
+    the process learns a full window from the counters its failures get back."""
+    a = Throttle(store=store, policy=policy(), clock=clock)
+    keys = a.policy.client_keys("web", "192.0.2.1")
+    for _ in range(10):
+        a.check_known(keys)  # nothing known: no refusal, and no read
+    assert store.reads == 0
+    for _ in range(3):
+        a.check_known(keys)
+        a.failed(keys, Attempt("192.0.2.1", client_id="web"))
+    with pytest.raises(TooManyAttempts) as exc:
+        a.check_known(keys)  # learned from the third failure's counter
+    assert exc.value.retry_after == int(WINDOW)
+    assert store.reads == 0
+    a.check_known(a.policy.client_keys("web", "192.0.2.2"))  # elsewhere: not refused
+    clock.advance(WINDOW)
+    a.check_known(keys)  # the window ended: forgotten
+
+
+def test_a_process_that_has_not_learned_refuses_the_wrong_guess_past_the_limit(
+    store: MemoryCounters, clock: FrozenClock
+) -> None:
+    """Two processes on one counter store: the limit filled on one, the other's next wrong
+    guess is counted past it and refused (never a 401 past the limit), and from then on the
+    other refuses before judging too."""
+    a = Throttle(store=store, policy=policy(), clock=clock)
+    b = Throttle(store=store, policy=policy(), clock=clock)
+    keys = a.policy.client_keys("web", "192.0.2.1")
+    for _ in range(3):
+        a.failed(keys, Attempt("192.0.2.1", client_id="web"))
+    b.check_known(keys)  # b does not know yet: it would judge the credential
+    with pytest.raises(TooManyAttempts):
+        b.failed(keys, Attempt("192.0.2.1", client_id="web"))
+    with pytest.raises(TooManyAttempts):
+        b.check_known(keys)
+    assert len(store.events(EVENT_THROTTLED)) == 1  # one decision, one event
+
+
+def test_what_a_process_knows_is_bounded(store: MemoryCounters, clock: FrozenClock) -> None:
+    t = Throttle(store=store, policy=policy(client=1, client_address=0), clock=clock, max_known=8)
+    for i in range(50):
+        t.failed(t.policy.client_keys(f"c{i}", "192.0.2.1"), Attempt("192.0.2.1"))
+    assert len(t._known) <= 8
+    with pytest.raises(TooManyAttempts):  # the newest are kept
+        t.check_known(t.policy.client_keys("c49", "192.0.2.1"))

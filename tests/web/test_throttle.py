@@ -149,8 +149,11 @@ def test_two_servers_on_one_database_share_one_limit(rt: Runtime, db_url: str) -
         assert on_a.post(TOKEN, data=CC, auth=(client_id, "tkd_cs_1")).status_code == 401
         assert on_b.post(TOKEN, data=CC, auth=(client_id, "tkd_cs_2")).status_code == 401
         assert on_a.post(TOKEN, data=CC, auth=(client_id, "tkd_cs_3")).status_code == 401
-        assert_throttled(on_b.post(TOKEN, data=CC, auth=(client_id, secret)))
         assert_throttled(on_a.post(TOKEN, data=CC, auth=(client_id, secret)))
+        # b shares the count: its next wrong guess is past the limit, refused, not a 401 ...
+        assert_throttled(on_b.post(TOKEN, data=CC, auth=(client_id, "tkd_cs_4")))
+        # ... and from then on b refuses before judging, the right secret too.
+        assert_throttled(on_b.post(TOKEN, data=CC, auth=(client_id, secret)))
 
 
 def test_forwarded_for_is_believed_only_from_trusted_proxies(rt: Runtime, db_url: str) -> None:

@@ -174,15 +174,37 @@ def retry_after(seconds: float) -> int:
 
 
 class Throttle:
-    """The rule applied: ``check`` before the credential is judged, ``failed`` after it
-    was found wrong. Both raise ``TooManyAttempts`` when the attempt must be refused."""
+    """The rule applied: ``check`` (one read) or ``check_known`` (no I/O) before the
+    credential is judged, ``failed`` after it was found wrong. Each raises
+    ``TooManyAttempts`` when the attempt must be refused.
 
-    __slots__ = ("_clock", "_store", "policy")
+    ``check_known`` serves the token endpoint's hot path, where a success must cost no
+    statement: it consults only what this process has learned, from the counters its own
+    failures returned, about full windows. A process that has not learned yet judges the
+    credential; if it is wrong, the shared counter (past the limit) refuses it with 429 and
+    the process learns. So past the limit no wrong guess is ever answered 401 anywhere, and
+    each process answers at most one more verdict per full window (a 200 for a right
+    guess): with tokend's 256-bit client secrets that is no foothold. Sign-ins, where a
+    verdict is an Argon2 hash and passwords are weak, use ``check``.
+    """
 
-    def __init__(self, *, store: CounterStore, policy: ThrottlePolicy, clock: Clock) -> None:
+    __slots__ = ("_clock", "_known", "_max_known", "_store", "policy")
+
+    def __init__(
+        self,
+        *,
+        store: CounterStore,
+        policy: ThrottlePolicy,
+        clock: Clock,
+        max_known: int = 4096,
+    ) -> None:
         self._store = store
         self.policy = policy
         self._clock = clock
+        # Full windows this process remembers (digest -> window end); past ``max_known``,
+        # ended ones go, then the oldest: forgetting one costs one counted failure.
+        self._known: dict[bytes, float] = {}
+        self._max_known = max_known
 
     def check(self, keys: Sequence[Key]) -> None:
         """Refuse the attempt if one of its counters is full (one primary-key read)."""
@@ -193,20 +215,65 @@ class Throttle:
         if wait > 0:
             raise TooManyAttempts(retry_after(wait))
 
+    def check_known(self, keys: Sequence[Key]) -> None:
+        """Refuse the attempt if this process knows one of its windows is full (no I/O)."""
+        known = self._known
+        if not known or not keys:
+            return
+        now = self._clock.now()
+        wait = 0.0
+        for key in keys:
+            end = known.get(key.digest)
+            if end is not None:
+                if end > now:
+                    wait = max(wait, end - now)
+                else:
+                    known.pop(key.digest, None)
+        if wait > 0:
+            raise TooManyAttempts(retry_after(wait))
+
     def failed(self, keys: Sequence[Key], attempt: Attempt, *, checked: bool = True) -> None:
-        """Count a failed attempt. ``checked``: ``check`` ran before it; if not (an attempt
-        with no credential to judge), a full counter refuses it here, uncounted."""
+        """Count a failed attempt. ``checked``: ``check`` or ``check_known`` ran before it;
+        if not (an attempt with no credential to judge), a full counter refuses it here,
+        uncounted. An attempt counted past a full window (its process had not learned of
+        it) is refused too: past the limit a wrong credential never gets its verdict."""
         if not keys:
             return
         if not checked:
             self.check(keys)
         now = self._clock.now()
         counters = self._store.add_failure({k.digest: k.limit.window for k in keys}, now=now)
+        self._learn(keys, counters, now)
         decisions = filled(keys, counters)
         if decisions:
             with self._store.transaction() as tx:
                 for key in decisions:
                     tx.record_event(_throttled_event(key, counters[key.digest], attempt, now))
+        wait = past_limit(keys, counters, now)
+        if wait > 0:
+            raise TooManyAttempts(retry_after(wait))
+
+    def _learn(self, keys: Sequence[Key], counters: Mapping[bytes, Counter], now: float) -> None:
+        known = self._known
+        for key in keys:
+            c = counters.get(key.digest)
+            if c is not None and c.hits >= key.limit.max_failures and c.window_end > now:
+                known[key.digest] = c.window_end
+        if len(known) > self._max_known:
+            for digest in [d for d, end in known.items() if end <= now]:
+                del known[digest]
+            while len(known) > self._max_known:
+                del known[next(iter(known))]
+
+
+def past_limit(keys: Iterable[Key], counters: Mapping[bytes, Counter], now: float) -> float:
+    """Seconds until every window that this failure went past has ended; 0 if none."""
+    wait = 0.0
+    for key in keys:
+        c = counters.get(key.digest)
+        if c is not None and c.window_end > now and c.hits > key.limit.max_failures:
+            wait = max(wait, c.window_end - now)
+    return wait
 
 
 def _throttled_event(key: Key, counter: Counter, attempt: Attempt, now: float) -> SecurityEvent:

@@ -67,8 +67,10 @@ def source_address(request: Request, trusted: Sequence[Network]) -> str:
 class ClientAuthGuard:
     """Runs an endpoint's work under the client-authentication limits.
 
-    - A request that presents a client secret is checked first (one primary-key read): a
-      throttled (client_id, address) or address gets 429 and its secret is never compared.
+    - A request that presents a client secret is checked first against what this process
+      knows of full windows (``Throttle.check_known``, no I/O: a success costs no
+      statement); a known-throttled (client_id, address) or address gets 429 and its secret
+      is never compared. A wrong secret counted past a full window gets 429 too.
     - A request without a secret (a public client, ``none``) has nothing to guess: no read
       on its way to success; if it fails, a full counter answers 429, uncounted.
     - ``InvalidClient`` (from parsing the credentials or from authentication) counts one
@@ -102,7 +104,7 @@ class ClientAuthGuard:
         keys = self._throttle.policy.client_keys(creds.client_id, address)
         judged = creds.method != "none"
         if judged and keys:
-            await self._call(self._throttle.check, keys)
+            self._throttle.check_known(keys)
         try:
             return await work(creds, address)
         except InvalidClient:
