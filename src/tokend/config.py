@@ -135,6 +135,7 @@ class Settings(BaseSettings):
             refresh_idle_ttl=self.refresh_token_idle_ttl,
             refresh_reuse_grace=self.refresh_reuse_grace,
             refresh_grace_retries=self.refresh_grace_retries,
+            event_aggregation_window=self.event_aggregation_window,
             audience=self.access_token_audience,
             dpop_nonce=self.dpop_nonce == "on",
         )

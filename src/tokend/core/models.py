@@ -41,6 +41,8 @@ class Policy:
     refresh_reuse_grace: int = 10
     # Grace-window retries answered per spent token; one more is taken for reuse.
     refresh_grace_retries: int = 10
+    # Events anyone can trigger are one row per key per window, with a count.
+    event_aggregation_window: float = 3600.0
     audience: str | None = None
     # RFC 9449 §8: every client's DPoP proofs must carry a server nonce (TOKEND_DPOP_NONCE=on).
     dpop_nonce: bool = False

@@ -553,8 +553,25 @@ def test_token_of_another_client_is_invalid_grant(world: World, owner: str, pres
     assert event.detail["owner_client_id"] == owner
     after = world.store.snapshot()
     after.events.clear()
+    after.event_windows.clear()
+    after.event_counts.clear()
     assert after == before  # only the event: nothing spent, nothing revoked
     rt_of(world.refresh(rt, owner_reg))  # still usable by its owner
+
+
+def test_wrong_client_attempts_are_one_row_per_window_with_a_count(world: World) -> None:
+    """Issue 10 §7: anyone holding a token can try it under a public client's id; a flood of
+    such attempts must not grow the audit trail."""
+    rt = rt_of(world.start(world.web))
+    for _ in range(50):
+        with pytest.raises(InvalidGrant):
+            world.refresh(rt, world.spa)
+    [event] = world.store.events(EVENT_WRONG_CLIENT)
+    assert world.store.state.event_counts[world.store.state.events.index(event)] == 50
+    world.clock.advance(world.policy.event_aggregation_window)
+    with pytest.raises(InvalidGrant):
+        world.refresh(rt, world.spa)
+    assert len(world.store.events(EVENT_WRONG_CLIENT)) == 2  # a new window, a new row
 
 
 # -- tokens that are not (or no longer) good ------------------------------------------------

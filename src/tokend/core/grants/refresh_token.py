@@ -39,6 +39,7 @@ from tokend.core.models import (
 from tokend.core.ports import Store, Transaction
 from tokend.core.scopes import narrow, parse_scope
 from tokend.core.secrets import REFRESH_TOKEN_PREFIX, derive_successor, hash_secret, is_well_formed
+from tokend.core.throttle import event_key
 
 log = logging.getLogger("tokend.security")
 
@@ -89,7 +90,9 @@ class RefreshTokenGrant:
             family = stored.family
             if family.client_id != client.client_id:
                 # RFC 6749 §6: "the refresh token is bound to the client to which it was issued".
-                tx.record_event(
+                # Anyone holding a token can try this under a public client's id: one row per
+                # (client, family) per window, with a count, so the trail cannot be flooded.
+                tx.count_event(
                     SecurityEvent(
                         EVENT_WRONG_CLIENT,
                         now,
@@ -97,7 +100,9 @@ class RefreshTokenGrant:
                         family_id=family.id,
                         user_id=family.user_id,
                         detail={"owner_client_id": family.client_id},
-                    )
+                    ),
+                    key=event_key(EVENT_WRONG_CLIENT, client.client_id, family.id),
+                    window=self._policy.event_aggregation_window,
                 )
                 rejection = InvalidGrant()
             elif family.revoked_at is not None:
