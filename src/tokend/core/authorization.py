@@ -107,11 +107,12 @@ def validate(
         )
     try:
         scopes = parse_scope(params.get("scope"))
-    except InvalidScope:
-        raise fail("invalid_scope", "The scope parameter is malformed.") from None
+    except InvalidScope as exc:
+        raise fail("invalid_scope", exc.description) from None
     if OPENID not in scopes:
         raise fail("invalid_scope", "The scope must include openid.")
-    extra = [s for s in scopes if s not in client.scopes]
+    allowed = set(client.scopes)
+    extra = [s for s in scopes if s not in allowed]
     if extra:
         raise fail("invalid_scope", "The requested scope is not allowed for this client.")
 
