@@ -93,6 +93,8 @@ def serve(
     """Migrate, make a signing key if there is none, and serve HTTP."""
     import uvicorn
 
+    from tokend.web.http import LimitedHttpToolsProtocol
+
     rt = _runtime(database_url, host=host, port=port, issuer=issuer)
     issuer_url = rt.policy.issuer
     if rt.store.count_clients() == 0:
@@ -112,7 +114,7 @@ def serve(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=LimitedHttpToolsProtocol,  # httptools, with bounds on a request's head
         access_log=access_log,
         log_level=os.environ.get("TOKEND_LOG_LEVEL", "info"),
         server_header=False,

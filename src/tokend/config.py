@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     access_token_audience: str | None = None
     secret_key: str | None = None
     max_body_bytes: int = Field(16 * 1024, ge=1024)
+    # A request's head (request line and header fields): at most this many bytes (431
+    # beyond), received within this many seconds of its first byte (tokend.web.http).
+    max_header_bytes: int = Field(32 * 1024, ge=8 * 1024)
+    header_timeout: float = Field(10.0, gt=0, le=300)
     session_ttl: int = Field(43200, ge=60)  # browser sign-in session, seconds
     key_refresh_interval: float = Field(2.0, gt=0)
     # RFC 9449: how far a DPoP proof's iat may be from now (seconds, either way), and

@@ -9,6 +9,8 @@ import base64
 import hashlib
 import hmac
 import json
+import math
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +130,36 @@ def small_rsa_key() -> str:
     )
 
 
+def rsa_key_with_exponent(e: int) -> str:
+    """A well-formed proof, correctly signed, by an RSA-2048 key whose public exponent is
+    ``e`` (p and q of a generated key, d computed for ``e``): only the exponent is wrong."""
+    base = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    p, q = base.p, base.q
+    phi = (p - 1) * (q - 1)
+    while math.gcd(e, phi) != 1:
+        e += 2
+    d = pow(e, -1, phi)
+    private = rsa.RSAPrivateNumbers(
+        p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p), rsa.RSAPublicNumbers(e, p * q)
+    ).private_key()
+    jwk = RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    header = {"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}
+    return compact(
+        header,
+        KEY.claims(HTU, iat=NOW),
+        lambda data: private.sign(data, padding.PKCS1v15(), hashes.SHA256()),
+    )
+
+
+def rsa_modulus_of_bits(bits: int) -> str:
+    """An RS256 proof whose jwk has e = 65537 and an odd ``bits``-bit modulus."""
+    n = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+    size = (bits + 7) // 8
+    jwk = {"kty": "RSA", "n": b64(n.to_bytes(size, "big")), "e": "AQAB"}
+    header = {"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}
+    return compact(header, KEY.claims(HTU, iat=NOW), lambda _: (n // 3).to_bytes(size, "big"))
+
+
 def point_off_curve() -> str:
     x = int.from_bytes(base64.urlsafe_b64decode(KEY.jwk["x"] + "="), "big")
     jwk = {**KEY.jwk, "x": b64(((x + 1) % 2**256).to_bytes(32, "big"))}
@@ -220,6 +252,17 @@ CASES: dict[str, Case] = {
     "alg_and_key_type_differ": Case(one(rsa_header_ec_key), BAD, "jwk"),
     "es256_with_a_p384_key": Case(one(p384_key), BAD, "jwk"),
     "rsa_key_under_2048_bits": Case(one(small_rsa_key), BAD, "jwk"),
+    # Issue 10 §3: an exponent the size of the modulus costs ~1,000x a normal verification,
+    # a larger modulus the cube of its size; refused on the key, before any signature work.
+    "rsa_exponent_the_size_of_the_modulus": Case(
+        one(lambda: rsa_key_with_exponent(2**2047 + 1)), BAD, "jwk"
+    ),
+    "rsa_exponent_3": Case(one(lambda: rsa_key_with_exponent(3)), BAD, "jwk"),
+    "rsa_exponent_65539": Case(one(lambda: rsa_key_with_exponent(65539)), BAD, "jwk"),
+    "rsa_modulus_over_4096_bits": Case(one(lambda: rsa_modulus_of_bits(4104)), BAD, "jwk"),
+    "rsa_modulus_of_3072_bits_with_a_bad_signature": Case(
+        one(lambda: rsa_modulus_of_bits(3072)), BAD, "signature"
+    ),
     # alg and typ (checks 4-5)
     "alg_none": Case(one(lambda: alg_none(signature=True)), BAD, "alg"),
     "alg_none_empty_signature": Case(one(lambda: alg_none(signature=False)), BAD, "well-formed"),

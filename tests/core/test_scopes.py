@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tokend.core.errors import InvalidScope
-from tokend.core.scopes import format_scope, narrow, parse_scope, wants_refresh_token
+from tokend.core.scopes import (
+    MAX_SCOPE_LENGTH,
+    MAX_SCOPES,
+    format_scope,
+    narrow,
+    parse_scope,
+    wants_refresh_token,
+)
 
 # scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 NQCHAR = [chr(c) for c in range(0x21, 0x7F) if c not in (0x22, 0x5C)]
@@ -81,6 +88,37 @@ def test_parse_scope_rejects(value: str) -> None:
         parse_scope(value)
     assert exc.value.error == "invalid_scope"
     assert exc.value.status_code == 400
+
+
+# -- bounds (issue 10 §3: a scope arrives before anyone is authenticated) ---------------------
+
+
+def test_at_most_max_scopes_distinct_values() -> None:
+    values = [f"s{i}" for i in range(MAX_SCOPES)]
+    assert parse_scope(" ".join(values)) == tuple(values)
+    with pytest.raises(InvalidScope, match=f"more than {MAX_SCOPES} values"):
+        parse_scope(" ".join([*values, "one-more"]))
+
+
+def test_five_thousand_distinct_values_are_refused() -> None:
+    """The request of the issue: 5,000 distinct values (quadratic work before)."""
+    with pytest.raises(InvalidScope, match="values"):
+        parse_scope(" ".join(f"s{i}" for i in range(5000)))
+
+
+def test_repeated_values_count_once() -> None:
+    assert parse_scope(" ".join(["openid", "email"] * 500)) == ("openid", "email")
+
+
+def test_a_parameter_too_long_to_hold_max_scopes_values_is_refused_unsplit() -> None:
+    with pytest.raises(InvalidScope, match="values"):
+        parse_scope("openid" + " " * 20_000 + "email")
+
+
+def test_one_value_at_most_max_scope_length_characters() -> None:
+    assert parse_scope("a" * MAX_SCOPE_LENGTH) == ("a" * MAX_SCOPE_LENGTH,)
+    with pytest.raises(InvalidScope, match="longer than"):
+        parse_scope("openid " + "a" * (MAX_SCOPE_LENGTH + 1))
 
 
 def test_format_scope_round_trips() -> None:

@@ -488,6 +488,22 @@ def test_tokens_are_what_pyjwt_makes_and_verifies(
     assert id_header["typ"] == "JWT" and id_header["alg"] == "RS256"
 
 
+def test_verify_refuses_a_token_over_the_length_limit_before_decoding_it(
+    store: SqlStore, clock: FrozenClock
+) -> None:
+    """Issue 10 §3: an access token arrives before anyone is authenticated; one validly
+    signed but longer than ``MAX_TOKEN_LENGTH`` is refused before it is matched or decoded."""
+    from tokend.keys.ring import MAX_TOKEN_LENGTH
+
+    r = ring(store, clock, access_token_alg="ES256")
+    r.ensure()
+    fits = r.sign_access_token({**CLAIMS, "pad": "a" * (MAX_TOKEN_LENGTH // 2)})
+    assert r.verify(fits)[1]["pad"]
+    too_long = r.sign_access_token({**CLAIMS, "pad": "a" * MAX_TOKEN_LENGTH})
+    with pytest.raises(InvalidToken):
+        r.verify(too_long)
+
+
 def _segments(header: dict, claims: dict) -> str:  # type: ignore[type-arg]
     return b64u(json.dumps(header).encode()) + "." + b64u(json.dumps(claims).encode())
 

@@ -268,7 +268,8 @@ class Browser:
         assert r.status_code in (302, 303), (r.status_code, r.text)
         assert r.headers["cache-control"] == "no-store"
         location = r.headers["location"]
-        assert location.startswith("/"), location
+        # Our own pages are named by the issuer, never relative to the request's Host.
+        assert location.startswith(ISSUER + "/"), location
         return self.get(location)
 
     def cookie(self, name: str) -> str | None:
@@ -587,7 +588,7 @@ def test_sign_in_sets_a_fresh_secure_session_cookie(browser: Browser, party: Par
     url = authorize_url(party)
     r = browser.submit_login(browser.login_page(url), party.user.username, party.password)
     assert r.status_code == 303
-    assert r.headers["location"] == url
+    assert r.headers["location"] == ISSUER + url
     sid, attrs = cookie_attributes(set_cookies(r)["tokend_session"])
     assert sid != planted and len(sid) >= 43
     assert {"httponly", "samesite=lax", "secure", "path=/"} <= attrs
@@ -1033,7 +1034,7 @@ def test_account_lists_the_family_and_revoking_kills_it(
     assert [b.text for b in form.buttons] == ["Revoke"]
     assert tokens["refresh_token"] not in r.text
     r = browser.post(REVOKE, form.hidden)
-    assert r.status_code == 303 and r.headers["location"] == ACCOUNT
+    assert r.status_code == 303 and r.headers["location"] == ISSUER + ACCOUNT
     # At once: the next refresh fails.
     assert_oauth_error(do_refresh(http, party, tokens["refresh_token"]), "invalid_grant")
     _, page = browser.account()
@@ -1086,7 +1087,7 @@ def test_account_needs_sign_in(browser: Browser, party: Party) -> None:
     form = browser.login_page(ACCOUNT)
     assert form.hidden["next"] == ACCOUNT
     r = browser.submit_login(form, party.user.username, party.password)
-    assert r.status_code == 303 and r.headers["location"] == ACCOUNT
+    assert r.status_code == 303 and r.headers["location"] == ISSUER + ACCOUNT
     r, page = browser.account()
     assert party.user.username in page.text
     assert "No application has access" in page.text
@@ -1098,7 +1099,7 @@ def test_logout_ends_the_session(browser: Browser, second_browser: Browser, part
     assert sid
     _, page = browser.account()
     r = browser.post(LOGOUT, page.form(LOGOUT).hidden)
-    assert r.status_code == 303 and r.headers["location"] == ACCOUNT
+    assert r.status_code == 303 and r.headers["location"] == ISSUER + ACCOUNT
     value, attrs = cookie_attributes(set_cookies(r)["tokend_session"])
     assert value in ("", '""') and ("max-age=0" in attrs or any("expires=" in a for a in attrs))
     assert Page(browser.get(ACCOUNT).text).form(LOGIN)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from tokend.core.errors import InvalidClient, InvalidRequest
 from tokend.web.parsing import (
+    MAX_AUTHORIZATION_LENGTH,
     MAX_FIELDS,
     PayloadTooLarge,
     parse_basic,
@@ -388,3 +389,15 @@ def test_read_body_invalid_content_length_is_invalid_request(length: bytes) -> N
     with pytest.raises(InvalidRequest, match="Content-Length") as exc:
         _read({"content-length": length}, [b"x"])
     assert exc.value.status_code == 400
+
+
+def test_basic_header_over_the_length_limit_is_invalid_client_before_decoding() -> None:
+    """Issue 10 §3: the header is bounded before base64 and percent decoding."""
+    secret = "s" * (MAX_AUTHORIZATION_LENGTH - 100)
+    short = secret[: MAX_AUTHORIZATION_LENGTH // 2]
+    ok = "Basic " + base64.b64encode(f"client:{short}".encode()).decode()
+    assert parse_basic(ok) == ("client", short)
+    header = "Basic " + base64.b64encode(f"client:{secret}".encode()).decode()
+    assert len(header) > MAX_AUTHORIZATION_LENGTH
+    with pytest.raises(InvalidClient):
+        parse_basic(header)

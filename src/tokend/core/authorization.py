@@ -22,11 +22,15 @@ from dataclasses import dataclass
 from tokend.core import pkce
 from tokend.core.errors import InvalidScope
 from tokend.core.models import Client, StoredCode
+from tokend.core.params import check as check_params
 from tokend.core.ports import Store
 from tokend.core.scopes import OPENID, parse_scope
 from tokend.core.secrets import hash_secret
 
 CODE_TTL = 60
+# A client id longer than storage holds (clients.client_id is 64 characters) is unknown
+# without asking storage.
+MAX_CLIENT_ID_LENGTH = 64
 CODE_PREFIX = "tkd_ac_"
 _PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 
@@ -68,32 +72,36 @@ class AuthorizationRequest:
 def validate(
     pairs: Sequence[tuple[str, str]], lookup: Callable[[str], Client | None]
 ) -> AuthorizationRequest:
-    """Validate an authorization request given as (name, value) pairs from the query."""
-    params: dict[str, str] = {}
-    repeated: set[str] = set()
-    for name, value in pairs:
-        if name in params:
-            repeated.add(name)
-        if value != "":  # RFC 6749 §3.1: empty means omitted
-            params[name] = value
+    """Validate an authorization request given as (name, value) pairs from the query.
+
+    The parameter rules are ``tokend.core.params``'s: a problem with ``client_id`` or
+    ``redirect_uri`` (repeated, even empty; a control character) is fatal, and checked
+    before the client is looked up, so such input never reaches storage; a problem with
+    any other parameter is ``invalid_request`` at the verified redirect URI, without
+    ``state`` when ``state`` is the one at fault."""
+    checked = check_params(pairs)
+    params, problems = checked.values, checked.problems
 
     client_id = params.get("client_id")
-    if "client_id" in repeated or not client_id:
+    if "client_id" in problems or not client_id:
         raise FatalAuthorizationError("The request has no valid client_id.")
+    if len(client_id) > MAX_CLIENT_ID_LENGTH:
+        raise FatalAuthorizationError("The client is not registered with this server.")
     client = lookup(client_id)
     if client is None:
         raise FatalAuthorizationError("The client is not registered with this server.")
     redirect_uri = params.get("redirect_uri")
-    if "redirect_uri" in repeated or not redirect_uri:
+    if "redirect_uri" in problems or not redirect_uri:
         raise FatalAuthorizationError("The request has no valid redirect_uri.")
     # RFC 9700 §4.1.3 / OIDC Core §3.1.2.1: exact string comparison, no pattern matching.
     if redirect_uri not in client.redirect_uris:
         raise FatalAuthorizationError("The redirect_uri is not registered for this client.")
 
-    state = params.get("state")
-    fail = _redirector(redirect_uri, None if "state" in repeated else state)
-    if repeated:
-        raise fail("invalid_request", f"The {sorted(repeated)[0]} parameter is repeated.")
+    state = None if "state" in problems else params.get("state")
+    fail = _redirector(redirect_uri, state)
+    problem = checked.first_problem()
+    if problem is not None:
+        raise fail("invalid_request", problem)
     if params.get("response_type") != "code":
         if "response_type" not in params:
             raise fail("invalid_request", "The response_type parameter is required.")
@@ -107,11 +115,12 @@ def validate(
         )
     try:
         scopes = parse_scope(params.get("scope"))
-    except InvalidScope:
-        raise fail("invalid_scope", "The scope parameter is malformed.") from None
+    except InvalidScope as exc:
+        raise fail("invalid_scope", exc.description) from None
     if OPENID not in scopes:
         raise fail("invalid_scope", "The scope must include openid.")
-    extra = [s for s in scopes if s not in client.scopes]
+    allowed = set(client.scopes)
+    extra = [s for s in scopes if s not in allowed]
     if extra:
         raise fail("invalid_scope", "The requested scope is not allowed for this client.")
 

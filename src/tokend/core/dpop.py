@@ -45,7 +45,13 @@ ALGS = ("ES256", "RS256", "EdDSA")
 PROOF_TYPE = "dpop+jwt"
 MAX_PROOF_LENGTH = 8192  # an RSA-4096 proof is ~2 KB; anything far bigger is not a proof
 MAX_JTI_LENGTH = 256
+# RSA proof keys (RS256): what every JOSE library generates, and nothing that costs more to
+# verify. A public exponent as large as the modulus makes one verification ~1,000x the
+# work of e = 65537, and a larger modulus grows the cost with its cube: both are refused
+# before any signature work, since a proof is checked before the client is authenticated.
+RSA_PUBLIC_EXPONENT = 65537
 MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 4096
 # How long past its acceptance window a proof's replay-cache row is kept: covers clocks of
 # different processes (or machines) that disagree by up to this many seconds.
 REPLAY_MARGIN = 60
@@ -207,11 +213,18 @@ def _public_key(jwk: dict[str, object], alg: str) -> Any:
         )
         return numbers.public_key()  # checks the point is on the curve
     if alg == "RS256":
-        e, n = _b64decode(_member(jwk, "e")), _b64decode(_member(jwk, "n"))
-        modulus = int.from_bytes(n, "big")
-        if modulus.bit_length() < MIN_RSA_BITS:
-            raise ValueError("RSA key too small")
-        return rsa.RSAPublicNumbers(int.from_bytes(e, "big"), modulus).public_key()
+        e, n = _member(jwk, "e"), _member(jwk, "n")
+        # Lengths first: nothing larger than a 4096-bit modulus (and a leading zero octet,
+        # RFC 7518 §6.3.1.1 notes some libraries add one) is even decoded.
+        if len(e) > 8 or len(n) > (MAX_RSA_BITS // 8 + 1) * 4 // 3 + 1:
+            raise ValueError("RSA key too large")
+        exponent = int.from_bytes(_b64decode(e), "big")
+        modulus = int.from_bytes(_b64decode(n), "big")
+        if exponent != RSA_PUBLIC_EXPONENT:
+            raise ValueError("RSA public exponent is not 65537")
+        if not MIN_RSA_BITS <= modulus.bit_length() <= MAX_RSA_BITS:
+            raise ValueError("RSA modulus size out of range")
+        return rsa.RSAPublicNumbers(exponent, modulus).public_key()
     crv = jwk["crv"]
     x = _b64decode(_member(jwk, "x"))
     if len(x) != _OKP_KEY_BYTES[str(crv)]:

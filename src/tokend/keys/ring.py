@@ -41,6 +41,9 @@ _THUMBPRINT_MEMBERS = {
 
 # header.payload.signature (RFC 7515 §7.1), each base64url without padding.
 _COMPACT_JWS = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+# Our access tokens are about 1 KB (an RS256 signature is 342 characters of it); anything
+# far longer is refused before it is matched or decoded.
+MAX_TOKEN_LENGTH = 16 * 1024
 
 
 def _b64decode(segment: bytes) -> bytes:
@@ -245,6 +248,8 @@ class KeyRing:
         Parsed with C-speed primitives (PyJWT's parser loops over every character in
         Python, costing more than the RSA verification itself); canonical base64url only,
         as PyJWT requires; the signature is checked by the key's PyJWT ``Algorithm``."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken()
         try:
             raw = token.encode("ascii")
             m = _COMPACT_JWS.fullmatch(raw)

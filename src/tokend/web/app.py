@@ -204,6 +204,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         },
         lifespan=lifespan,
     )
+    # Starlette would answer `/account/` with a 307 to an absolute URL built from the
+    # request's Host header (and a 307 re-sends a POST's body and credentials): redirects
+    # come from the issuer, or not at all. A path tokend does not serve is a 404.
+    app.router.redirect_slashes = False
     app.state.runtime = rt
     return app
 

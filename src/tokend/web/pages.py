@@ -37,13 +37,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from tokend.core import authorization as authz
-from tokend.core.errors import TooManyAttempts
+from tokend.core.errors import InvalidRequest, TooManyAttempts
 from tokend.core.secrets import hash_secret
 from tokend.core.throttle import Attempt
 from tokend.keys.material import derive
 from tokend.runtime import Runtime
 from tokend.store.accounts import BrowserSession
-from tokend.web.parsing import read_body
+from tokend.web.parsing import MAX_PAGE_FORM_BYTES, parse_page_form, query_pairs, read_body
 from tokend.web.throttling import source_address
 
 AUTHORIZE = "/auth/v2/authorize"
@@ -56,7 +56,7 @@ CSS = "/auth/static/tokend.css"
 
 SESSION_COOKIE = "tokend_session"
 CSRF_COOKIE = "tokend_csrf"
-MAX_FORM_BYTES = 8 * 1024
+MAX_FORM_BYTES = MAX_PAGE_FORM_BYTES  # room for a whole authorization request in `next`
 
 SCOPE_WORDS: dict[str, tuple[str, str]] = {
     "openid": (
@@ -177,11 +177,12 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         if origin is not None and origin != issuer_origin:
             return None
         try:
-            body = await read_body(request, MAX_FORM_BYTES)
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
-        except Exception:
+            # The input discipline of every endpoint (tokend.web.parsing): a body our own
+            # pages never send (a repeated field, a control character, not UTF-8) is not
+            # from this site.
+            form = parse_page_form(await read_body(request, MAX_FORM_BYTES))
+        except InvalidRequest:
             return None
-        form = dict(pairs)
         cookie = request.cookies.get(CSRF_COOKIE)
         token = form.get("csrf_token", "")
         if not cookie or not hmac.compare_digest(token.encode(), csrf_token(cookie).encode()):
@@ -203,6 +204,9 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         return sid, session
 
     def redirect(url: str, status: int = 302) -> Response:
+        # Our own pages are named by the issuer, never by the request's Host header.
+        if url.startswith("/"):
+            url = issuer + url
         return RedirectResponse(url, status, headers={"Cache-Control": "no-store"})
 
     def to_client_error(err: authz.RedirectableError, status: int = 302) -> Response:
@@ -228,8 +232,11 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
                 items.append({"title": title, "detail": detail})
         return items
 
-    async def validate(query: str) -> authz.AuthorizationRequest:
-        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=64)
+    async def validate(query: str | bytes) -> authz.AuthorizationRequest:
+        try:
+            pairs = query_pairs(query)
+        except InvalidRequest as exc:  # too long, too many parameters, not UTF-8
+            raise authz.FatalAuthorizationError(exc.description) from None
         return await call(authz.validate, pairs, rt.store.get_client)
 
     async def finish(
@@ -320,15 +327,16 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
     # -- routes ----------------------------------------------------------------------------
 
     async def authorize(request: Request) -> Response:
-        query = request.url.query
+        raw_query: bytes = request.scope["query_string"]
         try:
-            req = await validate(query)
+            req = await validate(raw_query)
         except authz.FatalAuthorizationError as exc:
             return page("error.html", 400, message=exc.description)
         except authz.RedirectableError as err:
             return to_client_error(err)
         _, session = await current_session(request)
         now = rt.clock.now()
+        query = raw_query.decode("utf-8")  # valid: validate() decoded it
         if session is None or authz.needs_login(req, session.auth_time, now):
             if "none" in req.prompt:
                 return to_client_error(req.error("login_required", "The user is not signed in."))

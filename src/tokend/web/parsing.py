@@ -1,36 +1,44 @@
-"""Turning token-endpoint HTTP requests into single-valued parameters (RFC 6749 §3.2).
+"""Turning HTTP requests into single-valued parameters: the one input discipline of every
+endpoint and page (issue 10 §4). The rules on each parameter are ``tokend.core.params``'s
+(RFC 6749 §3.1/§3.2: no repetition, empty means omitted; Appendix A: UNICODECHARNOCRLF text
+only); this module decodes, and bounds the work before anything is decoded:
 
 - Bodies: ``application/x-www-form-urlencoded`` (the standard) or ``application/json`` (Didit's
-  demo client), at most ``max_bytes``.
-- "Request and response parameters MUST NOT be included more than once" (§3.2): a repeated
-  parameter is ``invalid_request``, in forms and in JSON objects alike.
-- "Parameters sent without a value MUST be treated as if they were omitted" (§3.1).
-- Basic credentials are form-urlencoded before base64 (§2.3.1) and decoded accordingly.
-- Every name and value is text of RFC 6749 Appendix A's widest class, UNICODECHARNOCRLF
-  (no NUL or other controls but TAB, no lone surrogates): anything else is malformed, and
-  never reaches storage (PostgreSQL text cannot hold NUL; a lone surrogate is not UTF-8).
+  demo client), at most ``max_bytes`` (``TOKEND_MAX_BODY_BYTES``, 16 KiB by default; the
+  pages' forms ``MAX_PAGE_FORM_BYTES``), UTF-8 only, at most ``MAX_FIELDS`` parameters. A
+  JSON body is one flat object of strings; the size cap bounds its depth and member count
+  before decoding, and anything else is refused after.
+- The authorize endpoint's query (and the same query carried by the pages' forms): at most
+  ``MAX_QUERY_BYTES``, UTF-8 (raw or percent-encoded), at most ``MAX_FIELDS`` parameters.
+- Basic credentials (at most ``MAX_AUTHORIZATION_LENGTH`` characters) are form-urlencoded
+  before base64 (§2.3.1) and decoded accordingly.
 """
 
 from __future__ import annotations
 
 import binascii
 import json
-import re
 from base64 import b64decode
 from collections.abc import Callable
 from urllib.parse import parse_qsl, unquote_plus
 
 from starlette.requests import Request
 
+from tokend.core import params as rules
 from tokend.core.client_auth import credentials_from
 from tokend.core.errors import InvalidClient, InvalidRequest, OAuthError
 from tokend.core.models import ClientCredentials
 
 MAX_FIELDS = 64
-
-# RFC 6749 Appendix A: UNICODECHARNOCRLF = %x09 / %x20-7E / %x80-D7FF / %xE000-FFFD /
-# %x10000-10FFFF. Its complement, searched for:
-_NOT_UNICODECHARNOCRLF = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+# An authorization request is a dozen short parameters; 8 KiB leaves room for a large state
+# and is what most proxies allow for a whole request line.
+MAX_QUERY_BYTES = 8 * 1024
+# The pages' forms carry that query once more (``next``, ``request``), re-encoded: each of
+# its bytes takes at most 5 in the form body ("%C3" of a raw byte becomes "%25C3").
+MAX_PAGE_FORM_BYTES = 5 * MAX_QUERY_BYTES + 8 * 1024
+MAX_PAGE_FORM_FIELDS = 16
+# "Basic " and base64 of a client id and secret: tokend's are under 100 characters.
+MAX_AUTHORIZATION_LENGTH = 2048
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -55,45 +63,51 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 def _single_valued(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    seen: set[str] = set()
-    for key, value in pairs:
-        if key in seen:
-            raise InvalidRequest(f"The {_safe_name(key)} parameter is repeated.")
-        if not _is_text(key) or not _is_text(value):
-            raise InvalidRequest(
-                f"The {_safe_name(key)} parameter contains a character that is not allowed."
-            )
-        seen.add(key)
-        if value != "":
-            params[key] = value
-    return params
+    """The parameters, or ``invalid_request`` naming the first that breaks a rule."""
+    checked = rules.check(pairs)
+    problem = checked.first_problem()
+    if problem is not None:
+        raise InvalidRequest(problem)
+    return checked.values
 
 
-def _is_text(value: str) -> bool:
-    return _NOT_UNICODECHARNOCRLF.search(value) is None
-
-
-def _safe_name(key: str) -> str:
-    """Parameter names echoed in descriptions: short and printable only."""
-    return key if key.isascii() and key.isprintable() and len(key) <= 40 else "a"
-
-
-def parse_form(body: bytes) -> dict[str, str]:
+def _pairs(text: str | bytes, max_fields: int, what: str) -> list[tuple[str, str]]:
+    """Form-urlencoded pairs, UTF-8 raw or percent-encoded (strictly), ``max_fields`` at most."""
     try:
-        text = body.decode("utf-8")
-        pairs = parse_qsl(
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return parse_qsl(
             text,
             keep_blank_values=True,
             encoding="utf-8",
             errors="strict",
-            max_num_fields=MAX_FIELDS,
+            max_num_fields=max_fields,
         )
     except UnicodeDecodeError:
-        raise InvalidRequest("The request body is not valid form-urlencoded UTF-8.") from None
+        raise InvalidRequest(f"The {what} is not valid form-urlencoded UTF-8.") from None
     except ValueError:  # parse_qsl's only other error: more than max_num_fields
         raise InvalidRequest("The request has too many parameters.") from None
-    return _single_valued(pairs)
+
+
+def parse_form(body: bytes, *, max_fields: int = MAX_FIELDS) -> dict[str, str]:
+    return _single_valued(_pairs(body, max_fields, "request body"))
+
+
+def parse_page_form(body: bytes) -> dict[str, str]:
+    """A form POSTed by one of the pages (a few fields, one of them perhaps a whole
+    authorization request); the caller reads the body with ``MAX_PAGE_FORM_BYTES``."""
+    return parse_form(body, max_fields=MAX_PAGE_FORM_FIELDS)
+
+
+def query_pairs(query: str | bytes) -> list[tuple[str, str]]:
+    """The authorize endpoint's query (``scope["query_string"]``, or the same query carried
+    by a page's form) as pairs, every one of them: the rules on each are the caller's to
+    apply (``tokend.core.params.check``), since which parameter breaks one decides between
+    an error page and a redirect (RFC 6749 §4.1.2.1)."""
+    size = len(query.encode("utf-8", "surrogatepass") if isinstance(query, str) else query)
+    if size > MAX_QUERY_BYTES:
+        raise InvalidRequest(f"The request is longer than {MAX_QUERY_BYTES} bytes.")
+    return _pairs(query, MAX_FIELDS, "request")
 
 
 class _Object(list[tuple[str, object]]):
@@ -114,7 +128,7 @@ def parse_json(body: bytes) -> dict[str, str]:
         if value is None:
             value = ""
         if not isinstance(value, str):
-            raise InvalidRequest(f"The {_safe_name(key)} parameter must be a string.")
+            raise InvalidRequest(f"The {rules.safe_name(key)} parameter must be a string.")
         out.append((key, value))
     return _single_valued(out)
 
@@ -146,6 +160,8 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
     """RFC 6749 §2.3.1 / RFC 7617. ``None`` when no Authorization header was sent."""
     if authorization is None:
         return None
+    if len(authorization) > MAX_AUTHORIZATION_LENGTH:
+        raise InvalidClient("The Basic authorization header is malformed.")
     scheme, _, encoded = authorization.strip().partition(" ")
     if scheme.lower() != "basic":
         raise InvalidClient("Only HTTP Basic client authentication is accepted here.")
@@ -156,7 +172,7 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
         secret = unquote_plus(secret, errors="strict")
     except (binascii.Error, ValueError):  # incl. UnicodeDecodeError
         raise InvalidClient("The Basic authorization header is malformed.") from None
-    if not sep or not client_id or not _is_text(client_id) or not _is_text(secret):
+    if not sep or not client_id or not rules.is_text(client_id) or not rules.is_text(secret):
         raise InvalidClient("The Basic authorization header is malformed.")
     return client_id, secret
 
@@ -189,7 +205,9 @@ __all__ = [
     "OAuthError",
     "PayloadTooLarge",
     "parse_basic",
+    "parse_page_form",
     "parse_params",
+    "query_pairs",
     "read_body",
     "read_client_params",
     "read_client_request",
