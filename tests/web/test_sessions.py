@@ -519,3 +519,17 @@ def test_the_logout_form_still_ends_only_this_session(
     assert r.status_code == 303
     gets_no_code(browser, party)
     gets_a_code(laptop, party)
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "x" * 5000, "é", " "], ids=repr)
+@pytest.mark.parametrize(("path", "field"), [(WITHDRAW, "client_id"), (REVOKE, "family_id")])
+def test_account_forms_take_any_id_without_a_5xx(
+    browser: Browser, rt: Runtime, party: Party, path: str, field: str, value: str
+) -> None:
+    """A NUL byte reaches PostgreSQL as an error (SQLite hides it); nothing changes."""
+    browser.grant(party)
+    form = browser.account()[1].form(WITHDRAW)
+    before = storage_snapshot(rt.store.engine)
+    r = browser.post(path, {"csrf_token": form.hidden["csrf_token"], field: value})
+    assert r.status_code == 303 and r.headers["location"] == ACCOUNT
+    assert storage_snapshot(rt.store.engine) == before

@@ -465,7 +465,10 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         if session is None:
             return redirect(ACCOUNT, 303)
         family_id = form.get("family_id", "")
-        await call(rt.accounts.revoke_user_family, session.user_id, family_id, now=rt.clock.now())
+        if _is_id(family_id):  # else no family has it (and no NUL reaches the database)
+            await call(
+                rt.accounts.revoke_user_family, session.user_id, family_id, now=rt.clock.now()
+            )
         return redirect(ACCOUNT, 303)
 
     async def account_withdraw(request: Request) -> Response:
@@ -476,7 +479,8 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         if session is None:
             return redirect(ACCOUNT, 303)
         client_id = form.get("client_id", "")
-        await call(rt.accounts.withdraw_consent, session.user_id, client_id, now=rt.clock.now())
+        if _is_id(client_id):
+            await call(rt.accounts.withdraw_consent, session.user_id, client_id, now=rt.clock.now())
         return redirect(ACCOUNT, 303)
 
     def signed_out() -> Response:
@@ -541,6 +545,11 @@ def _after_sign_in(query: str) -> str:
             continue
         pairs.append((name, value))
     return urlencode(pairs)
+
+
+def _is_id(value: str) -> bool:
+    """Could be a client or family id: 1 to 64 printable ASCII characters."""
+    return 0 < len(value) <= 64 and value.isascii() and value.isprintable()
 
 
 def _verify_password(hasher: PasswordHasher, user: Any, password: str) -> bool:
