@@ -22,6 +22,7 @@ from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, n
 from tokend.core.subjects import PUBLIC, SUBJECT_TYPES, check_subject_type
 from tokend.keys.ring import SUPPORTED_ALGS
 from tokend.runtime import Runtime, build_runtime
+from tokend.store.accounts import AccountStore
 from tokend.store.engine import create_db_engine, migrate
 from tokend.store.sql import AlreadyExists, SqlStore, User
 
@@ -97,6 +98,8 @@ def serve(
 
     rt = _runtime(database_url, host=host, port=port, issuer=issuer)
     issuer_url = rt.policy.issuer
+    for warning in rt.settings.startup_warnings():
+        click.echo(f"tokend: WARNING: {warning}", err=True)
     if rt.store.count_clients() == 0:
         _print_next_steps(issuer_url, database_url)
     rt.close()
@@ -483,6 +486,8 @@ def users_update(
     user = _store(database_url).update_user(username, changes, now=SystemClock().now())
     if user is None:
         raise click.ClickException(f"no user {username!r}")
+    if password_stdin:
+        click.echo(f"password changed: every browser session of {username!r} ended", err=True)
     emit(
         {
             "id": user.id,
@@ -551,23 +556,22 @@ def tokens_issue(
 def tokens_revoke(
     database_url: str, username: str | None, client_id: str | None, family_id: str | None
 ) -> None:
-    """Revoke every family of a user, of a client, or one family (and their access tokens)."""
+    """Revoke every family of a user, of a client, or one family (and their access tokens);
+    --user also signs the user out of every browser session."""
     if sum(x is not None for x in (username, client_id, family_id)) != 1:
         raise click.UsageError("give exactly one of --user, --client-id, --family")
     store = _store(database_url)
-    user_id = None
+    now = SystemClock().now()
     if username is not None:
         user = store.get_user_by_username(username)
         if user is None:
             raise click.ClickException(f"no user {username!r}")
-        user_id = user.id
-    n = store.revoke_families(
-        now=SystemClock().now(),
-        reason="admin",
-        user_id=user_id,
-        client_id=client_id,
-        family_id=family_id,
-    )
+        # Everything the user holds: their families and their browser sessions, at once (a
+        # stolen session cookie would otherwise mint a new family a second later).
+        n, sessions = AccountStore(store.engine).revoke_user(user.id, now=now, reason="admin")
+        click.echo(f"ended {sessions} browser session(s) of {username!r}", err=True)
+    else:
+        n = store.revoke_families(now=now, reason="admin", client_id=client_id, family_id=family_id)
     emit({"revoked_families": n})
 
 

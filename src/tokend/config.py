@@ -6,6 +6,7 @@ import contextlib
 import ipaddress
 import os
 import secrets
+import stat
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
     signing_alg: str = "RS256"
     access_token_audience: str | None = None
     secret_key: str | None = None
+    # The secret read from a file instead (container secrets: /run/secrets/..., a Kubernetes
+    # secret volume); one trailing newline is not part of it.
+    secret_key_file: Path | None = None
     max_body_bytes: int = Field(16 * 1024, ge=1024)
     # A request's head (request line and header fields): at most this many bytes (431
     # beyond), received within this many seconds of its first byte (tokend.web.http).
@@ -121,6 +125,11 @@ class Settings(BaseSettings):
             login_address=Limit(LOGIN_ADDRESS, self.login_address_failure_limit, w),
         )
 
+    @field_validator("secret_key", "secret_key_file", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, v: object) -> object:
+        return None if v == "" else v  # `TOKEND_SECRET_KEY_FILE=` is no file, not "."
+
     @field_validator("issuer")
     @classmethod
     def _issuer(cls, v: str | None) -> str | None:
@@ -150,19 +159,90 @@ class Settings(BaseSettings):
         return max(self.access_token_ttl, self.client_credentials_ttl) + 3600
 
     def resolve_secret_key(self) -> str:
-        """``TOKEND_SECRET_KEY``, or on SQLite a secret generated once into a 0600 file
-        beside the database (``<database>.secret``)."""
+        """``TOKEND_SECRET_KEY``, or the content of ``TOKEND_SECRET_KEY_FILE``, or on SQLite a
+        secret generated once into a 0600 file beside the database (``<database>.secret``)."""
+        if self.secret_key and self.secret_key_file:
+            raise MissingSecretKey(
+                "set TOKEND_SECRET_KEY or TOKEND_SECRET_KEY_FILE, not both: "
+                "which one is the secret would be a guess"
+            )
+        if self.secret_key_file:
+            return read_secret_file(self.secret_key_file)
         if self.secret_key:
-            if len(self.secret_key) < 32:
-                raise MissingSecretKey("TOKEND_SECRET_KEY must be at least 32 characters")
+            if len(self.secret_key) < MIN_SECRET_CHARS:
+                raise MissingSecretKey(
+                    f"TOKEND_SECRET_KEY must be at least {MIN_SECRET_CHARS} characters"
+                )
             return self.secret_key
-        path = sqlite_path(self.database_url)
+        path = self.generated_secret_path
         if path is None:
             raise MissingSecretKey(
-                "TOKEND_SECRET_KEY is required with this database (generate one with "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+                "TOKEND_SECRET_KEY or TOKEND_SECRET_KEY_FILE is required with this database "
+                "(generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
             )
-        return load_or_create_secret(Path(str(path) + ".secret"))
+        return load_or_create_secret(path)
+
+    @property
+    def generated_secret_path(self) -> Path | None:
+        """The file the secret is generated into when none is configured (SQLite only):
+        ``<database>.secret``; None when a secret is configured or on PostgreSQL."""
+        if self.secret_key or self.secret_key_file:
+            return None
+        path = sqlite_path(self.database_url)
+        return None if path is None else Path(str(path) + ".secret")
+
+    def startup_warnings(self) -> list[str]:
+        """What `tokend serve` says once before it starts (one line each)."""
+        warnings = []
+        generated = self.generated_secret_path
+        if generated is not None and self.effective_issuer.startswith("https://"):
+            warnings.append(
+                f"the issuer is https but the secret key is the file generated beside the "
+                f"database ({generated}): whoever gets a copy of that directory (a backup) can "
+                f"decrypt the signing keys and forge tokens; keep the secret apart with "
+                f"TOKEND_SECRET_KEY_FILE (or TOKEND_SECRET_KEY)"
+            )
+        return warnings
+
+
+MIN_SECRET_CHARS = 32
+MAX_SECRET_FILE_BYTES = 4096
+
+
+def read_secret_file(path: Path) -> str:
+    """The secret in ``TOKEND_SECRET_KEY_FILE``: the file's text without one trailing newline
+    (``\\n`` or ``\\r\\n``), at least 32 characters. A file anyone on the machine may write is
+    refused (whoever rewrites it chooses the key); one anyone may read is accepted, since
+    Docker mounts secrets 0444 and Kubernetes 0644, inside the container's own users."""
+    where = f"TOKEND_SECRET_KEY_FILE={path}"
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise MissingSecretKey(f"{where} is not a regular file")
+            if st.st_mode & stat.S_IWOTH:
+                raise MissingSecretKey(
+                    f"{where} is writable by every user (mode {stat.S_IMODE(st.st_mode):04o}): "
+                    f"anyone could replace the key; make it 0400 or 0600 (chmod o-w)"
+                )
+            raw = f.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise MissingSecretKey(f"{where} cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise MissingSecretKey(f"{where} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        value = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MissingSecretKey(f"{where} is not UTF-8 text") from None
+    if value.endswith("\r\n"):
+        value = value[:-2]
+    elif value.endswith("\n"):
+        value = value[:-1]
+    if not value:
+        raise MissingSecretKey(f"{where} is empty")
+    if len(value) < MIN_SECRET_CHARS:
+        raise MissingSecretKey(f"{where} must hold at least {MIN_SECRET_CHARS} characters")
+    return value
 
 
 def load_or_create_secret(path: Path) -> str:

@@ -355,6 +355,10 @@ def test_sign_in_consent_exchange_refresh_and_revoke(
         assert notes.count() == 1
         assert "openid offline email profile" in notes.inner_text()
         assert rows.filter(has_text="Acme Calendar").count() == 1
+        # The consent Alice gave Acme Notes is remembered, in plain words.
+        remembered = page.get_by_role("list", name="Remembered permissions")
+        assert "Acme Notes" in remembered.inner_text()
+        assert "See your email address" in remembered.inner_text()
         page.screenshot(path=str(shots / "account.png"), full_page=True)
         submit(page, notes.get_by_role("button", name=re.compile("^Revoke")).click)
         assert page.locator("tbody tr").count() == 1
@@ -366,7 +370,7 @@ def test_sign_in_consent_exchange_refresh_and_revoke(
         assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
 
         # Signing out ends the session: /account asks to sign in again.
-        submit(page, page.get_by_role("button", name="Sign out").click)
+        submit(page, page.get_by_role("button", name="Sign out", exact=True).click)
         assert page.get_by_label("Password").is_visible()
         assert problems == [], problems
     finally:

@@ -269,7 +269,8 @@ class Browser:
         assert r.headers["cache-control"] == "no-store"
         location = r.headers["location"]
         # Our own pages are named by the issuer, never relative to the request's Host.
-        assert location.startswith(ISSUER + "/"), location
+        issuer = str(self.client.base_url).rstrip("/")
+        assert location.startswith(issuer + "/"), location
         return self.get(location)
 
     def cookie(self, name: str) -> str | None:
@@ -537,7 +538,7 @@ def test_login_page(browser: Browser, party: Party) -> None:
     assert len(form.hidden["csrf_token"]) >= 40
     assert form.hidden["next"] == url
     # The CSRF cookie the token is bound to.
-    csrf, attrs = cookie_attributes(set_cookies(r)["tokend_csrf"])
+    csrf, attrs = cookie_attributes(set_cookies(r)["__Host-tokend_csrf"])
     assert len(csrf) >= 40 and csrf != form.hidden["csrf_token"]
     assert {"httponly", "samesite=lax", "secure", "path=/"} <= attrs
 
@@ -565,7 +566,7 @@ def test_wrong_password_and_unknown_user_look_the_same(browser: Browser, party: 
     ):
         assert r.status_code == 400
         assert "location" not in r.headers
-        assert "tokend_session" not in set_cookies(r)
+        assert "__Host-tokend_session" not in set_cookies(r)
         page = Page(r.text)
         assert GENERIC_ERROR in page.text
         assert "not-the-password" not in r.text
@@ -584,33 +585,35 @@ def test_wrong_password_and_unknown_user_look_the_same(browser: Browser, party: 
 def test_sign_in_sets_a_fresh_secure_session_cookie(browser: Browser, party: Party) -> None:
     # An attacker planted a session id of their choosing (session fixation).
     planted = secrets.token_urlsafe(32)
-    browser.client.cookies.set("tokend_session", planted, domain="issuer.test", path="/")
+    browser.client.cookies.set("__Host-tokend_session", planted, domain="issuer.test", path="/")
     url = authorize_url(party)
     r = browser.submit_login(browser.login_page(url), party.user.username, party.password)
     assert r.status_code == 303
     assert r.headers["location"] == ISSUER + url
-    sid, attrs = cookie_attributes(set_cookies(r)["tokend_session"])
+    sid, attrs = cookie_attributes(set_cookies(r)["__Host-tokend_session"])
     assert sid != planted and len(sid) >= 43
     assert {"httponly", "samesite=lax", "secure", "path=/"} <= attrs
     assert any(a.startswith("max-age=") for a in attrs)
-    assert browser.cookie("tokend_session") == sid
+    assert browser.cookie("__Host-tokend_session") == sid
 
 
 def test_session_id_changes_at_every_sign_in(
     browser: Browser, second_browser: Browser, party: Party
 ) -> None:
     browser.sign_in(authorize_url(party), party)
-    first = browser.cookie("tokend_session")
+    first = browser.cookie("__Host-tokend_session")
     assert first
     # prompt=login: sign in again in the same browser.
     r = browser.submit_login(
         browser.login_page(authorize_url(party, prompt="login")), party.user.username,
         party.password,
     )  # fmt: skip
-    second = cookie_attributes(set_cookies(r)["tokend_session"])[0]
+    second = cookie_attributes(set_cookies(r)["__Host-tokend_session"])[0]
     assert second != first
     # The old id no longer opens a session.
-    second_browser.client.cookies.set("tokend_session", first, domain="issuer.test", path="/")
+    second_browser.client.cookies.set(
+        "__Host-tokend_session", first, domain="issuer.test", path="/"
+    )
     r = second_browser.get(ACCOUNT)
     assert Page(r.text).form(LOGIN)
     assert party.user.username not in r.text
@@ -648,7 +651,7 @@ def test_login_only_continues_to_authorize_or_account(
                 "password": party.password},
     )  # fmt: skip
     assert r.status_code == 403
-    assert "location" not in r.headers and "tokend_session" not in set_cookies(r)
+    assert "location" not in r.headers and "__Host-tokend_session" not in set_cookies(r)
 
 
 def test_login_with_a_forged_authorize_next_is_still_validated(
@@ -661,7 +664,7 @@ def test_login_with_a_forged_authorize_next_is_still_validated(
                 "password": party.password},
     )  # fmt: skip
     assert r.status_code == 400 and "location" not in r.headers
-    assert "tokend_session" not in set_cookies(r)
+    assert "__Host-tokend_session" not in set_cookies(r)
 
 
 # -- CSRF -----------------------------------------------------------------------------------------
@@ -696,7 +699,7 @@ def test_csrf_on_login(
     elif attack == "other-browsers-token":
         data["csrf_token"] = second_browser.login_page(authorize_url(party)).hidden["csrf_token"]
     elif attack == "no-cookie":
-        browser.client.cookies.delete("tokend_csrf")
+        browser.client.cookies.delete("__Host-tokend_csrf")
     elif attack == "cross-origin":
         headers["Origin"] = "https://evil.example"
     elif attack == "lookalike-origin":
@@ -708,7 +711,7 @@ def test_csrf_on_login(
     r = browser.post(LOGIN, data, **headers)
     assert r.status_code == 403
     assert "location" not in r.headers
-    assert "tokend_session" not in set_cookies(r)
+    assert "__Host-tokend_session" not in set_cookies(r)
     assert storage_snapshot(engine) == before
     assert_page_headers(r)
     # With everything right it works: the refusal was the attack, not the setup.
@@ -926,10 +929,14 @@ def test_consent_post_is_validated_again(browser: Browser, party: Party) -> None
     assert r.status_code == 400 and "location" not in r.headers
 
 
-def test_consent_post_without_session_shows_the_login_page(browser: Browser, party: Party) -> None:
+def test_consent_post_without_session_shows_the_login_page(
+    browser: Browser, clock: FrozenClock, rt: Runtime, party: Party
+) -> None:
     consent_page = browser.sign_in(authorize_url(party), party)
     form = Page(consent_page.text).form(CONSENT)
-    browser.client.cookies.delete("tokend_session")
+    # The session ended on the server while the page was open (the browser still sends the
+    # cookie, so the form's token, bound to it, is still good).
+    clock.advance(rt.settings.session_ttl + 1)
     r = browser.post(CONSENT, {**form.hidden, "decision": "allow"})
     assert r.status_code == 200 and Page(r.text).form(LOGIN)
     assert "location" not in r.headers
@@ -1029,7 +1036,8 @@ def test_account_lists_the_family_and_revoking_kills_it(
     assert "Acme Notes" in page.text
     times = [a["datetime"] for t, a in page.tags if t == "time"]
     iso = lambda t: datetime.fromtimestamp(t, UTC).isoformat()  # noqa: E731
-    assert times == [iso(granted_at), iso(used_at)]
+    # The family's row (granted, last used), then the remembered consent (allowed).
+    assert times == [iso(granted_at), iso(used_at), iso(granted_at)]
     form = page.form(REVOKE)
     assert [b.text for b in form.buttons] == ["Revoke"]
     assert tokens["refresh_token"] not in r.text
@@ -1095,16 +1103,16 @@ def test_account_needs_sign_in(browser: Browser, party: Party) -> None:
 
 def test_logout_ends_the_session(browser: Browser, second_browser: Browser, party: Party) -> None:
     browser.grant(party)
-    sid = browser.cookie("tokend_session")
+    sid = browser.cookie("__Host-tokend_session")
     assert sid
     _, page = browser.account()
     r = browser.post(LOGOUT, page.form(LOGOUT).hidden)
     assert r.status_code == 303 and r.headers["location"] == ISSUER + ACCOUNT
-    value, attrs = cookie_attributes(set_cookies(r)["tokend_session"])
+    value, attrs = cookie_attributes(set_cookies(r)["__Host-tokend_session"])
     assert value in ("", '""') and ("max-age=0" in attrs or any("expires=" in a for a in attrs))
     assert Page(browser.get(ACCOUNT).text).form(LOGIN)
     # The session is gone on the server too, not only from this browser.
-    second_browser.client.cookies.set("tokend_session", sid, domain="issuer.test", path="/")
+    second_browser.client.cookies.set("__Host-tokend_session", sid, domain="issuer.test", path="/")
     assert Page(second_browser.get(ACCOUNT).text).form(LOGIN)
     r = second_browser.get(authorize_url(party, prompt="none"))
     assert at_redirect_uri(r, 302)["error"] == "login_required"

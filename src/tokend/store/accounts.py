@@ -1,5 +1,15 @@
 """Storage for the browser side of sign-in: sessions, remembered consents, and the account
-page's view of a user's token families. SQLAlchemy Core; none of it is on the token hot path."""
+page's view of a user's token families. SQLAlchemy Core; none of it is on the token hot path.
+
+What ends what (each in one transaction):
+- ``end_user_sessions`` (sign out everywhere; and, through ``end_sessions``, a password change
+  and ``tokens revoke --user``): every browser session of the user, and the authorization
+  codes they were given that no client has exchanged yet (a code minted from a stolen
+  session a second before must not become a refresh token a second after).
+- ``revoke_user_family`` (Revoke on /account): the family, and the consent of its client, so
+  the application must ask again; ``withdraw_consent``: the consent and every family of the
+  client for this user.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.store.schema import (
+    authorization_codes,
     browser_sessions,
     clients,
     consents,
@@ -40,6 +51,35 @@ class FamilyView:
     granted_at: float
     last_used_at: float
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentView:
+    """A remembered consent: what the user allowed an application, and when."""
+
+    client_id: str
+    client_name: str
+    scopes: tuple[str, ...]
+    granted_at: float
+
+
+def end_sessions(conn: Connection, user_id: str, *, now: float) -> int:
+    """Within the caller's transaction: delete every browser session of the user and expire
+    the user's authorization codes not yet exchanged; the number of sessions ended."""
+    _expire_codes(conn, user_id, now=now)
+    return conn.execute(
+        delete(browser_sessions).where(browser_sessions.c.user_id == user_id)
+    ).rowcount
+
+
+def _expire_codes(
+    conn: Connection, user_id: str, *, now: float, client_id: str | None = None
+) -> None:
+    ac = authorization_codes.c
+    where = [ac.user_id == user_id, ac.consumed_at.is_(None), ac.expires_at > now]
+    if client_id is not None:
+        where.append(ac.client_id == client_id)
+    conn.execute(update(authorization_codes).where(*where).values(expires_at=now))
 
 
 class AccountStore:
@@ -89,6 +129,23 @@ class AccountStore:
         with self._conn(write=True) as conn:
             conn.execute(delete(browser_sessions).where(browser_sessions.c.id_hash == id_hash))
 
+    def end_user_sessions(self, user_id: str, *, now: float) -> int:
+        """Sign the user out everywhere (see ``end_sessions``)."""
+        with self._conn(write=True) as conn:
+            return end_sessions(conn, user_id, now=now)
+
+    def revoke_user(self, user_id: str, *, now: float, reason: str) -> tuple[int, int]:
+        """Everything the user holds, at once: their token families and browser sessions;
+        (families revoked, sessions ended)."""
+        f = token_families.c
+        with self._conn(write=True) as conn:
+            families = conn.execute(
+                update(token_families)
+                .where(f.user_id == user_id, f.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason=reason)
+            ).rowcount
+            return families, end_sessions(conn, user_id, now=now)
+
     def delete_expired_sessions(self, *, now: float) -> int:
         with self._conn(write=True) as conn:
             return conn.execute(
@@ -132,6 +189,36 @@ class AccountStore:
                 update(consents).where(*where).values(scope=" ".join(merged), granted_at=now)
             )
 
+    def list_consents(self, user_id: str) -> list[ConsentView]:
+        c = consents.c
+        with self._conn(write=False) as conn:
+            rows = conn.execute(
+                select(c.client_id, clients.c.name, c.scope, c.granted_at)
+                .select_from(consents.join(clients))
+                .where(c.user_id == user_id)
+                .order_by(c.granted_at.desc(), c.client_id)
+            ).all()
+        return [ConsentView(cid, name, tuple(scope.split()), at) for cid, name, scope, at in rows]
+
+    def withdraw_consent(self, user_id: str, client_id: str, *, now: float) -> bool:
+        """Forget what the user allowed the client, and take back what it was given: every
+        family of the client for this user, and the codes not yet exchanged. False if there
+        was no such consent (nothing is changed then)."""
+        c, f = consents.c, token_families.c
+        with self._conn(write=True) as conn:
+            deleted = conn.execute(
+                delete(consents).where(c.user_id == user_id, c.client_id == client_id)
+            ).rowcount
+            if not deleted:
+                return False
+            conn.execute(
+                update(token_families)
+                .where(f.user_id == user_id, f.client_id == client_id, f.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason="user")
+            )
+            _expire_codes(conn, user_id, now=now, client_id=client_id)
+            return True
+
     # -- the account page ------------------------------------------------------------------
 
     def active_families(self, user_id: str, *, now: float) -> list[FamilyView]:
@@ -155,12 +242,25 @@ class AccountStore:
         return [FamilyView(*r) for r in rows]
 
     def revoke_user_family(self, user_id: str, family_id: str, *, now: float) -> bool:
-        """Revoke one of *this user's* families (never another user's)."""
+        """Revoke one of *this user's* families (never another user's), and withdraw the
+        consent of its client: the application signed out must ask again before it gets
+        another code (OIDC Core §11: offline access rests on that consent)."""
         f = token_families.c
         with self._conn(write=True) as conn:
+            client_id = conn.execute(
+                select(f.client_id).where(f.id == family_id, f.user_id == user_id)
+            ).scalar()
+            if client_id is None:
+                return False
             result = conn.execute(
                 update(token_families)
-                .where(f.id == family_id, f.user_id == user_id, f.revoked_at.is_(None))
+                .where(f.id == family_id, f.revoked_at.is_(None))
                 .values(revoked_at=now, revoked_reason="user")
             )
+            conn.execute(
+                delete(consents).where(
+                    consents.c.user_id == user_id, consents.c.client_id == client_id
+                )
+            )
+            _expire_codes(conn, user_id, now=now, client_id=client_id)
             return result.rowcount == 1

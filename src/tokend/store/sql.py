@@ -34,6 +34,7 @@ from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
 from tokend.core.throttle import Counter
 from tokend.store import engine as engine_mod
+from tokend.store.accounts import end_sessions
 from tokend.store.checkpoint import WalCheckpointer
 from tokend.store.schema import (
     abuse_counters,
@@ -870,7 +871,9 @@ class SqlStore:
 
     def update_user(self, username: str, changes: dict[str, Any], *, now: float) -> User | None:
         """Set the given fields (any of ``User``'s but ``id`` and ``username``) of the user;
-        the updated user, or None if there is no such user."""
+        the updated user, or None if there is no such user. A new password ends every
+        browser session of the user in the same transaction (``accounts.end_sessions``):
+        whoever signed in with the old one, or stole a session cookie, is signed out."""
         unknown = set(changes) - (set(User.__slots__) - {"id", "username"})
         if unknown:
             raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
@@ -878,7 +881,10 @@ class SqlStore:
         with self.engine.begin() as conn:
             if conn.execute(update(users).where(where).values(**changes, updated_at=now)).rowcount:
                 row = conn.execute(select(*(users.c[f] for f in User.__slots__)).where(where))
-                return User(*row.one())
+                user = User(*row.one())
+                if "password_hash" in changes:
+                    end_sessions(conn, user.id, now=now)
+                return user
         return None
 
     # -- revocation and introspection (read-only lookups: no write lock, no row lock) -------

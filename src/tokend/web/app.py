@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from tokend.config import Settings
 from tokend.core.client_auth import credentials_from
@@ -47,6 +47,9 @@ T = TypeVar("T")
 
 TOKEN_PATHS = ("/auth/v2/token", "/auth/v2/token/")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# On an https issuer, every response: browsers then never talk to the issuer's host (or its
+# subdomains) over plain http again, for two years (RFC 6797; the cookies are __Host-).
+HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 JSON = "application/json"
 
 
@@ -203,6 +206,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             Exception: unexpected,
         },
         lifespan=lifespan,
+        hsts=rt.policy.issuer.startswith("https://"),
     )
     # Starlette would answer `/account/` with a 307 to an absolute URL built from the
     # request's Host header (and a 307 re-sends a POST's body and credentials): redirects
@@ -224,12 +228,15 @@ class _TokendApp(Starlette):
     the same path still reach the router (405)."""
 
     def __init__(self, *, fast_routes: dict[tuple[str, str], tuple[Endpoint, ErrorHandler]],
-                 **kwargs: Any) -> None:  # fmt: skip
+                 hsts: bool = False, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self._fast = fast_routes
+        self._hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if self._hsts:
+                send = _with_hsts(send)
             route = self._fast.get((scope["method"], scope["path"]))
             if route is not None:
                 scope["app"] = self
@@ -242,6 +249,15 @@ class _TokendApp(Starlette):
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+def _with_hsts(send: Send) -> Send:
+    async def send_with_hsts(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), HSTS]}
+        await send(message)
+
+    return send_with_hsts
 
 
 async def _refresh_shared_state(rt: Runtime, interval: float) -> None:

@@ -668,6 +668,28 @@ PAGE_PATHS: dict[str, Any] = {
             },
         }
     },
+    "/account/consents/withdraw": {
+        "post": {
+            "summary": "Withdraw a remembered consent (and revoke that client's families)",
+            "operationId": "accountWithdrawConsent",
+            "requestBody": _form({"client_id": {"type": "string"}}, ["client_id"]),
+            "responses": {
+                "303": _redirect("Back to /account."),
+                "403": _html("Missing or wrong CSRF token."),
+            },
+        }
+    },
+    "/account/logout/everywhere": {
+        "post": {
+            "summary": "End every browser session of the signed-in user",
+            "operationId": "logoutEverywhere",
+            "requestBody": _form({}, []),
+            "responses": {
+                "303": _redirect("Back to /account."),
+                "403": _html("Missing or wrong CSRF token."),
+            },
+        }
+    },
     "/auth/static/tokend.css": {
         "get": {
             "summary": "The pages' stylesheet",

@@ -2,11 +2,17 @@
 (OIDC Core §3.1.2, RFC 6749 §4.1), and ``/account`` to see and revoke sessions.
 
 Security habits here:
-- CSRF: a random ``tokend_csrf`` cookie (HttpOnly) and, in every form, an HMAC of it under a
-  key derived from the system secret (signed double-submit); POSTs from another ``Origin``
-  are refused as well.
-- The browser session is a random 256-bit id in an HttpOnly, SameSite=Lax cookie (Secure
-  when the issuer is https); only its SHA-256 is stored; it is replaced at every sign-in.
+- CSRF: a random ``tokend_csrf`` cookie (HttpOnly) and, in every form, an HMAC of it and of
+  the session cookie under a key derived from the system secret (signed double-submit, tied
+  to the session): a token from before sign-in, or from another session, is refused. The
+  CSRF cookie is replaced at every sign-in and sign-out. POSTs from another ``Origin`` are
+  refused as well.
+- The browser session is a random 256-bit id in an HttpOnly, SameSite=Lax cookie; only its
+  SHA-256 is stored; it is replaced at every sign-in (no fixation). It ends at sign-out,
+  "sign out everywhere", a password change and ``tokend tokens revoke --user``.
+- On an https issuer both cookies are ``__Host-`` cookies (Secure, Path=/, no Domain), so a
+  sibling subdomain or a plain-http response cannot plant or overwrite them (RFC 6265bis
+  §4.1.3.2); cookies of the unprefixed names are then ignored. (HSTS: ``web.app``.)
 - Strict CSP (no inline script or style, no external asset), frame-ancestors none,
   Referrer-Policy same-origin, no-store. ``form-action`` also names the client's redirect
   origin, since browsers apply it to the redirect that ends a form submission.
@@ -51,11 +57,14 @@ LOGIN = "/auth/v2/authorize/login"
 CONSENT = "/auth/v2/authorize/consent"
 ACCOUNT = "/account"
 ACCOUNT_REVOKE = "/account/revoke"
+ACCOUNT_WITHDRAW = "/account/consents/withdraw"
 LOGOUT = "/account/logout"
+LOGOUT_EVERYWHERE = "/account/logout/everywhere"
 CSS = "/auth/static/tokend.css"
 
 SESSION_COOKIE = "tokend_session"
 CSRF_COOKIE = "tokend_csrf"
+HOST_PREFIX = "__Host-"  # on an https issuer
 MAX_FORM_BYTES = MAX_PAGE_FORM_BYTES  # room for a whole authorization request in `next`
 
 SCOPE_WORDS: dict[str, tuple[str, str]] = {
@@ -111,6 +120,8 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
     issuer = rt.policy.issuer
     issuer_origin = _origin(issuer)
     secure = issuer.startswith("https://")
+    session_cookie = HOST_PREFIX + SESSION_COOKIE if secure else SESSION_COOKIE
+    csrf_cookie_name = HOST_PREFIX + CSRF_COOKIE if secure else CSRF_COOKIE
     csrf_key = derive(settings.resolve_secret_key(), "csrf")
     session_ttl = settings.session_ttl
     hasher = PasswordHasher()
@@ -128,8 +139,21 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def csrf_token(cookie: str) -> str:
-        return _b64(hmac.new(csrf_key, cookie.encode(), "sha256").digest())
+    def session_id_of(request: Request) -> str:
+        """The session cookie's value as sent ("" if none or not one of ours)."""
+        sid = request.cookies.get(session_cookie, "")
+        return sid if len(sid) <= 64 and sid.isascii() else ""
+
+    def csrf_token(cookie: str, sid: str) -> str:
+        """The form token: bound to the browser's CSRF cookie and to its session, so it stops
+        working when either changes (sign-in, sign-out) and is worth nothing elsewhere."""
+        message = f"{cookie}\n{sid}".encode()
+        return _b64(hmac.new(csrf_key, message, "sha256").digest())
+
+    def set_csrf_cookie(response: Response, value: str) -> None:
+        response.set_cookie(
+            csrf_cookie_name, value, httponly=True, samesite="lax", secure=secure, path="/"
+        )
 
     def page(
         template: str,
@@ -156,20 +180,19 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         }
         response = Response(html, status, headers, "text/html; charset=utf-8")
         if csrf_cookie is not None:
-            response.set_cookie(
-                CSRF_COOKIE, csrf_cookie, httponly=True, samesite="lax", secure=secure, path="/"
-            )
+            set_csrf_cookie(response, csrf_cookie)
         return response
 
     def csrf_cookie_of(request: Request) -> str:
-        value = request.cookies.get(CSRF_COOKIE)
+        value = request.cookies.get(csrf_cookie_name)
         if value and 20 <= len(value) <= 64 and value.isascii():
             return value
         return secrets.token_urlsafe(32)
 
     def form_page(request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
         cookie = csrf_cookie_of(request)
-        return page(template, status, csrf_cookie=cookie, csrf_token=csrf_token(cookie), **ctx)
+        token = csrf_token(cookie, session_id_of(request))
+        return page(template, status, csrf_cookie=cookie, csrf_token=token, **ctx)
 
     async def read_form(request: Request) -> dict[str, str] | None:
         """The POSTed form, if its Origin and CSRF token are right; else None."""
@@ -183,9 +206,10 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
             form = parse_page_form(await read_body(request, MAX_FORM_BYTES))
         except InvalidRequest:
             return None
-        cookie = request.cookies.get(CSRF_COOKIE)
+        cookie = request.cookies.get(csrf_cookie_name)
         token = form.get("csrf_token", "")
-        if not cookie or not hmac.compare_digest(token.encode(), csrf_token(cookie).encode()):
+        expected = csrf_token(cookie, session_id_of(request)) if cookie else ""
+        if not cookie or not hmac.compare_digest(token.encode(), expected.encode()):
             return None
         return form
 
@@ -197,8 +221,8 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         )
 
     async def current_session(request: Request) -> tuple[str | None, BrowserSession | None]:
-        sid = request.cookies.get(SESSION_COOKIE)
-        if not sid or len(sid) > 64:
+        sid = session_id_of(request)
+        if not sid:
             return None, None
         session = await call(rt.accounts.get_session, hash_secret(sid), now=rt.clock.now())
         return sid, session
@@ -399,7 +423,7 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         )
         response = redirect(next_, 303)
         response.set_cookie(
-            SESSION_COOKIE,
+            session_cookie,
             sid,
             max_age=session_ttl,
             httponly=True,
@@ -407,6 +431,8 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
             secure=secure,
             path="/",
         )
+        # A new CSRF cookie too: no form token from before the sign-in works after it.
+        set_csrf_cookie(response, secrets.token_urlsafe(32))
         return response
 
     async def consent(request: Request) -> Response:
@@ -453,14 +479,29 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
                     "last_used_iso": last_used_iso,
                 }
             )
+        consents = []
+        for c in await call(rt.accounts.list_consents, session.user_id):
+            granted, granted_iso = _when(c.granted_at)
+            consents.append(
+                {
+                    "client_id": c.client_id,
+                    "client_name": c.client_name,
+                    "scopes": [item["title"] for item in scope_items(c.scopes)],
+                    "granted": granted,
+                    "granted_iso": granted_iso,
+                }
+            )
         return form_page(
             request,
             "account.html",
             username=session.username,
             families=families,
+            consents=consents,
             notice=notice,
             revoke_url=ACCOUNT_REVOKE,
+            withdraw_url=ACCOUNT_WITHDRAW,
             logout_url=LOGOUT,
+            logout_everywhere_url=LOGOUT_EVERYWHERE,
         )
 
     async def account_revoke(request: Request) -> Response:
@@ -471,8 +512,29 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         if session is None:
             return redirect(ACCOUNT, 303)
         family_id = form.get("family_id", "")
-        await call(rt.accounts.revoke_user_family, session.user_id, family_id, now=rt.clock.now())
+        if _is_id(family_id):  # else no family has it (and no NUL reaches the database)
+            await call(
+                rt.accounts.revoke_user_family, session.user_id, family_id, now=rt.clock.now()
+            )
         return redirect(ACCOUNT, 303)
+
+    async def account_withdraw(request: Request) -> Response:
+        form = await read_form(request)
+        if form is None:
+            return forbidden()
+        _, session = await current_session(request)
+        if session is None:
+            return redirect(ACCOUNT, 303)
+        client_id = form.get("client_id", "")
+        if _is_id(client_id):
+            await call(rt.accounts.withdraw_consent, session.user_id, client_id, now=rt.clock.now())
+        return redirect(ACCOUNT, 303)
+
+    def signed_out() -> Response:
+        response = redirect(ACCOUNT, 303)
+        response.delete_cookie(session_cookie, path="/", secure=secure, httponly=True)
+        set_csrf_cookie(response, secrets.token_urlsafe(32))
+        return response
 
     async def logout(request: Request) -> Response:
         form = await read_form(request)
@@ -481,9 +543,19 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         sid, _ = await current_session(request)
         if sid:
             await call(rt.accounts.delete_session, hash_secret(sid))
-        response = redirect(ACCOUNT, 303)
-        response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, httponly=True)
-        return response
+        return signed_out()
+
+    async def logout_everywhere(request: Request) -> Response:
+        """End every browser session of the user, this one too. The applications keep the
+        access the user gave them (OIDC Core §11: offline access outlives the sign-in);
+        the account page revokes those one by one."""
+        form = await read_form(request)
+        if form is None:
+            return forbidden()
+        _, session = await current_session(request)
+        if session is not None:
+            await call(rt.accounts.end_user_sessions, session.user_id, now=rt.clock.now())
+        return signed_out()
 
     async def css(request: Request) -> Response:
         return Response(
@@ -502,7 +574,9 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         Route(CONSENT, consent, methods=["POST"]),
         Route(ACCOUNT, account_get, methods=["GET"]),
         Route(ACCOUNT_REVOKE, account_revoke, methods=["POST"]),
+        Route(ACCOUNT_WITHDRAW, account_withdraw, methods=["POST"]),
         Route(LOGOUT, logout, methods=["POST"]),
+        Route(LOGOUT_EVERYWHERE, logout_everywhere, methods=["POST"]),
         Route(CSS, css, methods=["GET"]),
     ]
 
@@ -518,6 +592,11 @@ def _after_sign_in(query: str) -> str:
             continue
         pairs.append((name, value))
     return urlencode(pairs)
+
+
+def _is_id(value: str) -> bool:
+    """Could be a client or family id: 1 to 64 printable ASCII characters."""
+    return 0 < len(value) <= 64 and value.isascii() and value.isprintable()
 
 
 def _verify_password(hasher: PasswordHasher, user: Any, password: str) -> bool:
