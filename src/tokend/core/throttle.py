@@ -215,6 +215,11 @@ class Throttle:
         if wait > 0:
             raise TooManyAttempts(retry_after(wait))
 
+    @property
+    def knows_full_windows(self) -> bool:
+        """Whether this process knows of any full window (else ``check_known`` is a no-op)."""
+        return bool(self._known)
+
     def check_known(self, keys: Sequence[Key]) -> None:
         """Refuse the attempt if this process knows one of its windows is full (no I/O)."""
         known = self._known
