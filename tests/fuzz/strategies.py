@@ -53,3 +53,19 @@ safe_json_values: st.SearchStrategy[Any] = st.recursive(
 )
 
 B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+CONTROL = st.sampled_from(["\x00", "\x00", "\x01", "\n", "\r", "\x1b", "\x7f", "\ufffe"])
+
+
+def injected(values: list[str]) -> st.SearchStrategy[str]:
+    """One of ``values`` with a control character (NUL most often) put somewhere in it."""
+    return st.tuples(st.sampled_from(values), CONTROL, st.integers(0, 64)).map(
+        lambda t: t[0][: t[2]] + t[1] + t[0][t[2] :]
+    )
+
+
+def hostile_values(values: list[str]) -> st.SearchStrategy[str]:
+    """A parameter value: one of ``values``, one of them with a control character in it,
+    or anything at all."""
+    return st.one_of(st.sampled_from(values), injected(values), hostile_text)
