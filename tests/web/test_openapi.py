@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import jwt
@@ -29,8 +30,9 @@ from tests.web.helpers import (
     refresh,
     unreachable_engine,
 )
-from tokend.core.errors import TemporarilyUnavailable
+from tokend.core.errors import InvalidRequest, TemporarilyUnavailable
 from tokend.core.secrets import new_refresh_token
+from tokend.web.parsing import MAX_FIELDS, parse_params
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 BASE = "urn:tokend:openapi"
@@ -185,8 +187,10 @@ def test_documented_grant_types_are_the_services(doc, rt) -> None:
     for path in (TOKEN, TOKEN_SLASH):
         body = doc["paths"][path]["post"]["requestBody"]["content"]
         for media in (FORM, JSON):
-            enum = body[media]["schema"]["properties"]["grant_type"]["enum"]
-            assert sorted(enum) == sorted(rt.service.grant_types)
+            grants = [
+                g["properties"]["grant_type"]["const"] for g in body[media]["schema"]["oneOf"]
+            ]
+            assert sorted(grants) == sorted(rt.service.grant_types)
 
 
 # -- real responses against the document ---------------------------------------------------
@@ -451,3 +455,105 @@ def test_revocation_and_introspection_validation_is_not_vacuous(doc, registry) -
         )  # fmt: skip
         with pytest.raises(AssertionError):
             assert_documented(doc, registry, INTROSPECT, telling)
+
+
+# -- the request schemas are exact: they admit what the parsers admit -----------------------
+
+TEXT_RULE = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f\\ufffe\\uffff]*$"
+BODIES = {  # operation -> (a valid body, its required parameters)
+    (TOKEN, "post"): ({"grant_type": "refresh_token", "refresh_token": "r"}, ["refresh_token"]),
+    (TOKEN_SLASH, "post"): ({"grant_type": "client_credentials", "scope": "a b"}, []),
+    (REVOKE, "post"): ({"token": "t", "token_type_hint": "refresh_token"}, ["token"]),
+    (INTROSPECT, "post"): ({"token": "t"}, ["token"]),
+    (USERINFO, "post"): ({"access_token": "a"}, []),
+}
+# Changes to a valid body, each on its own.
+BODY_CHANGES = {
+    "unknown parameter (ignored, RFC 6749 §3.2)": lambda b, req: {**b, "extra": "x"},
+    "non-ASCII text": lambda b, req: {**b, "client_id": "ünï\tcødé 😀"},
+    "empty optional (omitted)": lambda b, req: {**b, "client_id": ""},
+    "empty required": lambda b, req: {**b, **dict.fromkeys(req[:1], "")},
+    "NUL in a value": lambda b, req: {**b, "client_id": "a\x00b"},
+    "newline in a value": lambda b, req: {**b, "client_id": "a\nb"},
+    "DEL in a value": lambda b, req: {**b, "client_id": "a\x7f"},
+    "U+FFFF in a value": lambda b, req: {**b, "client_id": "a\uffff"},
+    "control character in a name": lambda b, req: {**b, "x\x01": "y"},
+    "64 parameters": lambda b, req: {**b, **{f"p{i}": "v" for i in range(64 - len(b))}},
+    "65 parameters": lambda b, req: {**b, **{f"p{i}": "v" for i in range(65 - len(b))}},
+}
+JSON_CHANGES = {
+    "null optional (omitted)": lambda b, req: {**b, "client_id": None},
+    "number": lambda b, req: {**b, "client_id": 1},
+    "object": lambda b, req: {**b, "extra": {"a": "b"}},
+    "array": lambda b, req: {**b, "extra": ["a"]},
+    "boolean": lambda b, req: {**b, "extra": True},
+}
+
+
+def _parser_accepts(media: str, body: dict[str, Any], required: list[str]) -> bool:
+    """Whether web/parsing.py takes the body, with every required parameter in it."""
+    raw = json.dumps(body).encode() if media == JSON else urlencode(body).encode()
+    try:
+        params = parse_params(media, raw)
+    except InvalidRequest:
+        return False
+    return all(params.get(name) for name in required)
+
+
+@pytest.mark.parametrize(("path", "method"), list(BODIES))
+def test_request_schemas_admit_what_the_parsers_admit(doc, path, method) -> None:
+    """For every body the document describes, a change that the parser refuses (or that
+    leaves out a required parameter) is one the schema refuses, and a change it accepts is
+    one the schema admits: a fuzzer driven by the document gets past input parsing."""
+    base, required = BODIES[(path, method)]
+    content = doc["paths"][path][method]["requestBody"]["content"]
+    for media, media_doc in content.items():
+        validator = Draft202012Validator(media_doc["schema"])
+        changes = {**BODY_CHANGES, **(JSON_CHANGES if media == JSON else {})}
+        assert validator.is_valid(base), (path, media)
+        for name, change in changes.items():
+            body = change(base, required)
+            by_document = validator.is_valid(body)
+            by_parser = _parser_accepts(media, body, required)
+            assert by_document == by_parser, (path, media, name, by_document, by_parser)
+
+
+def test_request_parameters_are_text_and_required_ones_non_empty(doc) -> None:
+    """Every string parameter the document describes has a pattern (the text rule or a
+    narrower one) or an enum, and a required one cannot be empty."""
+    checked = 0
+    for path, method, op in _operations(doc):
+        for param in op.get("parameters", []):
+            schema = param["schema"]
+            assert "pattern" in schema or "enum" in schema, (path, method, param["name"])
+            if param["required"]:
+                assert not Draft202012Validator(schema).is_valid(""), (path, param["name"])
+            checked += 1
+        for media, content in op.get("requestBody", {}).get("content", {}).items():
+            schema = content["schema"]
+            for variant in schema.get("oneOf", [schema]):
+                assert variant["propertyNames"] == {"pattern": TEXT_RULE}, (path, media)
+                assert variant["maxProperties"] == MAX_FIELDS, (path, media)
+                for name, prop in variant["properties"].items():
+                    for alt in prop.get("oneOf", [prop]):
+                        if alt.get("type") == "string":
+                            assert "pattern" in alt or "enum" in alt or "const" in alt, name
+                    if name in variant["required"]:
+                        assert not Draft202012Validator(prop).is_valid(""), (path, name)
+                    checked += 1
+    assert checked > 50
+
+
+def test_throttling_is_documented(doc) -> None:
+    """429 with Retry-After where failed authentication is throttled (issue 10 §2): the
+    client-authenticating endpoints (JSON error) and the sign-in form (a page)."""
+    for path in (TOKEN, TOKEN_SLASH, REVOKE, INTROSPECT):
+        response = doc["paths"][path]["post"]["responses"]["429"]
+        assert "Retry-After" in response["headers"], path
+        schema = response["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ThrottleError"}
+    login = doc["paths"]["/auth/v2/authorize/login"]["post"]["responses"]["429"]
+    assert "Retry-After" in login["headers"] and "text/html" in login["content"]
+    throttle = doc["components"]["schemas"]["ThrottleError"]
+    assert set(throttle["required"]) == {"error", "error_description"}
+    assert doc["components"]["schemas"]["Error"]["required"] == ["error", "error_description"]

@@ -1,8 +1,68 @@
-"""OpenAPI 3.1 description of every HTTP endpoint (kept true by tests/web/test_openapi.py)."""
+"""OpenAPI 3.1 description of every HTTP endpoint (kept true by tests/web/test_openapi.py
+and by the schema-driven fuzz of tests/fuzz/test_schema.py).
+
+The request schemas are exact: what they admit is what the server's parsers admit (a
+fuzzer that generates requests from them gets past input parsing to the real checks), and
+what they exclude the server refuses. Hence: every parameter is text of RFC 6749 Appendix
+A's UNICODECHARNOCRLF (``_TEXT``: no control character but TAB), an empty value is an
+omitted one (so a required parameter has ``minLength: 1``), a body has at most 64
+parameters, and the token request is one schema per grant type. Unknown parameters are
+allowed (RFC 6749 §3.2: "The authorization server MUST ignore unrecognized request
+parameters"; RFC 7009 §2.1, RFC 7662 §2.1 alike), as text. What a schema cannot say
+(which client is registered, whether a token is valid) is the server's to answer with an
+error of the documented shape.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+# RFC 6749 Appendix A, UNICODECHARNOCRLF: %x09 / %x20-7E / %x80-D7FF / %xE000-FFFD /
+# %x10000-10FFFF, i.e. no control character but TAB and no U+FFFE/U+FFFF (web/parsing.py).
+_TEXT = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f\\ufffe\\uffff]*$"
+_MAX_PARAMETERS = 64  # web/parsing.py MAX_FIELDS
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), space-delimited.
+_SCOPE_CHARS = "\\x21\\x23-\\x5b\\x5d-\\x7e"
+_SCOPE = f"^[{_SCOPE_CHARS} ]*$"
+# RFC 7515 §7.1 compact serialization (a DPoP proof, RFC 9449 §4.2).
+_COMPACT_JWS = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$"
+
+
+def _text(description: str | None = None, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "pattern": _TEXT, **extra}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _required_text(description: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A required parameter: an empty value is an omitted one (RFC 6749 §3.1)."""
+    return _text(description, minLength=1, **extra)
+
+
+def _params(
+    properties: dict[str, Any], required: list[str], *, json: bool, **extra: Any
+) -> dict[str, Any]:
+    """A body of single-valued text parameters (web/parsing.py), as a form or a JSON
+    object. In JSON an optional member may be null (an omitted parameter)."""
+    if json:
+        properties = {
+            name: prop if name in required else {"oneOf": [prop, {"type": "null"}]}
+            for name, prop in properties.items()
+        }
+    extra_value: dict[str, Any] = _text()
+    if json:
+        extra_value = {"oneOf": [extra_value, {"type": "null"}]}
+    return {
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "propertyNames": {"pattern": _TEXT},
+        "additionalProperties": extra_value,
+        "maxProperties": _MAX_PARAMETERS,
+        **extra,
+    }
+
 
 _ERROR_CODES = [
     "invalid_request",
@@ -34,28 +94,88 @@ def _error(description: str, extra_headers: dict[str, Any] | None = None) -> dic
     }
 
 
-_TOKEN_REQUEST = {
-    "type": "object",
-    "required": ["grant_type"],
-    "properties": {
-        "grant_type": {
-            "type": "string",
-            "enum": ["authorization_code", "refresh_token", "client_credentials"],
-            "description": "RFC 6749 §4.1.3 / §6 / §4.4",
-        },
-        "code": {"type": "string", "description": "authorization_code: the code."},
-        "redirect_uri": {"type": "string", "description": "authorization_code: as requested."},
-        "code_verifier": {"type": "string", "description": "authorization_code: PKCE (RFC 7636)."},
-        "refresh_token": {"type": "string", "description": "Required for refresh_token."},
-        "scope": {
-            "type": "string",
-            "description": "Space-delimited; on refresh it may only narrow the granted scope.",
-        },
-        "client_id": {"type": "string", "description": "client_secret_post or public clients."},
-        "client_secret": {"type": "string", "description": "client_secret_post."},
-    },
-    "additionalProperties": {"type": "string"},
+# RFC 9110 §10.2.3 (RFC 6585 §4): delay-seconds.
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds until a new attempt may be made.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
 }
+
+
+def _throttled() -> dict[str, Any]:
+    """RFC 6585 §4: failed client authentications from this address (for this client or
+    any) passed the limit; nothing is checked until Retry-After has passed."""
+    return {
+        "description": "Too many failed client authentications (RFC 6585 §4); retry after "
+        "Retry-After seconds. Successful authentication is never throttled.",
+        "headers": {**_NO_STORE_HEADERS, **_RETRY_AFTER},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ThrottleError"}}},
+    }
+
+
+_CLIENT_PARAMS = {
+    "client_id": _text(
+        "client_secret_post or public clients; with Basic authentication, absent or the "
+        "Basic client_id."
+    ),
+    "client_secret": _text("client_secret_post; never with Basic authentication (RFC 6749 §2.3)."),
+}
+_SCOPE_PARAM = {
+    "type": "string",
+    "pattern": _SCOPE,
+    "description": "Space-delimited scope tokens (RFC 6749 §3.3); on refresh it may only "
+    "narrow the granted scope.",
+}
+
+
+def _token_request(json: bool) -> dict[str, Any]:
+    """RFC 6749 §4.1.3 / §6 / §4.4: one schema per grant type."""
+
+    def grant(name: str, description: str, props: dict[str, Any], required: list[str]):  # type: ignore[no-untyped-def]
+        return _params(
+            {
+                "grant_type": {"type": "string", "const": name, "description": description},
+                **props,
+                **_CLIENT_PARAMS,
+            },
+            ["grant_type", *required],
+            json=json,
+            title=name,
+        )
+
+    return {
+        "oneOf": [
+            grant(
+                "authorization_code",
+                "RFC 6749 §4.1.3",
+                {
+                    "code": _required_text("The authorization code."),
+                    "redirect_uri": _required_text("As in the authorization request."),
+                    "code_verifier": {
+                        "type": "string",
+                        "pattern": "^[A-Za-z0-9._~-]{43,128}$",
+                        "description": "PKCE (RFC 7636 §4.1); required when the request "
+                        "had a code_challenge.",
+                    },
+                },
+                ["code", "redirect_uri"],
+            ),
+            grant(
+                "refresh_token",
+                "RFC 6749 §6",
+                {"refresh_token": _required_text("The refresh token."), "scope": _SCOPE_PARAM},
+                ["refresh_token"],
+            ),
+            grant(
+                "client_credentials",
+                "RFC 6749 §4.4 (confidential clients)",
+                {"scope": _SCOPE_PARAM},
+                [],
+            ),
+        ]
+    }
+
 
 # RFC 9449: the DPoP proof a request may carry, and the nonce a server may hand out.
 _DPOP_PARAMETER = {
@@ -69,7 +189,7 @@ _DPOP_PARAMETER = {
     "TOKEND_DPOP_NONCE=on; at UserInfo with TOKEND_DPOP_NONCE=on. At the token endpoint it "
     "binds the access token to the key (token_type DPoP, cnf.jkt) and, for a public client, "
     "the refresh tokens of the grant; a refresh of a bound grant needs a proof of its key.",
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": _COMPACT_JWS, "maxLength": 8192},
 }
 _NONCE_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}
 _TOKEN_DPOP_NONCE = {
@@ -99,8 +219,8 @@ _TOKEN_OPERATION = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/x-www-form-urlencoded": {"schema": _TOKEN_REQUEST},
-            "application/json": {"schema": _TOKEN_REQUEST},
+            "application/x-www-form-urlencoded": {"schema": _token_request(json=False)},
+            "application/json": {"schema": _token_request(json=True)},
         },
     },
     "responses": {
@@ -123,6 +243,7 @@ _TOKEN_OPERATION = {
             {"WWW-Authenticate": {"schema": {"type": "string"}}, **_TOKEN_DPOP_NONCE},
         ),
         "413": _error("Body larger than the server accepts.", _TOKEN_DPOP_NONCE),
+        "429": _throttled(),
         "500": _error("server_error."),
         "503": _error("temporarily_unavailable; retry.", _TOKEN_DPOP_NONCE),
     },
@@ -264,10 +385,20 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                 },
                 "Error": {
                     "type": "object",
-                    "required": ["error"],
+                    "required": ["error", "error_description"],
                     "properties": {
                         "error": {"type": "string", "enum": _ERROR_CODES},
-                        "error_description": {"type": "string"},
+                        "error_description": {"type": "string", "minLength": 1},
+                    },
+                    "additionalProperties": False,
+                },
+                "ThrottleError": {
+                    "type": "object",
+                    "description": "Too many failed authentications: the shape of Error.",
+                    "required": ["error", "error_description"],
+                    "properties": {
+                        "error": {"type": "string", "pattern": "^[a-z_]+$"},
+                        "error_description": {"type": "string", "minLength": 1},
                     },
                     "additionalProperties": False,
                 },
@@ -390,7 +521,7 @@ _USERINFO_OPERATION: dict[str, Any] = {
             **_DPOP_PARAMETER,
             "description": "With Authorization: DPoP, the proof (RFC 9449 §7): as at the "
             "token endpoint, plus ath, the hash of the access token, and made with the key "
-            "the token is bound to (cnf.jkt).",
+            "the token is bound to (cnf.jkt). Not read with the Bearer scheme.",
         }
     ],
     "responses": {
@@ -414,15 +545,15 @@ _USERINFO_FORM = {
     "required": False,
     "content": {
         "application/x-www-form-urlencoded": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "access_token": {
-                        "type": "string",
-                        "description": "RFC 6750 §2.2, instead of the Authorization header.",
-                    }
+            "schema": _params(
+                {
+                    "access_token": _required_text(
+                        "RFC 6750 §2.2, instead of the Authorization header (never both)."
+                    )
                 },
-            }
+                [],
+                json=False,
+            )
         }
     },
 }
@@ -432,26 +563,25 @@ _USERINFO_FORM = {
 
 
 def _token_form(description: str) -> dict[str, Any]:
-    schema = {
-        "type": "object",
-        "required": ["token"],
-        "properties": {
-            "token": {"type": "string", "description": description},
-            "token_type_hint": {
-                "type": "string",
-                "description": "Optional: refresh_token or access_token. Never needed (the "
-                "two formats differ) and unknown values are ignored (RFC 7009 §2.1).",
+    def schema(json: bool) -> dict[str, Any]:
+        return _params(
+            {
+                "token": _required_text(description),
+                "token_type_hint": _text(
+                    "Optional: refresh_token or access_token. Never needed (the two formats "
+                    "differ) and unknown values are ignored (RFC 7009 §2.1)."
+                ),
+                **_CLIENT_PARAMS,
             },
-            "client_id": {"type": "string", "description": "client_secret_post or public."},
-            "client_secret": {"type": "string", "description": "client_secret_post."},
-        },
-        "additionalProperties": {"type": "string"},
-    }
+            ["token"],
+            json=json,
+        )
+
     return {
         "required": True,
         "content": {
-            "application/x-www-form-urlencoded": {"schema": schema},
-            "application/json": {"schema": schema},
+            "application/x-www-form-urlencoded": {"schema": schema(json=False)},
+            "application/json": {"schema": schema(json=True)},
         },
     }
 
@@ -464,6 +594,7 @@ def _client_auth_errors() -> dict[str, Any]:
             {"WWW-Authenticate": {"schema": {"type": "string", "pattern": "^Basic "}}},
         ),
         "413": _error("Body larger than the server accepts."),
+        "429": _throttled(),
         "500": _error("server_error."),
         "503": _error("temporarily_unavailable; retry."),
     }
@@ -541,6 +672,50 @@ _INTROSPECTION_SCHEMA: dict[str, Any] = {
 }
 
 
+_PROMPT_VALUE = "(login|consent|select_account)"
+_AUTHORIZE_PARAMS: list[tuple[str, bool, dict[str, Any]]] = [
+    ("response_type", True, {"type": "string", "enum": ["code"]}),
+    ("client_id", True, _required_text()),
+    ("redirect_uri", True, _required_text("Exactly as registered (RFC 9700 §4.1.3).")),
+    (
+        "scope",
+        True,
+        {
+            "type": "string",
+            "pattern": f"^ *([{_SCOPE_CHARS}]+ +)*openid( +[{_SCOPE_CHARS}]+)* *$",
+            "description": "Must include openid, and only scopes the client is registered for.",
+        },
+    ),
+    ("state", False, _text()),
+    ("nonce", False, _text(maxLength=512)),
+    (
+        "code_challenge",
+        False,
+        {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9._~-]{43,128}$",
+            "description": "PKCE (RFC 7636 §4.2); required of public clients.",
+        },
+    ),
+    (
+        "code_challenge_method",
+        False,
+        {"type": "string", "enum": ["S256"], "description": "With code_challenge only."},
+    ),
+    (
+        "prompt",
+        False,
+        {
+            "type": "string",
+            "pattern": f"^ *(none|{_PROMPT_VALUE}( +{_PROMPT_VALUE})*) *$",
+            "description": "OIDC Core §3.1.2.1; none stands alone.",
+        },
+    ),
+    ("max_age", False, {"type": "string", "pattern": "^[0-9]{1,10}$"}),
+    ("login_hint", False, _text("OIDC Core §3.1.2.1; not used.")),
+]
+
+
 def _html(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
 
@@ -552,23 +727,17 @@ def _redirect(description: str) -> dict[str, Any]:
     }
 
 
-_FORM_CSRF = {
-    "type": "object",
-    "required": ["csrf_token"],
-    "properties": {"csrf_token": {"type": "string"}},
-}
-
-
 def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A page's form: the CSRF token of the page that showed it (with its cookie), and
+    text parameters as at the API endpoints."""
+    csrf = _required_text("The token of the form's page (signed double-submit cookie).")
     return {
         "required": True,
         "content": {
             "application/x-www-form-urlencoded": {
-                "schema": {
-                    **_FORM_CSRF,
-                    "required": ["csrf_token", *required],
-                    "properties": {**_FORM_CSRF["properties"], **properties},
-                }
+                "schema": _params(
+                    {"csrf_token": csrf, **properties}, ["csrf_token", *required], json=False
+                )
             }
         },
     }
@@ -579,20 +748,14 @@ PAGE_PATHS: dict[str, Any] = {
         "get": {
             "summary": "Authorization endpoint (OIDC Core §3.1.2, RFC 6749 §4.1, PKCE S256)",
             "operationId": "authorize",
+            "description": "Every parameter at most once (RFC 6749 §3.1), an empty one counting "
+            "as omitted; unknown ones are ignored. An unknown client_id or an unregistered "
+            "redirect_uri is answered on tokend's own page (400), never redirected; any other "
+            "error goes back to the redirect URI (302 with error, error_description, state and "
+            "iss). Public clients must send code_challenge.",
             "parameters": [
-                {"name": n, "in": "query", "required": r, "schema": {"type": "string"}}
-                for n, r in (
-                    ("response_type", True),
-                    ("client_id", True),
-                    ("redirect_uri", True),
-                    ("scope", True),
-                    ("state", False),
-                    ("nonce", False),
-                    ("code_challenge", False),
-                    ("code_challenge_method", False),
-                    ("prompt", False),
-                    ("max_age", False),
-                )
+                {"name": name, "in": "query", "required": required, "schema": schema}
+                for name, required, schema in _AUTHORIZE_PARAMS
             ],
             "responses": {
                 "200": _html("The sign-in or consent page."),
@@ -607,16 +770,30 @@ PAGE_PATHS: dict[str, Any] = {
             "operationId": "login",
             "requestBody": _form(
                 {
-                    "username": {"type": "string"},
-                    "password": {"type": "string"},
-                    "next": {"type": "string"},
+                    "username": _required_text(),
+                    "password": _required_text(),
+                    "next": _required_text(
+                        "Where to go once signed in: /account or an authorization request.",
+                        pattern="^(/account|/auth/v2/authorize\\?[^\\x00-\\x08\\x0a-\\x1f\\x7f"
+                        "\\ufffe\\uffff]*)$",
+                    ),
                 },
                 ["username", "password", "next"],
             ),
             "responses": {
                 "303": _redirect("Signed in: on to the authorization request or /account."),
-                "400": _html("Wrong username or password (one generic message)."),
+                "400": _html(
+                    "Wrong username or password (one generic message), or an authorization "
+                    "request in next that is no longer valid."
+                ),
                 "403": _html("Missing or wrong CSRF token, or a cross-origin POST."),
+                "429": {
+                    **_html(
+                        "Too many failed sign-ins from this address (for this account or "
+                        "any); the password is not checked until Retry-After has passed."
+                    ),
+                    "headers": _RETRY_AFTER,
+                },
             },
         }
     },
@@ -626,7 +803,7 @@ PAGE_PATHS: dict[str, Any] = {
             "operationId": "consent",
             "requestBody": _form(
                 {
-                    "request": {"type": "string", "description": "The authorization query."},
+                    "request": _required_text("The authorization query."),
                     "decision": {"type": "string", "enum": ["allow", "deny"]},
                 },
                 ["request", "decision"],
@@ -650,7 +827,7 @@ PAGE_PATHS: dict[str, Any] = {
         "post": {
             "summary": "Revoke one of the user's token families at once",
             "operationId": "accountRevoke",
-            "requestBody": _form({"family_id": {"type": "string"}}, ["family_id"]),
+            "requestBody": _form({"family_id": _required_text()}, ["family_id"]),
             "responses": {
                 "303": _redirect("Back to /account."),
                 "403": _html("Missing or wrong CSRF token."),
