@@ -78,6 +78,9 @@ from tokend.web.openapi import openapi_document
 EXAMPLES = int(os.environ.get("TOKEND_FUZZ_EXAMPLES", "10"))
 LOGIN_EXAMPLES = max(3, EXAMPLES // 3)
 REDIRECT_URI = "https://app.example/cb"
+# The pages' cookies on an https issuer (tokend.web.pages): __Host- prefixed.
+SESSION_COOKIE = "__Host-tokend_session"
+CSRF_COOKIE = "__Host-tokend_csrf"
 SCOPES = ("openid", "offline", "email", "profile")
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document(ISSUER))
@@ -169,6 +172,18 @@ class World:
         )
         return sid
 
+    def signed_in_form(self) -> tuple[dict[str, str], str]:
+        """The cookies of a new signed-in browser and the CSRF token of its pages (bound to
+        its CSRF cookie and its session), read off the account page as a browser would."""
+        cookies = {SESSION_COOKIE: self.new_session(), CSRF_COOKIE: self.csrf_cookie}
+        self.http.cookies.clear()
+        for name, value in cookies.items():
+            self.http.cookies.set(name, value)
+        page = self.http.get("/account")
+        m = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert m, page.text
+        return cookies, m.group(1)
+
 
 @pytest.fixture(scope="module")
 def world(rt: Runtime) -> Iterator[World]:
@@ -197,7 +212,7 @@ def world(rt: Runtime) -> Iterator[World]:
     app = create_app(rt.settings, runtime=rt)
     with TestClient(app, base_url=ISSUER, raise_server_exceptions=False) as client_http:
         page = client_http.get("/account")
-        csrf_cookie = page.cookies["tokend_csrf"]
+        csrf_cookie = page.cookies[CSRF_COOKIE]
         m = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         assert m, page.text
         assert tokens.refresh_token is not None
@@ -261,12 +276,11 @@ def _with_credentials(world: World, label: str, kwargs: dict[str, Any]) -> dict[
         params = kwargs.setdefault("params", {})
         params["client_id"] = world.client.client_id
         params["redirect_uri"] = REDIRECT_URI
-        kwargs["cookies"] = {"tokend_session": world.new_session()}
+        kwargs["cookies"] = {SESSION_COOKIE: world.new_session()}
     else:  # the pages
-        kwargs["cookies"] = {"tokend_session": world.new_session(),
-                             "tokend_csrf": world.csrf_cookie}  # fmt: skip
+        kwargs["cookies"], token = world.signed_in_form()
         if isinstance(body, dict) and "csrf_token" in body:
-            body["csrf_token"] = world.csrf_token
+            body["csrf_token"] = token
     return kwargs
 
 
@@ -508,7 +522,7 @@ def test_authorize_any_query(world: World, params: dict[str, str],
     pairs += [(f"x{i}", "y") for i in range(padding)]
     pairs = [(n, world.client.client_id if v == "<client>" else v) for n, v in pairs]
     query = urlencode(pairs, encoding="utf-8", errors="surrogatepass")
-    cookies = {"tokend_session": world.new_session()} if signed_in else {}
+    cookies = {SESSION_COOKIE: world.new_session()} if signed_in else {}
     before = token_state(world.rt)
     r = _send(world, {"method": "GET", "url": f"{ISSUER}/auth/v2/authorize?{query}",
                       "cookies": cookies})  # fmt: skip
@@ -555,9 +569,9 @@ def test_page_forms_any_body(world: World, path: str, params: dict[str, str],
                              extra: list[tuple[str, str]], with_csrf: bool) -> None:  # fmt: skip
     """Any form body (with a valid CSRF token or not) on the pages: never a 5xx, only the
     statuses the document lists for the form, and a refusal changes nothing."""
-    pairs = [*(("csrf_token", world.csrf_token),) * with_csrf, *params.items(), *extra]
+    cookies, token = world.signed_in_form()
+    pairs = [*(("csrf_token", token),) * with_csrf, *params.items(), *extra]
     body = urlencode(pairs, encoding="utf-8", errors="surrogatepass")
-    cookies = {"tokend_session": world.new_session(), "tokend_csrf": world.csrf_cookie}
     before = token_state(world.rt)
     r = _send(world, {"method": "POST", "url": ISSUER + path, "content": body.encode(),
                       "headers": {"Content-Type": "application/x-www-form-urlencoded"},

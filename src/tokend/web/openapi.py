@@ -849,7 +849,7 @@ PAGE_PATHS: dict[str, Any] = {
         "post": {
             "summary": "Withdraw a remembered consent (and revoke that client's families)",
             "operationId": "accountWithdrawConsent",
-            "requestBody": _form({"client_id": {"type": "string"}}, ["client_id"]),
+            "requestBody": _form({"client_id": _required_text()}, ["client_id"]),
             "responses": {
                 "303": _redirect("Back to /account."),
                 "403": _html("Missing or wrong CSRF token."),
