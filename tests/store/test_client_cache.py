@@ -55,28 +55,9 @@ def test_cached_client_is_read_once(rt: Runtime, make_client) -> None:
     assert reads == [reg.client_id]
 
 
-def test_unknown_clients_are_never_read(rt: Runtime, make_client) -> None:
+def test_an_unknown_client_is_read_once(rt: Runtime) -> None:
     """Issue 10 §7: an unknown id cost a database read every time (~1.5 ms against ~0.9 ms
-    for a wrong secret on PostgreSQL). With the cache on, the server holds every client's
-    id: no unknown id, new or repeated, reaches the database (the ids are read once)."""
-    reg = make_client()
-    rt.store.enable_client_cache()
-    reads = _count_client_reads(rt.store)
-    for i in range(50):
-        assert rt.store.get_client(f"nope{i}") is None
-        assert rt.store.get_client("nope") is None
-    assert reads == []
-    assert rt.store.get_client(reg.client_id) == reg.client  # a real one is read (once)
-    assert reads == [reg.client_id]
-
-
-def test_past_the_id_limit_an_unknown_client_is_read_once(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch, make_client
-) -> None:
-    """More clients than the store holds ids of: unknown ids are read, and remembered."""
-    make_client()
-    make_client()
-    monkeypatch.setattr(SqlStore, "_CLIENT_IDS_MAX", 1)
+    for a wrong secret on PostgreSQL); now it is remembered as unknown."""
     rt.store.enable_client_cache()
     reads = _count_client_reads(rt.store)
     for _ in range(5):

@@ -529,9 +529,6 @@ class SqlStore:
 
     _CLIENT_CACHE_SIZE = 10_000
     _UNKNOWN_CLIENT_CACHE_SIZE = 10_000
-    # With the cache on, every client id is held in memory (one read, again after each
-    # change) up to this many clients, so that no unknown id ever costs a read.
-    _CLIENT_IDS_MAX = 100_000
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -544,8 +541,6 @@ class SqlStore:
         self._thread_conns_lock = threading.Lock()
         self._clients: dict[str, Client] | None = None  # None: no cache
         self._unknown_clients: set[str] = set()  # ids read and not found (with the cache)
-        # Every client's id (with the cache), None until read, False: too many to hold.
-        self._client_ids: frozenset[str] | bool | None = None
         self._clients_epoch = 0
         self._clients_fingerprint: tuple[Any, ...] | None = None
         self._checkpointer: WalCheckpointer | None = None
@@ -711,7 +706,6 @@ class SqlStore:
         if self._clients is not None:
             self._clients.clear()
         self._unknown_clients.clear()
-        self._client_ids = None
 
     def refresh_client_cache(self) -> bool:
         """Drop the cached clients if the clients table changed since the last call (or if
@@ -744,11 +738,6 @@ class SqlStore:
             unknown = self._unknown_clients
             if client_id in unknown:
                 return None
-            ids = self._client_ids
-            if ids is None:
-                ids = self._load_client_ids()
-            if ids is not False and client_id not in ids:  # type: ignore[operator]
-                return None  # unknown: no read, whatever the id
         epoch = self._clients_epoch
         row = self._read_row(self._q.get_client, {"cid": client_id})
         client = None if row is None else _client_from_row(row)
@@ -763,19 +752,6 @@ class SqlStore:
                     cache.clear()
                 cache[client_id] = client
         return client
-
-    def _load_client_ids(self) -> frozenset[str] | bool:
-        """Every client's id, in memory until the cache is next cleared (False when there
-        are more than ``_CLIENT_IDS_MAX``: then unknown ids are read, and remembered)."""
-        epoch = self._clients_epoch
-        with self._read() as conn:
-            rows = (
-                conn.execute(select(cl.client_id).limit(self._CLIENT_IDS_MAX + 1)).scalars().all()
-            )
-        ids: frozenset[str] | bool = frozenset(rows) if len(rows) <= self._CLIENT_IDS_MAX else False
-        if epoch == self._clients_epoch:  # not if a change came in meanwhile
-            self._client_ids = ids
-        return ids
 
     def create_client(self, client: Client, *, now: float) -> None:
         try:
