@@ -110,9 +110,9 @@ class MemoryTransaction:
             raise ValueError(f"unknown family {family_id!r}")  # the SQL foreign key
         state.tokens[token_hash] = TokenRow(family_id, created_at, expires_at)
 
-    def is_refresh_token_spent(self, token_hash: bytes) -> bool | None:
+    def is_refresh_token_live(self, token_hash: bytes) -> bool:
         row = self._live().tokens.get(token_hash)
-        return None if row is None else row.spent_at is not None
+        return row is not None and row.spent_at is None
 
     def count_grace_retry(self, token_hash: bytes, *, limit: int) -> bool:
         state = self._live()

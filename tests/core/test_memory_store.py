@@ -55,12 +55,12 @@ def test_spend_is_compare_and_set() -> None:
     with store.transaction() as tx:
         tx.create_family(FAMILY)
         tx.insert_refresh_token(b"h1", family_id="f1", created_at=0.0, expires_at=10.0)
-        assert tx.is_refresh_token_spent(b"h1") is False
+        assert tx.is_refresh_token_live(b"h1") is True
         assert tx.spend_refresh_token(b"h1", at=1.0, successor_hash=b"h2")
         assert not tx.spend_refresh_token(b"h1", at=2.0, successor_hash=b"h3")
         assert not tx.spend_refresh_token(b"unknown", at=2.0, successor_hash=b"h3")
-        assert tx.is_refresh_token_spent(b"h1") is True
-        assert tx.is_refresh_token_spent(b"unknown") is None
+        assert tx.is_refresh_token_live(b"h1") is False
+        assert tx.is_refresh_token_live(b"unknown") is False
         stored = tx.find_refresh_token(b"h1")
         assert stored is not None
         assert (stored.spent_at, stored.successor_hash) == (1.0, b"h2")

@@ -10,8 +10,9 @@ from tests.core.memory_store import FakeSigner
 from tests.core.status_store import Denied, SignerVerifier, StatusStore
 from tests.core.world import World
 from tokend.core.errors import InvalidClient, InvalidGrant, InvalidRequest
+from tokend.core.events import EventKind
 from tokend.core.models import ClientCredentials
-from tokend.core.revocation import EVENT_WRONG_CLIENT, REVOKED_BY_CLIENT, RevocationService
+from tokend.core.revocation import REVOKED_BY_CLIENT, RevocationService
 from tokend.core.secrets import new_refresh_token
 
 HINTS = [None, "refresh_token", "access_token", "id_token", "nonsense"]
@@ -105,7 +106,7 @@ def test_another_clients_tokens_are_left_alone(setup) -> None:
     assert store.denied == {}
     assert world.refresh(tokens.refresh_token).refresh_token
     # One row per (client, address) per window, counting the attempts (issue 10 §7).
-    events = world.store.events(EVENT_WRONG_CLIENT)
+    events = world.store.events(EventKind.REVOCATION_WRONG_CLIENT)
     assert [(e.client_id, e.family_id, dict(e.detail)) for e in events] == [
         (reg, sid, {"owner_client_id": world.web.client_id, "address": ""})
         for reg in ("other", "spa")
@@ -123,7 +124,7 @@ def test_wrong_client_events_cannot_flood_the_trail(setup) -> None:
     service.revoke(world.spa.credentials(), params(token), address="192.0.2.2")
     world.clock.advance(3600)
     service.revoke(world.spa.credentials(), params(token), address="192.0.2.1")
-    events = world.store.events(EVENT_WRONG_CLIENT)
+    events = world.store.events(EventKind.REVOCATION_WRONG_CLIENT)
     assert [(e.detail["address"], world.store.event_count(e)) for e in events] == [
         ("192.0.2.1", 50),
         ("192.0.2.2", 1),

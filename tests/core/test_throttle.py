@@ -9,15 +9,8 @@ import pytest
 from tests.core.memory_store import MemoryStore
 from tokend.core.clock import FrozenClock
 from tokend.core.errors import TooManyAttempts
-from tokend.core.throttle import (
-    EVENT_THROTTLED,
-    Attempt,
-    Counter,
-    Limit,
-    Throttle,
-    ThrottlePolicy,
-    network_of,
-)
+from tokend.core.events import EventKind
+from tokend.core.throttle import Attempt, Counter, Limit, Throttle, ThrottlePolicy, network_of
 
 WINDOW = 900.0
 
@@ -141,7 +134,7 @@ def test_one_event_per_decision_never_per_refusal(throttle, store, clock) -> Non
         with pytest.raises(TooManyAttempts):
             throttle.check(keys)
     assert store.writes == writes  # refusals are not counted: no write
-    [event] = store.events(EVENT_THROTTLED)
+    [event] = store.events(EventKind.THROTTLED)
     assert event.detail["limit"] == "login" and event.detail["address"] == "192.0.2.1"
     assert event.detail["username"] == "alice" and event.detail["failures"] == 3
     assert event.at == clock.now()
@@ -208,7 +201,7 @@ def test_a_process_that_has_not_learned_refuses_the_wrong_guess_past_the_limit(
         b.failed(keys, Attempt("192.0.2.1", client_id="web"))
     with pytest.raises(TooManyAttempts):
         b.check_known(keys)
-    assert len(store.events(EVENT_THROTTLED)) == 1  # one decision, one event
+    assert len(store.events(EventKind.THROTTLED)) == 1  # one decision, one event
 
 
 def test_what_a_process_knows_is_bounded(store: MemoryCounters, clock: FrozenClock) -> None:

@@ -143,15 +143,15 @@ def test_spend_is_compare_and_set(rt: Runtime, make_client, user: User) -> None:
     h = hash_secret(token)
     s1, s2 = hash_secret("succ-1"), hash_secret("succ-2")
     with rt.store.transaction() as tx:
-        assert tx.is_refresh_token_spent(h) is False
+        assert tx.is_refresh_token_live(h) is True
         assert tx.spend_refresh_token(h, at=100.0, successor_hash=s1) is True
         assert tx.spend_refresh_token(h, at=101.0, successor_hash=s2) is False
-        assert tx.is_refresh_token_spent(h) is True
+        assert tx.is_refresh_token_live(h) is False
     with rt.store.transaction() as tx:
         assert tx.spend_refresh_token(h, at=102.0, successor_hash=s2) is False
         stored = tx.find_refresh_token(h)
         assert tx.spend_refresh_token(hash_secret("nope"), at=1.0, successor_hash=s1) is False
-        assert tx.is_refresh_token_spent(hash_secret("nope")) is None
+        assert tx.is_refresh_token_live(hash_secret("nope")) is False
     assert stored is not None
     assert stored.spent_at == 100.0  # the first spend wins; the losers changed nothing
     assert stored.successor_hash == s1
@@ -174,7 +174,7 @@ def test_exception_rolls_back_transaction(rt: Runtime, make_client, user: User) 
         assert tx.find_refresh_token(hash_secret("x")) is not None  # visible inside
         raise Boom
     with rt.store.transaction() as tx:
-        assert tx.is_refresh_token_spent(h) is False
+        assert tx.is_refresh_token_live(h) is True
         assert tx.find_refresh_token(hash_secret("x")) is None
     assert rt.store.get_family(fresh.id) is None
     assert rt.store.list_events("probe") == []

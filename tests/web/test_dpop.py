@@ -41,7 +41,7 @@ from tests.web.test_openapi import assert_documented
 from tokend.config import Settings
 from tokend.core.authorization import validate
 from tokend.core.dpop import REPLAY_MARGIN
-from tokend.core.grants.refresh_token import EVENT_GRACE_RETRY, EVENT_REUSE
+from tokend.core.events import EventKind
 from tokend.core.secrets import hash_secret
 from tokend.keys.material import derive
 from tokend.runtime import Runtime, build_runtime
@@ -341,7 +341,10 @@ def reuse_state(rt: Runtime, refresh_token_response: dict[str, Any]) -> tuple[bo
         events = conn.execute(
             select(func.count())
             .select_from(security_events)
-            .where(security_events.c.family_id == sid, security_events.c.kind == EVENT_REUSE)
+            .where(
+                security_events.c.family_id == sid,
+                security_events.c.kind == EventKind.REFRESH_TOKEN_REUSE,
+            )
         ).scalar_one()
     return revoked is not None, events
 
@@ -407,7 +410,9 @@ def test_grace_retries_over_http_are_bounded_and_recorded(http, rt, make_client,
         kinds = conn.execute(
             select(security_events.c.kind).where(security_events.c.family_id == sid)
         ).scalars()
-        assert sorted(kinds) == sorted([EVENT_GRACE_RETRY] * limit + [EVENT_REUSE])
+        assert sorted(kinds) == sorted(
+            [EventKind.REFRESH_TOKEN_GRACE_RETRY] * limit + [EventKind.REFRESH_TOKEN_REUSE]
+        )
 
 
 def _bad_proofs(key: ProofKey, other: ProofKey, t: float, used: str) -> dict[str, list[str]]:

@@ -30,7 +30,7 @@ from tests.web.helpers import (
     storage_snapshot,
 )
 from tokend.core.errors import TemporarilyUnavailable
-from tokend.core.revocation import EVENT_WRONG_CLIENT
+from tokend.core.events import EventKind
 from tokend.core.secrets import new_refresh_token
 from tokend.store.schema import revoked_access_tokens, token_families
 
@@ -76,7 +76,11 @@ def family_row(rt, family_id: str) -> tuple[float | None, str | None]:
 
 
 def wrong_client_events(rt, client_id: str) -> list[dict[str, Any]]:
-    return [e for e in rt.store.list_events(EVENT_WRONG_CLIENT) if e["client_id"] == client_id]
+    return [
+        e
+        for e in rt.store.list_events(EventKind.REVOCATION_WRONG_CLIENT)
+        if e["client_id"] == client_id
+    ]
 
 
 # -- refresh tokens: the whole family -----------------------------------------------------------

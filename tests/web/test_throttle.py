@@ -23,10 +23,9 @@ from tests.support.server import running_server
 from tests.web.helpers import INTROSPECT, REVOKE, TOKEN, TOKEN_SLASH, assert_no_store
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
+from tokend.core.events import EventKind
 from tokend.core.models import Client
-from tokend.core.revocation import EVENT_WRONG_CLIENT
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
-from tokend.core.throttle import EVENT_THROTTLED
 from tokend.runtime import Runtime, build_runtime
 from tokend.store.schema import abuse_counters
 from tokend.store.sql import User
@@ -132,7 +131,7 @@ def test_a_throttled_address_gets_429_everywhere_and_another_address_gets_in(
         )
         assert r.status_code == 200 and r.json()["active"] is True
     # One decision, one event (not one per refused request), and no secret in it.
-    [event] = events(rt, EVENT_THROTTLED)
+    [event] = events(rt, EventKind.THROTTLED)
     assert event["client_id"] == client_id
     assert event["detail"]["address"] == "127.0.0.1" and event["detail"]["limit"] == "client"
     assert secret not in str(event) and "tkd_cs_wrong" not in str(event)
@@ -276,7 +275,7 @@ def test_sign_in_throttled_without_checking_the_password(
     assert hashes["calls"] == LIMIT
     # The same account from another address signs in.
     assert sign_in(elsewhere, user.username, "right password").status_code == 303
-    [event] = events(rt, EVENT_THROTTLED)
+    [event] = events(rt, EventKind.THROTTLED)
     assert event["detail"]["username"] == user.username and "right password" not in str(event)
     # When the window has passed, the first address is back.
     clock.advance(WINDOW)
@@ -358,12 +357,12 @@ def test_wrong_client_revocations_add_one_row_with_a_count(
     for _ in range(50):
         r = http.post(REVOKE, data={"token": token, "client_id": thief.client_id})
         assert r.status_code == 200
-    [event] = events(rt, EVENT_WRONG_CLIENT)
+    [event] = events(rt, EventKind.REVOCATION_WRONG_CLIENT)
     assert event["count"] == 50 and event["client_id"] == thief.client_id
     assert event["detail"]["owner_client_id"] == victim.client_id
     # From another address: a row of its own.
     at(rt, "192.0.2.71").post(REVOKE, data={"token": token, "client_id": thief.client_id})
-    assert [e["count"] for e in events(rt, EVENT_WRONG_CLIENT)] == [50, 1]
+    assert [e["count"] for e in events(rt, EventKind.REVOCATION_WRONG_CLIENT)] == [50, 1]
 
 
 def test_gc_removes_ended_counters(rt: Runtime, at: Any, clock: FrozenClock) -> None:

@@ -59,6 +59,8 @@ class InvalidGrant(OAuthError):
     """The grant (code, refresh token) is invalid, expired, revoked or not the client's."""
 
     error = "invalid_grant"
+    # The spec's own words (spec/refresh-token.md), for the refresh grant; the code grant
+    # passes its own description.
     default_description = "The refresh token was invalid or has expired."
 
 

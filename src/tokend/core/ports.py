@@ -34,8 +34,8 @@ class Transaction(Protocol):
         """Store a new, unspent refresh token of the family."""
         ...
 
-    def is_refresh_token_spent(self, token_hash: bytes) -> bool | None:
-        """True/False for a known token, None for an unknown hash."""
+    def is_refresh_token_live(self, token_hash: bytes) -> bool:
+        """True for a stored token not spent yet; False for a spent or unknown hash."""
         ...
 
     def count_grace_retry(self, token_hash: bytes, *, limit: int) -> bool:

@@ -37,13 +37,13 @@ from typing import Protocol
 from tokend.core.bearer import InvalidToken, TokenVerifier, check_access_token
 from tokend.core.client_auth import authenticate_client
 from tokend.core.clock import Clock
+from tokend.core.events import EventKind
 from tokend.core.grants import require
 from tokend.core.models import Client, ClientCredentials, Policy, SecurityEvent, StoredRefreshToken
 from tokend.core.ports import Transaction
 from tokend.core.secrets import REFRESH_TOKEN_PREFIX, hash_secret, is_well_formed
 from tokend.core.throttle import event_key, network_of
 
-EVENT_WRONG_CLIENT = "revocation_wrong_client"
 REVOKED_BY_CLIENT = "client"  # token_families.revoked_reason
 MAX_JTI_LENGTH = 64  # the deny list's column
 
@@ -150,12 +150,12 @@ class RevocationService:
         with self._store.transaction() as tx:
             tx.count_event(
                 SecurityEvent(
-                    EVENT_WRONG_CLIENT,
+                    EventKind.REVOCATION_WRONG_CLIENT,
                     now,
                     client_id=client.client_id,
                     family_id=family_id,
                     detail={"owner_client_id": owner_client_id, "address": address},
                 ),
-                key=event_key(EVENT_WRONG_CLIENT, client.client_id, network),
+                key=event_key(EventKind.REVOCATION_WRONG_CLIENT, client.client_id, network),
                 window=self._event_window,
             )

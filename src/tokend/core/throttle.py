@@ -42,10 +42,9 @@ from typing import Protocol
 
 from tokend.core.clock import Clock
 from tokend.core.errors import TooManyAttempts
+from tokend.core.events import EventKind
 from tokend.core.models import SecurityEvent
 from tokend.core.ports import Transaction
-
-EVENT_THROTTLED = "throttled"
 
 CLIENT = "client"  # (client_id, address)
 CLIENT_ADDRESS = "client_address"  # (address) for client authentication
@@ -291,7 +290,7 @@ def _throttled_event(key: Key, counter: Counter, attempt: Attempt, now: float) -
     }
     if attempt.username is not None:
         detail["username"] = attempt.username[:255]
-    return SecurityEvent(EVENT_THROTTLED, now, client_id=attempt.client_id, detail=detail)
+    return SecurityEvent(EventKind.THROTTLED, now, client_id=attempt.client_id, detail=detail)
 
 
 def event_key(kind: str, *parts: str | None) -> bytes:

@@ -359,9 +359,9 @@ class SqlTransaction:
             {"h": token_hash, "fid": family_id, "created": created_at, "expires": expires_at},
         )
 
-    def is_refresh_token_spent(self, token_hash: bytes) -> bool | None:
+    def is_refresh_token_live(self, token_hash: bytes) -> bool:
         row = self._run(self._q.is_spent, {"h": token_hash}).fetchone()
-        return None if row is None else row[0] is not None
+        return row is not None and row[0] is None
 
     def count_grace_retry(self, token_hash: bytes, *, limit: int) -> bool:
         cur = self._run(self._q.count_grace_retry, {"h": token_hash, "limit": limit})

@@ -20,7 +20,7 @@ from tests.core.world import (
 from tokend.core import pkce
 from tokend.core.authorization import CODE_PREFIX
 from tokend.core.errors import InvalidClient, InvalidGrant, InvalidRequest, UnauthorizedClient
-from tokend.core.grants.authorization_code import EVENT_CODE_REPLAY
+from tokend.core.events import EventKind
 from tokend.core.models import ClientCredentials, TokenRequest, TokenResponse
 from tokend.core.secrets import hash_secret
 
@@ -182,8 +182,8 @@ def test_replay_revokes_the_family_and_records_an_event(world: World) -> None:
     invalid_grant(world, world.web, code)
     revoked = world.store.family(family.id)
     assert revoked.revoked_at == T0 + 30
-    assert world.store.state.revocation_reasons[family.id] == EVENT_CODE_REPLAY
-    (event,) = world.store.events(EVENT_CODE_REPLAY)
+    assert world.store.state.revocation_reasons[family.id] == EventKind.AUTHORIZATION_CODE_REPLAY
+    (event,) = world.store.events(EventKind.AUTHORIZATION_CODE_REPLAY)
     assert event.at == T0 + 30
     assert event.client_id == "web"
     assert event.family_id == family.id
@@ -231,7 +231,7 @@ def test_replay_of_a_code_without_refresh_token_still_revokes_its_family(world: 
     sid = world.access_claims(first)["sid"]
     invalid_grant(world, world.web, code)
     assert world.store.family(sid).revoked_at == T0
-    assert len(world.store.events(EVENT_CODE_REPLAY)) == 1
+    assert len(world.store.events(EventKind.AUTHORIZATION_CODE_REPLAY)) == 1
 
 
 def test_replay_by_another_client_reveals_nothing_and_revokes_nothing(world: World) -> None:
@@ -240,7 +240,7 @@ def test_replay_by_another_client_reveals_nothing_and_revokes_nothing(world: Wor
     assert first.refresh_token is not None
     invalid_grant(world, world.other, code)
     assert world.store.family_of(first.refresh_token).revoked_at is None
-    assert world.store.events(EVENT_CODE_REPLAY) == []
+    assert world.store.events(EventKind.AUTHORIZATION_CODE_REPLAY) == []
 
 
 # -- lifetime -----------------------------------------------------------------------------------
@@ -388,4 +388,4 @@ def test_failed_exchange_does_not_consume_the_code(world: World) -> None:
     invalid_grant(world, world.spa, code, verifier=OTHER_VERIFIER)
     response: TokenResponse = world.exchange(world.spa, code, verifier=VERIFIER)
     assert response.access_token
-    assert world.store.events(EVENT_CODE_REPLAY) == []
+    assert world.store.events(EventKind.AUTHORIZATION_CODE_REPLAY) == []

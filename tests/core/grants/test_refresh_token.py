@@ -20,7 +20,7 @@ from tests.core.world import (
     expected_at_hash,
 )
 from tokend.core.errors import InvalidGrant, InvalidRequest, InvalidScope
-from tokend.core.grants.refresh_token import EVENT_REUSE, EVENT_WRONG_CLIENT
+from tokend.core.events import EventKind
 from tokend.core.models import StoredRefreshToken, TokenResponse
 from tokend.core.secrets import (
     derive_successor,
@@ -48,8 +48,8 @@ def rt0(world: World) -> str:
 def assert_revoked_for_reuse(world: World, token: str, client_id: str = "web") -> None:
     family = world.store.family_of(token)
     assert family.revoked_at == world.clock.now()
-    assert world.store.state.revocation_reasons[family.id] == EVENT_REUSE
-    (event,) = world.store.events(EVENT_REUSE)
+    assert world.store.state.revocation_reasons[family.id] == EventKind.REFRESH_TOKEN_REUSE
+    (event,) = world.store.events(EventKind.REFRESH_TOKEN_REUSE)
     assert event.at == world.clock.now()
     assert event.family_id == family.id
     assert event.client_id == client_id
@@ -58,7 +58,7 @@ def assert_revoked_for_reuse(world: World, token: str, client_id: str = "web") -
 
 def assert_not_revoked(world: World, token: str) -> None:
     assert world.store.family_of(token).revoked_at is None
-    assert world.store.events(EVENT_REUSE) == []
+    assert world.store.events(EventKind.REFRESH_TOKEN_REUSE) == []
 
 
 # -- rotation -------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_reuse_after_grace_revokes_the_family(world: World, rt0: str) -> None:
     with pytest.raises(InvalidGrant):
         world.refresh(rt0)
     assert_revoked_for_reuse(world, rt0)
-    (event,) = world.store.events(EVENT_REUSE)
+    (event,) = world.store.events(EventKind.REFRESH_TOKEN_REUSE)
     assert event.detail["seconds_since_spent"] == world.policy.refresh_reuse_grace + 1
     # The successor, never used, is dead too, and presenting it records nothing more.
     with pytest.raises(InvalidGrant):
@@ -546,7 +546,7 @@ def test_token_of_another_client_is_invalid_grant(world: World, owner: str, pres
         world.refresh(rt, presenter_reg)
     family = world.store.family_of(rt)
     (event,) = world.store.events()
-    assert event.kind == EVENT_WRONG_CLIENT
+    assert event.kind == EventKind.REFRESH_TOKEN_WRONG_CLIENT
     assert event.client_id == presenter
     assert event.family_id == family.id
     assert event.user_id == family.user_id
@@ -566,12 +566,14 @@ def test_wrong_client_attempts_are_one_row_per_window_with_a_count(world: World)
     for _ in range(50):
         with pytest.raises(InvalidGrant):
             world.refresh(rt, world.spa)
-    [event] = world.store.events(EVENT_WRONG_CLIENT)
+    [event] = world.store.events(EventKind.REFRESH_TOKEN_WRONG_CLIENT)
     assert world.store.state.event_counts[world.store.state.events.index(event)] == 50
     world.clock.advance(world.policy.event_aggregation_window)
     with pytest.raises(InvalidGrant):
         world.refresh(rt, world.spa)
-    assert len(world.store.events(EVENT_WRONG_CLIENT)) == 2  # a new window, a new row
+    assert (
+        len(world.store.events(EventKind.REFRESH_TOKEN_WRONG_CLIENT)) == 2
+    )  # a new window, a new row
 
 
 # -- tokens that are not (or no longer) good ------------------------------------------------

@@ -31,7 +31,7 @@ import pytest
 
 from tests.core.world import Registered, World
 from tokend.core.errors import InvalidGrant
-from tokend.core.grants.refresh_token import EVENT_GRACE_RETRY, EVENT_REUSE
+from tokend.core.events import EventKind
 from tokend.core.models import DPoPProof, TokenRequest, TokenResponse
 
 THIEF = "T" * 43
@@ -50,8 +50,8 @@ def refresh(world: World, reg: Registered, token: str, jkt: str | None) -> Token
 def assert_reuse_detected(world: World, family_id: str, *tokens: str | None) -> None:
     family = world.store.family(family_id)
     assert family.revoked_at is not None, "the family must be revoked"
-    assert world.store.state.revocation_reasons[family_id] == EVENT_REUSE
-    assert [e.family_id for e in world.store.events(EVENT_REUSE)] == [family_id]
+    assert world.store.state.revocation_reasons[family_id] == EventKind.REFRESH_TOKEN_REUSE
+    assert [e.family_id for e in world.store.events(EventKind.REFRESH_TOKEN_REUSE)] == [family_id]
     for token in tokens:  # every token of the family is dead, the thief's successor too
         if token is not None:
             with pytest.raises(InvalidGrant):
@@ -101,7 +101,7 @@ def test_the_second_use_of_a_rotated_token_revokes_the_family(
         assert parties[first] is None
         retry = refresh(world, reg, stolen, parties[second])
         assert retry.refresh_token == winner.refresh_token
-        assert len(world.store.events(EVENT_GRACE_RETRY)) == 1
+        assert len(world.store.events(EventKind.REFRESH_TOKEN_GRACE_RETRY)) == 1
         refresh(world, reg, winner.refresh_token, None)
         world.clock.advance(11)
         with pytest.raises(InvalidGrant):
@@ -126,7 +126,7 @@ def test_thief_binding_first_cannot_shield_the_family_from_the_real_holder(world
     with pytest.raises(InvalidGrant):
         refresh(world, world.spa, stolen, None)  # the real client, as it always does
     assert world.store.family_of(stolen).revoked_at is not None
-    [event] = world.store.events(EVENT_REUSE)
+    [event] = world.store.events(EventKind.REFRESH_TOKEN_REUSE)
     assert event.detail["dpop"] is False and event.detail["family_dpop_bound"] is True
     with pytest.raises(InvalidGrant):  # the thief's chain is dead
         refresh(world, world.spa, thief.refresh_token, THIEF)
@@ -180,12 +180,12 @@ def test_grace_retries_are_bounded_and_recorded(
         world.clock.advance(1)
         retry = refresh(world, reg, token, None)
         assert retry.refresh_token == successor
-        assert len(world.store.events(EVENT_GRACE_RETRY)) == i + 1
+        assert len(world.store.events(EventKind.REFRESH_TOKEN_GRACE_RETRY)) == i + 1
     world.clock.advance(1)
     with pytest.raises(InvalidGrant):  # the fourth: not a lost response, a replay storm
         refresh(world, reg, token, None)
     assert world.store.family_of(token).revoked_at is not None
-    assert len(world.store.events(EVENT_REUSE)) == 1
+    assert len(world.store.events(EventKind.REFRESH_TOKEN_REUSE)) == 1
     with pytest.raises(InvalidGrant):
         refresh(world, reg, successor, None)
 
@@ -195,7 +195,7 @@ def test_grace_retry_event_names_no_secret(world: World) -> None:
     assert token is not None
     successor = refresh(world, world.web, token, None).refresh_token
     refresh(world, world.web, token, None)
-    [event] = world.store.events(EVENT_GRACE_RETRY)
+    [event] = world.store.events(EventKind.REFRESH_TOKEN_GRACE_RETRY)
     text = repr(event)
     assert token not in text and successor not in text
     assert event.client_id == "web" and event.family_id == world.store.family_of(token).id

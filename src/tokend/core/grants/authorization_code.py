@@ -22,6 +22,7 @@ from typing import ClassVar
 from tokend.core import pkce
 from tokend.core.authorization import CODE_PREFIX
 from tokend.core.errors import InvalidGrant, OAuthError
+from tokend.core.events import EventKind
 from tokend.core.grants import record_proof, require
 from tokend.core.issuance import FamilyIssuer
 from tokend.core.models import Client, DPoPProof, SecurityEvent, TokenResponse
@@ -30,7 +31,6 @@ from tokend.core.secrets import hash_secret, new_id
 
 log = logging.getLogger("tokend.security")
 
-EVENT_CODE_REPLAY = "authorization_code_replay"
 _INVALID = "The authorization code is invalid, expired or already used."
 
 
@@ -66,10 +66,12 @@ class AuthorizationCodeGrant:
                 raise InvalidGrant(_INVALID)
             if stored.consumed_at is not None:
                 if stored.family_id is not None:
-                    tx.revoke_family(stored.family_id, at=now, reason=EVENT_CODE_REPLAY)
+                    tx.revoke_family(
+                        stored.family_id, at=now, reason=EventKind.AUTHORIZATION_CODE_REPLAY
+                    )
                 tx.record_event(
                     SecurityEvent(
-                        EVENT_CODE_REPLAY,
+                        EventKind.AUTHORIZATION_CODE_REPLAY,
                         now,
                         client_id=client.client_id,
                         family_id=stored.family_id,

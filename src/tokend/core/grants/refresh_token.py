@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from tokend.core.errors import InvalidGrant, OAuthError
+from tokend.core.events import EventKind
 from tokend.core.grants import record_proof, require
 from tokend.core.minting import TokenMinter
 from tokend.core.models import (
@@ -43,9 +44,6 @@ from tokend.core.throttle import event_key
 
 log = logging.getLogger("tokend.security")
 
-EVENT_REUSE = "refresh_token_reuse"
-EVENT_WRONG_CLIENT = "refresh_token_wrong_client"
-EVENT_GRACE_RETRY = "refresh_token_grace_retry"
 _PROOF_REQUIRED = "The refresh token is bound to a DPoP key: send a DPoP proof made with it."
 _OTHER_KEY = "The DPoP proof is made with another key than the refresh token is bound to."
 
@@ -94,14 +92,16 @@ class RefreshTokenGrant:
                 # (client, family) per window, with a count, so the trail cannot be flooded.
                 tx.count_event(
                     SecurityEvent(
-                        EVENT_WRONG_CLIENT,
+                        EventKind.REFRESH_TOKEN_WRONG_CLIENT,
                         now,
                         client_id=client.client_id,
                         family_id=family.id,
                         user_id=family.user_id,
                         detail={"owner_client_id": family.client_id},
                     ),
-                    key=event_key(EVENT_WRONG_CLIENT, client.client_id, family.id),
+                    key=event_key(
+                        EventKind.REFRESH_TOKEN_WRONG_CLIENT, client.client_id, family.id
+                    ),
                     window=self._policy.event_aggregation_window,
                 )
                 rejection = InvalidGrant()
@@ -185,7 +185,7 @@ class RefreshTokenGrant:
             and stored.successor_hash is not None
             # Derived with the presented key: another key (or none) is not the same client.
             and hmac.compare_digest(stored.successor_hash, successor_hash)
-            and tx.is_refresh_token_spent(successor_hash) is False
+            and tx.is_refresh_token_live(successor_hash)
         ):
             return False
         if not tx.count_grace_retry(stored.token_hash, limit=self._policy.refresh_grace_retries):
@@ -193,7 +193,7 @@ class RefreshTokenGrant:
         family = stored.family
         tx.record_event(
             SecurityEvent(
-                EVENT_GRACE_RETRY,
+                EventKind.REFRESH_TOKEN_GRACE_RETRY,
                 now,
                 client_id=client.client_id,
                 family_id=family.id,
@@ -213,10 +213,10 @@ class RefreshTokenGrant:
     ) -> None:
         """RFC 9700 §4.14.2: a spent token used again means it leaked; end the family."""
         family = stored.family
-        tx.revoke_family(family.id, at=now, reason=EVENT_REUSE)
+        tx.revoke_family(family.id, at=now, reason=EventKind.REFRESH_TOKEN_REUSE)
         tx.record_event(
             SecurityEvent(
-                EVENT_REUSE,
+                EventKind.REFRESH_TOKEN_REUSE,
                 now,
                 client_id=client.client_id,
                 family_id=family.id,
