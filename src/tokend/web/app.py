@@ -38,6 +38,7 @@ from tokend.web.introspection import INTROSPECTION_PATH, introspection_endpoint
 from tokend.web.openapi import openapi_document
 from tokend.web.pages import page_routes
 from tokend.web.parsing import parse_basic, parse_params, read_body
+from tokend.web.responses import JSON, json_response
 from tokend.web.revocation import REVOCATION_PATH, revocation_endpoint
 from tokend.web.throttling import ClientAuthGuard
 from tokend.web.userinfo import USERINFO_PATH, userinfo_endpoint
@@ -46,15 +47,9 @@ log = logging.getLogger("tokend.web")
 T = TypeVar("T")
 
 TOKEN_PATHS = ("/auth/v2/token", "/auth/v2/token/")
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # On an https issuer, every response: browsers then never talk to the issuer's host (or its
 # subdomains) over plain http again, for two years (RFC 6797; the cookies are __Host-).
 HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
-JSON = "application/json"
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status, {**NO_STORE, **(headers or {})}, JSON)
 
 
 def _oauth_error(exc: OAuthError) -> Response:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,10 +18,10 @@ from tokend.core.introspection import IntrospectionService
 from tokend.core.models import ClientCredentials
 from tokend.runtime import Runtime
 from tokend.web.parsing import read_client_params
+from tokend.web.responses import json_response
 from tokend.web.throttling import ClientAuthGuard
 
 INTROSPECTION_PATH = "/auth/v2/introspect"
-_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 Call = Callable[..., Awaitable[Any]]
 
@@ -43,6 +42,6 @@ def introspection_endpoint(
             return await call(service.introspect, creds, params)
 
         result = await guard.run(request, credentials, work)
-        return Response(orjson.dumps(result), 200, _HEADERS, "application/json")
+        return json_response(result)
 
     return introspect

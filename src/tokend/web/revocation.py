@@ -18,10 +18,10 @@ from tokend.core.models import ClientCredentials
 from tokend.core.revocation import RevocationService
 from tokend.runtime import Runtime
 from tokend.web.parsing import read_client_params
+from tokend.web.responses import NO_STORE
 from tokend.web.throttling import ClientAuthGuard
 
 REVOCATION_PATH = "/auth/v2/revoke"
-_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 Call = Callable[..., Awaitable[Any]]
 
@@ -46,6 +46,6 @@ def revocation_endpoint(
             await call(service.revoke, creds, params, address=address)
 
         await guard.run(request, credentials, work)
-        return Response(b"", 200, _HEADERS)
+        return Response(b"", 200, NO_STORE)
 
     return revoke

@@ -33,10 +33,10 @@ from tokend.core.userinfo import UserInfoService
 from tokend.runtime import Runtime
 from tokend.web.dpop import DPoPHeaders
 from tokend.web.parsing import parse_params, read_body
+from tokend.web.responses import JSON, NO_STORE
 
 USERINFO_PATH = "/auth/v2/users/retrieve"
 FORM = "application/x-www-form-urlencoded"
-_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
@@ -122,8 +122,8 @@ def challenge(exc: OAuthError, scheme: str = "Bearer") -> str:
     return value
 
 
-def _json(body: object, status: int, headers: dict[str, str] = _HEADERS) -> Response:
-    return Response(orjson.dumps(body), status, headers, "application/json")
+def _json(body: object, status: int, headers: dict[str, str] = NO_STORE) -> Response:
+    return Response(orjson.dumps(body), status, headers, JSON)
 
 
 def userinfo_endpoint(rt: Runtime, call: Call, max_body: int) -> Callable[..., Awaitable[Response]]:
@@ -153,11 +153,11 @@ def userinfo_endpoint(rt: Runtime, call: Call, max_body: int) -> Callable[..., A
                 claims = await call(service.userinfo, token)
         except (InvalidToken, InsufficientScope, InvalidRequest) as exc:
             # Anything else (temporarily_unavailable, ...) goes to the app's OAuthError handler.
-            headers = {**_HEADERS, "WWW-Authenticate": challenge(exc, scheme)}
+            headers = {**NO_STORE, "WWW-Authenticate": challenge(exc, scheme)}
             return dpop.with_nonce(request, _json(exc.to_dict(), exc.status_code, headers))
         except (InvalidDPoPProof, UseDPoPNonce) as exc:
             # RFC 9449 §7.1, §9: 401 at a protected resource, with the DPoP challenge.
-            headers = {**_HEADERS, "WWW-Authenticate": challenge(exc), **dpop.nonce_headers()}
+            headers = {**NO_STORE, "WWW-Authenticate": challenge(exc), **dpop.nonce_headers()}
             return _json(exc.to_dict(), 401, headers)
         return dpop.with_nonce(request, _json(claims, 200))
 
