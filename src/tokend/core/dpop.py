@@ -23,7 +23,6 @@ process of one deployment accepts the nonces of every other without sharing stat
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tokend.core.errors import InvalidDPoPProof
+from tokend.core.jose import b64url_decode, b64url_encode
 from tokend.core.models import DPoPProof
 
 # RFC 9449 §4.2: "an asymmetric digital signature algorithm"; never "none" or a MAC.
@@ -73,23 +73,9 @@ _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
 
 
-def _b64decode(segment: bytes | str) -> bytes:
-    """Canonical unpadded base64url (RFC 7515 §2); any other spelling is refused."""
-    if isinstance(segment, str):
-        segment = segment.encode("ascii")
-    raw = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment:
-        raise ValueError("non-canonical base64url")
-    return raw
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def access_token_hash(access_token: str) -> str:
     """RFC 9449 §4.2 ``ath``: base64url(SHA-256(ASCII(access token)))."""
-    return b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+    return b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest())
 
 
 # -- htu (RFC 9449 §4.3 check 9, RFC 3986 §6.2.2-6.2.3) -------------------------------------
@@ -205,7 +191,7 @@ def _thumbprint_input(jwk: dict[str, object], alg: str) -> str:
 
 def _public_key(jwk: dict[str, object], alg: str) -> Any:
     if alg == "ES256":
-        x, y = _b64decode(_member(jwk, "x")), _b64decode(_member(jwk, "y"))
+        x, y = b64url_decode(_member(jwk, "x")), b64url_decode(_member(jwk, "y"))
         if len(x) != _EC_COORDINATE_BYTES or len(y) != _EC_COORDINATE_BYTES:
             raise ValueError("bad P-256 coordinates")
         numbers = ec.EllipticCurvePublicNumbers(
@@ -218,15 +204,15 @@ def _public_key(jwk: dict[str, object], alg: str) -> Any:
         # RFC 7518 §6.3.1.1 notes some libraries add one) is even decoded.
         if len(e) > 8 or len(n) > (MAX_RSA_BITS // 8 + 1) * 4 // 3 + 1:
             raise ValueError("RSA key too large")
-        exponent = int.from_bytes(_b64decode(e), "big")
-        modulus = int.from_bytes(_b64decode(n), "big")
+        exponent = int.from_bytes(b64url_decode(e), "big")
+        modulus = int.from_bytes(b64url_decode(n), "big")
         if exponent != RSA_PUBLIC_EXPONENT:
             raise ValueError("RSA public exponent is not 65537")
         if not MIN_RSA_BITS <= modulus.bit_length() <= MAX_RSA_BITS:
             raise ValueError("RSA modulus size out of range")
         return rsa.RSAPublicNumbers(exponent, modulus).public_key()
     crv = jwk["crv"]
-    x = _b64decode(_member(jwk, "x"))
+    x = b64url_decode(_member(jwk, "x"))
     if len(x) != _OKP_KEY_BYTES[str(crv)]:
         raise ValueError("bad OKP key length")
     if crv == "Ed25519":
@@ -236,7 +222,7 @@ def _public_key(jwk: dict[str, object], alg: str) -> Any:
 
 def jwk_thumbprint(jwk: dict[str, object], alg: str) -> str:
     """RFC 7638 SHA-256 thumbprint of a public JWK for ``alg`` (``ValueError`` if unfit)."""
-    return b64url(hashlib.sha256(_thumbprint_input(jwk, alg).encode("ascii")).digest())
+    return b64url_encode(hashlib.sha256(_thumbprint_input(jwk, alg).encode("ascii")).digest())
 
 
 # -- nonces (RFC 9449 §8, §9) ------------------------------------------------------------------
@@ -258,7 +244,7 @@ class DPoPNonces:
 
     def _make(self, bucket: int) -> str:
         mac = hmac.new(self._key, b"dpop-nonce:" + str(bucket).encode(), hashlib.sha256)
-        return b64url(mac.digest()[:16])
+        return b64url_encode(mac.digest()[:16])
 
     def _pair(self, now: float) -> tuple[str, str]:
         bucket = int(now // self.period)
@@ -309,7 +295,7 @@ class ProofVerifier:
     def _header_key(self, segment: bytes) -> _Key:
         """§4.3 checks 3-6 on the proof's JOSE header: the key it names, for its alg."""
         try:
-            header = orjson.loads(_b64decode(segment))
+            header = orjson.loads(b64url_decode(segment))
         except (ValueError, TypeError):
             raise InvalidDPoPProof("The DPoP proof is not a well-formed JWT.") from None
         if not isinstance(header, dict):
@@ -326,7 +312,7 @@ class ProofVerifier:
             if not isinstance(jwk, dict):
                 raise ValueError("jwk is not an object")
             material = _thumbprint_input(jwk, alg)
-            jkt = b64url(hashlib.sha256(material.encode("ascii")).digest())
+            jkt = b64url_encode(hashlib.sha256(material.encode("ascii")).digest())
             return _Key(alg, _public_key(jwk, alg), jkt)
         except (ValueError, TypeError, KeyError):
             raise InvalidDPoPProof("The DPoP proof's jwk is not a usable public key.") from None
@@ -354,8 +340,8 @@ class ProofVerifier:
             m = _COMPACT_JWS.fullmatch(raw)
             if m is None:
                 raise ValueError("not a compact JWS")
-            payload = _b64decode(m[2])
-            signature = _b64decode(m[3])
+            payload = b64url_decode(m[2])
+            signature = b64url_decode(m[3])
         except (ValueError, TypeError):  # incl. binascii and encode errors
             raise InvalidDPoPProof("The DPoP proof is not a well-formed JWT.") from None
         # A client signs proof after proof with one key, so with one header: the header's

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 
+from tokend.core.jose import b64url_encode
 from tokend.core.models import Client, Policy, TokenResponse
 from tokend.core.ports import Signer
 from tokend.core.scopes import OPENID, format_scope
@@ -14,7 +14,7 @@ from tokend.core.scopes import OPENID, format_scope
 def at_hash(access_token: str) -> str:
     """OIDC Core §3.1.3.6: left half of the SHA-256 of the token, base64url (RS256/ES256)."""
     digest = hashlib.sha256(access_token.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
+    return b64url_encode(digest[:16])
 
 
 class TokenMinter:

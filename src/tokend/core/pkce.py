@@ -7,10 +7,11 @@ offer ``plain``).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
+
+from tokend.core.jose import b64url_encode
 
 # RFC 7636 §4.1: code-verifier = 43*128unreserved; §4.2: the S256 challenge is 43 chars.
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
@@ -24,7 +25,7 @@ def is_valid_challenge(challenge: str) -> bool:
 
 def s256(verifier: str) -> str:
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return b64url_encode(digest)
 
 
 def verify(verifier: str | None, challenge: str) -> bool:

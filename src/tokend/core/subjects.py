@@ -19,11 +19,11 @@ would be ambiguous, so such a registration is refused (``ValueError``).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from tokend.core.jose import b64url_encode
 from tokend.core.models import Client
 
 PUBLIC = "public"
@@ -59,7 +59,7 @@ def pairwise_subject(sector: str, user_id: str, salt: bytes) -> str:
     digest = hashlib.sha256(
         sector.encode("utf-8") + b"\x00" + user_id.encode("utf-8") + b"\x00" + salt
     ).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return b64url_encode(digest)
 
 
 def check_subject_type(subject_type: str, redirect_uris: Iterable[str]) -> None:

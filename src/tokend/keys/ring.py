@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -29,6 +28,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from tokend.core.bearer import InvalidToken
 from tokend.core.clock import Clock
+from tokend.core.jose import b64url_decode, b64url_encode, b64url_encode_raw
 from tokend.keys.material import Sealer
 from tokend.store.sql import KeyRecord, SqlStore
 
@@ -44,15 +44,6 @@ _COMPACT_JWS = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+
 # Our access tokens are about 1 KB (an RS256 signature is 342 characters of it); anything
 # far longer is refused before it is matched or decoded.
 MAX_TOKEN_LENGTH = 16 * 1024
-
-
-def _b64decode(segment: bytes) -> bytes:
-    """Canonical unpadded base64url (RFC 7515 §2): other spellings of the same bytes (stray
-    low bits in the last character) are refused, so a token has one valid spelling."""
-    raw = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment:
-        raise ValueError("non-canonical base64url")
-    return raw
 
 
 class NoSigningKey(RuntimeError):
@@ -80,12 +71,8 @@ def public_jwk(private_key: Any, alg: str) -> dict[str, Any]:
         jwk = OKPAlgorithm.to_jwk(pub, as_dict=True)
     members = {k: jwk[k] for k in _THUMBPRINT_MEMBERS[jwk["kty"]]}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
-    kid = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+    kid = b64url_encode(hashlib.sha256(canonical).digest())
     return {**members, "kid": kid, "alg": alg, "use": "sig"}
-
-
-def _b64encode(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 class _SigningKey:
@@ -109,13 +96,13 @@ class _SigningKey:
         segment = self._headers.get(typ)
         if segment is None:
             header = {"alg": self.alg, "kid": self.kid, "typ": typ}
-            segment = self._headers[typ] = _b64encode(orjson.dumps(header))
+            segment = self._headers[typ] = b64url_encode_raw(orjson.dumps(header))
         return segment
 
     def sign(self, claims: Mapping[str, Any], typ: str) -> str:
-        signing_input = self._header(typ) + b"." + _b64encode(orjson.dumps(claims))
+        signing_input = self._header(typ) + b"." + b64url_encode_raw(orjson.dumps(claims))
         signature = self._algorithm.sign(signing_input, self.key)
-        return (signing_input + b"." + _b64encode(signature)).decode("ascii")
+        return (signing_input + b"." + b64url_encode_raw(signature)).decode("ascii")
 
 
 class KeyRing:
@@ -255,16 +242,16 @@ class KeyRing:
             m = _COMPACT_JWS.fullmatch(raw)
             if m is None:
                 raise ValueError("not a compact JWS")
-            header = orjson.loads(_b64decode(m[1]))
+            header = orjson.loads(b64url_decode(m[1]))
             key = self._verification_keys.get(header.get("kid"))  # type: ignore[union-attr]
             if (
                 key is None
                 or header.get("alg") != key.algorithm_name
                 or "crit" in header
-                or not key.Algorithm.verify(raw[: m.end(2)], key.key, _b64decode(m[3]))
+                or not key.Algorithm.verify(raw[: m.end(2)], key.key, b64url_decode(m[3]))
             ):
                 raise ValueError("bad signature")
-            claims = orjson.loads(_b64decode(m[2]))
+            claims = orjson.loads(b64url_decode(m[2]))
         except (ValueError, TypeError, AttributeError):  # incl. binascii/JSON/encode errors
             raise InvalidToken() from None
         if not isinstance(claims, dict):

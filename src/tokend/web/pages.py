@@ -23,7 +23,6 @@ Security habits here:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -44,6 +43,7 @@ from starlette.routing import Route
 
 from tokend.core import authorization as authz
 from tokend.core.errors import InvalidRequest, TooManyAttempts
+from tokend.core.jose import b64url_encode
 from tokend.core.secrets import hash_secret
 from tokend.core.throttle import Attempt
 from tokend.keys.material import derive
@@ -89,10 +89,6 @@ _STATIC = Path(__file__).parent / "static"
 _TEMPLATES = Path(__file__).parent / "templates"
 # Verifying against this when the username is unknown costs what a real check costs.
 _DUMMY_HASH = PasswordHasher().hash(secrets.token_urlsafe(16))
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def with_query(uri: str, params: dict[str, str | None]) -> str:
@@ -148,7 +144,7 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
         """The form token: bound to the browser's CSRF cookie and to its session, so it stops
         working when either changes (sign-in, sign-out) and is worth nothing elsewhere."""
         message = f"{cookie}\n{sid}".encode()
-        return _b64(hmac.new(csrf_key, message, "sha256").digest())
+        return b64url_encode(hmac.new(csrf_key, message, "sha256").digest())
 
     def set_csrf_cookie(response: Response, value: str) -> None:
         response.set_cookie(
