@@ -500,31 +500,25 @@ def page_routes(rt: Runtime, call: Callable[..., Awaitable[Any]]) -> list[Route]
             logout_everywhere_url=LOGOUT_EVERYWHERE,
         )
 
-    async def account_revoke(request: Request) -> Response:
+    async def account_action(request: Request, field: str, action: Callable[..., Any]) -> Response:
+        """A form of /account that acts on one of the signed-in user's things by its id:
+        ``action(user_id, id, now=...)``; back to /account."""
         form = await read_form(request)
         if form is None:
             return forbidden()
         _, session = await current_session(request)
         if session is None:
             return redirect(ACCOUNT, 303)
-        family_id = form.get("family_id", "")
-        if _is_id(family_id):  # else no family has it (and no NUL reaches the database)
-            await call(
-                rt.accounts.revoke_user_family, session.user_id, family_id, now=rt.clock.now()
-            )
+        value = form.get(field, "")
+        if _is_id(value):  # else nothing has it (and no NUL reaches the database)
+            await call(action, session.user_id, value, now=rt.clock.now())
         return redirect(ACCOUNT, 303)
 
+    async def account_revoke(request: Request) -> Response:
+        return await account_action(request, "family_id", rt.accounts.revoke_user_family)
+
     async def account_withdraw(request: Request) -> Response:
-        form = await read_form(request)
-        if form is None:
-            return forbidden()
-        _, session = await current_session(request)
-        if session is None:
-            return redirect(ACCOUNT, 303)
-        client_id = form.get("client_id", "")
-        if _is_id(client_id):
-            await call(rt.accounts.withdraw_consent, session.user_id, client_id, now=rt.clock.now())
-        return redirect(ACCOUNT, 303)
+        return await account_action(request, "client_id", rt.accounts.withdraw_consent)
 
     def signed_out() -> Response:
         response = redirect(ACCOUNT, 303)

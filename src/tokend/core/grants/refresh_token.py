@@ -91,13 +91,12 @@ class RefreshTokenGrant:
                 # Anyone holding a token can try this under a public client's id: one row per
                 # (client, family) per window, with a count, so the trail cannot be flooded.
                 tx.count_event(
-                    SecurityEvent(
+                    _event(
                         EventKind.REFRESH_TOKEN_WRONG_CLIENT,
                         now,
-                        client_id=client.client_id,
-                        family_id=family.id,
-                        user_id=family.user_id,
-                        detail={"owner_client_id": family.client_id},
+                        client,
+                        family,
+                        owner_client_id=family.client_id,
                     ),
                     key=event_key(
                         EventKind.REFRESH_TOKEN_WRONG_CLIENT, client.client_id, family.id
@@ -192,13 +191,12 @@ class RefreshTokenGrant:
             return False  # past the bound: not a lost response but a replay storm; reuse
         family = stored.family
         tx.record_event(
-            SecurityEvent(
+            _event(
                 EventKind.REFRESH_TOKEN_GRACE_RETRY,
                 now,
-                client_id=client.client_id,
-                family_id=family.id,
-                user_id=family.user_id,
-                detail={"seconds_since_spent": now - stored.spent_at},
+                client,
+                family,
+                seconds_since_spent=now - stored.spent_at,
             )
         )
         return True
@@ -215,23 +213,34 @@ class RefreshTokenGrant:
         family = stored.family
         tx.revoke_family(family.id, at=now, reason=EventKind.REFRESH_TOKEN_REUSE)
         tx.record_event(
-            SecurityEvent(
+            _event(
                 EventKind.REFRESH_TOKEN_REUSE,
                 now,
-                client_id=client.client_id,
-                family_id=family.id,
-                user_id=family.user_id,
-                detail={
-                    "spent_at": stored.spent_at,
-                    "seconds_since_spent": now - (stored.spent_at or now),
-                    "dpop": jkt is not None,
-                    "family_dpop_bound": family.dpop_jkt is not None,
-                },
+                client,
+                family,
+                spent_at=stored.spent_at,
+                seconds_since_spent=now - (stored.spent_at or now),
+                dpop=jkt is not None,
+                family_dpop_bound=family.dpop_jkt is not None,
             )
         )
         log.warning(
             "refresh token reuse: family %s of client %s revoked", family.id, client.client_id
         )
+
+
+def _event(
+    kind: EventKind, now: float, client: Client, family: Family, **detail: object
+) -> SecurityEvent:
+    """A security event about ``family``, caused by a request of ``client``."""
+    return SecurityEvent(
+        kind,
+        now,
+        client_id=client.client_id,
+        family_id=family.id,
+        user_id=family.user_id,
+        detail=detail,
+    )
 
 
 def _check_binding(family: Family, dpop: DPoPProof | None, client: Client) -> None:
