@@ -48,8 +48,9 @@ def seed_families(rt: Any, client_id: str, count: int, *, first_user: int = 0) -
 
     from argon2 import PasswordHasher
 
+    from tokend.core.errors import AlreadyExists
+    from tokend.core.models import User
     from tokend.core.secrets import new_id
-    from tokend.store.sql import AlreadyExists, User
 
     client = rt.store.get_client(client_id)
     password_hash = PasswordHasher().hash(secrets.token_urlsafe(16))  # nobody signs in

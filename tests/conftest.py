@@ -14,11 +14,10 @@ from sqlalchemy import text
 from tests.support.postgres import PostgresServer
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
-from tokend.core.models import Client, TokenResponse
+from tokend.core.models import Client, TokenResponse, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.runtime import Runtime, build_runtime
 from tokend.store.engine import create_db_engine, migrate
-from tokend.store.sql import User
 
 BACKENDS = [b.strip() for b in os.environ.get("TOKEND_TEST_BACKENDS", "sqlite,postgres").split(",")]
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnop"

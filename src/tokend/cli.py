@@ -15,8 +15,8 @@ import click
 
 from tokend.config import DEFAULT_DATABASE_URL, MissingSecretKey, Settings
 from tokend.core.clock import SystemClock
-from tokend.core.errors import InvalidScope, TemporarilyUnavailable
-from tokend.core.models import Client
+from tokend.core.errors import AlreadyExists, InvalidScope, TemporarilyUnavailable
+from tokend.core.models import Client, User
 from tokend.core.scopes import parse_scope
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.core.subjects import PUBLIC, SUBJECT_TYPES, check_subject_type
@@ -24,7 +24,7 @@ from tokend.keys.ring import SUPPORTED_ALGS
 from tokend.runtime import Runtime, build_runtime
 from tokend.store.accounts import AccountStore
 from tokend.store.engine import create_db_engine, migrate
-from tokend.store.sql import AlreadyExists, SqlStore, User
+from tokend.store.sql import SqlStore
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")

@@ -25,8 +25,8 @@ from tests.client.support import (
 from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
+from tokend.core.models import User
 from tokend.runtime import Runtime, build_runtime
-from tokend.store.sql import User
 from tokend.web.app import create_app
 
 TOKEN_ENDPOINT = f"{ISSUER}/auth/v2/token"

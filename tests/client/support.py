@@ -26,10 +26,9 @@ from tests.support.server import running_server
 from tokend.client import TokenResponse
 from tokend.config import Settings
 from tokend.core.clock import SystemClock
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.runtime import Runtime, build_runtime
-from tokend.store.sql import User
 
 TOKEN_PATH = "/auth/v2/token"
 USERINFO_PATH = "/auth/v2/users/retrieve"

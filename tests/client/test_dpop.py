@@ -44,9 +44,9 @@ from tokend.client import (
 )
 from tokend.config import Settings
 from tokend.core.dpop import DPoPNonces, ProofVerifier, jwk_thumbprint
+from tokend.core.models import User
 from tokend.keys.material import derive
 from tokend.runtime import Runtime, build_runtime
-from tokend.store.sql import User
 from tokend.web.app import create_app
 
 TOKEN = f"{ISSUER}/auth/v2/token"

@@ -67,11 +67,10 @@ from tests.conftest import ISSUER
 from tests.fuzz.strategies import hostile_text, hostile_values
 from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import basic
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.runtime import Runtime
 from tokend.store import schema as tables
-from tokend.store.sql import User
 from tokend.web.app import create_app
 from tokend.web.openapi import openapi_document
 

@@ -31,10 +31,9 @@ from tests.conftest import SECRET_KEY
 from tests.support.server import running_server
 from tokend.config import Settings
 from tokend.core.clock import SystemClock
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.runtime import Runtime, build_runtime
-from tokend.store.sql import User
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,10 +13,9 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support.server import running_server
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.store.schema import refresh_tokens, security_events, token_families
-from tokend.store.sql import User
 
 N = 32
 

@@ -15,10 +15,9 @@ from sqlalchemy import func, select
 
 from tests.support.dpop import ProofKey
 from tests.support.server import running_server
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.store.schema import dpop_proofs, refresh_tokens, token_families
-from tokend.store.sql import User
 
 N = 16
 TOKEN = "/auth/v2/token"

@@ -28,9 +28,8 @@ import pytest
 
 from tests.conftest import SECRET_KEY
 from tests.support.server import running_server
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
-from tokend.store.sql import User
 
 TTL = 8  # seconds: access and client_credentials tokens of this test's server
 REFRESH_INTERVAL = 0.5  # TOKEND_KEY_REFRESH_INTERVAL

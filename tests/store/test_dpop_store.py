@@ -11,11 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from tokend.core.clock import FrozenClock
-from tokend.core.models import Family
+from tokend.core.models import Family, User
 from tokend.core.secrets import hash_secret, new_id, new_refresh_token
 from tokend.runtime import Runtime
 from tokend.store.schema import dpop_proofs
-from tokend.store.sql import User
 
 JKT_A = "A" * 43
 JKT_B = "B" * 43

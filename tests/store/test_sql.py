@@ -15,7 +15,7 @@ from sqlalchemy import event, func, select
 from tests.conftest import RegisteredClient
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
-from tokend.core.errors import InvalidGrant, TemporarilyUnavailable
+from tokend.core.errors import AlreadyExists, InvalidGrant, TemporarilyUnavailable
 from tokend.core.models import (
     Client,
     ClientCredentials,
@@ -23,6 +23,7 @@ from tokend.core.models import (
     SecurityEvent,
     TokenRequest,
     TokenResponse,
+    User,
 )
 from tokend.core.secrets import (
     hash_secret,
@@ -41,7 +42,7 @@ from tokend.store.schema import (
     token_families,
     users,
 )
-from tokend.store.sql import AlreadyExists, SqlStore, User
+from tokend.store.sql import SqlStore
 
 FAR = 10**7
 

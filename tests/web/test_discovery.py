@@ -17,10 +17,9 @@ from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
 from tests.web.helpers import JSON, TOKEN, assert_no_store, refresh, unreachable_engine
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.runtime import build_runtime
-from tokend.store.sql import User
 from tokend.web.app import create_app
 
 WELL_KNOWN = ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]

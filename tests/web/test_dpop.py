@@ -42,11 +42,11 @@ from tokend.config import Settings
 from tokend.core.authorization import validate
 from tokend.core.dpop import REPLAY_MARGIN
 from tokend.core.events import EventKind
+from tokend.core.models import User
 from tokend.core.secrets import hash_secret
 from tokend.keys.material import derive
 from tokend.runtime import Runtime, build_runtime
 from tokend.store.schema import dpop_proofs, security_events, token_families
-from tokend.store.sql import User
 from tokend.web.app import create_app
 from tokend.web.openapi import openapi_document
 

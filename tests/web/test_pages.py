@@ -37,10 +37,9 @@ from tests.web.helpers import (
 )
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.runtime import Runtime, build_runtime
-from tokend.store.sql import User
 from tokend.web.app import create_app
 
 AUTHORIZE = "/auth/v2/authorize"

@@ -24,11 +24,10 @@ from tests.web.helpers import INTROSPECT, REVOKE, TOKEN, TOKEN_SLASH, assert_no_
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
 from tokend.core.events import EventKind
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.runtime import Runtime, build_runtime
 from tokend.store.schema import abuse_counters
-from tokend.store.sql import User
 from tokend.web.app import create_app
 
 LIMIT = 3

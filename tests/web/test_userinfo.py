@@ -33,14 +33,13 @@ from tests.web.helpers import (
 )
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
-from tokend.core.models import Client
+from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.core.subjects import pairwise_subject
 from tokend.keys.material import derive
 from tokend.keys.ring import generate_private_key, public_jwk
 from tokend.runtime import Runtime, build_runtime
 from tokend.store.schema import users
-from tokend.store.sql import User
 from tokend.web.app import create_app
 
 ALL_SCOPES = "openid offline email profile phone names picture"

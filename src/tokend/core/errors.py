@@ -151,3 +151,7 @@ ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
         UseDPoPNonce,
     )
 }
+
+
+class AlreadyExists(Exception):
+    """A unique value (client id, username) is taken."""

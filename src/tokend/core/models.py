@@ -186,3 +186,19 @@ class SecurityEvent:
     family_id: str | None = None
     user_id: str | None = None
     detail: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person who signs in. ``password_hash`` is an Argon2id PHC string."""
+
+    id: str
+    username: str
+    password_hash: str
+    email: str | None = None
+    email_verified: bool = False
+    given_name: str | None = None
+    family_name: str | None = None
+    phone_number: str | None = None
+    phone_number_verified: bool = False
+    picture: str | None = None

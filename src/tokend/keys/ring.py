@@ -30,7 +30,7 @@ from tokend.core.bearer import InvalidToken
 from tokend.core.clock import Clock
 from tokend.core.jose import b64url_decode, b64url_encode, b64url_encode_raw
 from tokend.keys.material import Sealer
-from tokend.store.sql import KeyRecord, SqlStore
+from tokend.keys.storage import KeyRecord, KeyStorage
 
 SUPPORTED_ALGS = ("RS256", "ES256", "EdDSA")
 _THUMBPRINT_MEMBERS = {
@@ -108,7 +108,7 @@ class _SigningKey:
 class KeyRing:
     def __init__(
         self,
-        store: SqlStore,
+        store: KeyStorage,
         *,
         master_secret: str,
         clock: Clock,

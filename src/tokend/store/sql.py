@@ -10,7 +10,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -30,9 +29,17 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql.expression import Executable
 
-from tokend.core.errors import TemporarilyUnavailable
-from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
+from tokend.core.errors import AlreadyExists, TemporarilyUnavailable
+from tokend.core.models import (
+    Client,
+    Family,
+    SecurityEvent,
+    StoredCode,
+    StoredRefreshToken,
+    User,
+)
 from tokend.core.throttle import Counter
+from tokend.keys.storage import KeyRecord
 from tokend.store import engine as engine_mod
 from tokend.store.accounts import end_sessions
 from tokend.store.checkpoint import WalCheckpointer
@@ -51,34 +58,6 @@ from tokend.store.schema import (
 )
 
 T = TypeVar("T")
-
-
-class AlreadyExists(Exception):
-    """A unique value (client id, username) is taken."""
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    id: str
-    username: str
-    password_hash: str
-    email: str | None = None
-    email_verified: bool = False
-    given_name: str | None = None
-    family_name: str | None = None
-    phone_number: str | None = None
-    phone_number_verified: bool = False
-    picture: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    kid: str
-    alg: str
-    private_key: bytes
-    public_jwk: str
-    created_at: float
-    retired_at: float | None
 
 
 rt, fam, cl = refresh_tokens.c, token_families.c, clients.c
