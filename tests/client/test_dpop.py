@@ -43,7 +43,8 @@ from tokend.client import (
     UseDPoPNonce,
 )
 from tokend.config import Settings
-from tokend.core.dpop import DPoPNonces, ProofVerifier, jwk_thumbprint
+from tokend.core.dpop import DPoPNonces, ProofVerifier
+from tokend.core.jose import jwk_thumbprint
 from tokend.core.models import User
 from tokend.keys.material import derive
 from tokend.runtime import Runtime, build_runtime

@@ -1,6 +1,7 @@
 """DPoP proof checks (tokend.core.dpop; RFC 9449 §4.3): every rule, each broken on its own
 in a table of proofs, each refused with the right error; the proofs that must pass; htu
-normalization; server nonces; RFC 7638 thumbprints. Proofs are made by tests/support/dpop.py
+normalization; server nonces; RFC 7638 thumbprints (the RFC's own example is in
+test_jose.py). Proofs are made by tests/support/dpop.py
 (PyJWT, cryptography, hand-assembled JWS), not by the code under test."""
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from tokend.core.dpop import (
     DPoPNonces,
     ProofVerifier,
     access_token_hash,
-    jwk_thumbprint,
     normalize_htu,
 )
 from tokend.core.errors import InvalidDPoPProof, OAuthError
@@ -484,26 +484,6 @@ def test_the_key_cache_does_not_confuse_keys() -> None:
 def test_ath_is_base64url_sha256_of_the_token() -> None:
     assert access_token_hash(ACCESS_TOKEN) == ath(ACCESS_TOKEN)
     assert "=" not in access_token_hash(ACCESS_TOKEN)
-
-
-def test_rfc7638_thumbprint_example() -> None:
-    """RFC 7638 §3.1's example key and thumbprint."""
-    jwk = {
-        "kty": "RSA",
-        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6"
-        "tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-"
-        "65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLy"
-        "rdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzK"
-        "nqDKgw",
-        "e": "AQAB",
-        "alg": "RS256",
-        "kid": "2011-04-29",
-    }
-    assert jwk_thumbprint(jwk, "RS256") == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-    with pytest.raises(ValueError):
-        jwk_thumbprint(jwk, "ES256")
-    with pytest.raises(ValueError):
-        jwk_thumbprint({**jwk, "d": "x"}, "RS256")
 
 
 # -- nonces -----------------------------------------------------------------------------------

@@ -27,50 +27,26 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
+from tokend.core import jose
 from tokend.core.errors import InvalidDPoPProof
-from tokend.core.jose import b64url_decode, b64url_encode
+from tokend.core.jose import b64url_encode
 from tokend.core.models import DPoPProof
 
 # RFC 9449 §4.2: "an asymmetric digital signature algorithm"; never "none" or a MAC.
-ALGS = ("ES256", "RS256", "EdDSA")
+ALGS = jose.ALGS
 PROOF_TYPE = "dpop+jwt"
 MAX_PROOF_LENGTH = 8192  # an RSA-4096 proof is ~2 KB; anything far bigger is not a proof
 MAX_JTI_LENGTH = 256
-# RSA proof keys (RS256): what every JOSE library generates, and nothing that costs more to
-# verify. A public exponent as large as the modulus makes one verification ~1,000x the
-# work of e = 65537, and a larger modulus grows the cost with its cube: both are refused
-# before any signature work, since a proof is checked before the client is authenticated.
-RSA_PUBLIC_EXPONENT = 65537
-MIN_RSA_BITS = 2048
-MAX_RSA_BITS = 4096
 # How long past its acceptance window a proof's replay-cache row is kept: covers clocks of
 # different processes (or machines) that disagree by up to this many seconds.
 REPLAY_MARGIN = 60
 
-# header.payload.signature (RFC 7515 §7.1), each base64url without padding.
-_COMPACT_JWS = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
-# RFC 7517 §4 / RFC 7518 §6.2.2, §6.3.2 / RFC 8037 §2: members only a private key has
-# ("k" is a symmetric key's secret).
-_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_EC_COORDINATE_BYTES = 32  # P-256
-_OKP_KEY_BYTES = {"Ed25519": 32, "Ed448": 57}
 _KEY_CACHE_SIZE = 4096
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
-_PKCS1V15 = padding.PKCS1v15()
-_SHA256 = hashes.SHA256()
 
 
 def access_token_hash(access_token: str) -> str:
@@ -128,101 +104,22 @@ def normalize_htu(url: str) -> str | None:
     return f"{scheme}://{host}{path}"
 
 
-# -- keys (RFC 7517, RFC 7518 §6, RFC 8037) and thumbprints (RFC 7638) ------------------------
+# -- the proof's key (RFC 7517 in the header, RFC 7638 thumbprint: tokend.core.jose) ----------
 
 
 class _Key:
-    """A proof's public key, ready to verify signatures of its algorithm."""
+    """A proof's public key, ready to verify signatures of its algorithm, and its RFC 7638
+    thumbprint (the ``jkt`` a bound token carries)."""
 
     __slots__ = ("alg", "jkt", "key")
 
-    def __init__(self, alg: str, key: Any, jkt: str) -> None:
+    def __init__(self, alg: str, key: jose.PublicKey, jkt: str) -> None:
         self.alg = alg
         self.key = key
         self.jkt = jkt
 
     def verify(self, signature: bytes, message: bytes) -> bool:
-        try:
-            if self.alg == "ES256":
-                # RFC 7518 §3.4: R || S, each 32 bytes; cryptography wants DER.
-                if len(signature) != 2 * _EC_COORDINATE_BYTES:
-                    return False
-                r = int.from_bytes(signature[:_EC_COORDINATE_BYTES], "big")
-                s = int.from_bytes(signature[_EC_COORDINATE_BYTES:], "big")
-                self.key.verify(encode_dss_signature(r, s), message, _ECDSA_SHA256)
-            elif self.alg == "RS256":
-                self.key.verify(signature, message, _PKCS1V15, _SHA256)
-            else:
-                self.key.verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
-
-
-def _member(jwk: dict[str, object], name: str) -> str:
-    value = jwk.get(name)
-    if not isinstance(value, str) or not _B64URL.fullmatch(value):
-        raise ValueError(f"jwk member {name} missing or not base64url")
-    return value
-
-
-def _thumbprint_input(jwk: dict[str, object], alg: str) -> str:
-    """RFC 7638 §3.2: the required members in lexicographic order, no whitespace. Also
-    checks the key's type and curve fit ``alg`` (RFC 7518 §3.1) and that it is public."""
-    if not _PRIVATE_MEMBERS.isdisjoint(jwk):
-        raise ValueError("the jwk holds private key material")
-    kty = jwk.get("kty")
-    if alg == "ES256":
-        if kty != "EC" or jwk.get("crv") != "P-256":
-            raise ValueError("ES256 needs an EC P-256 key")
-        x, y = _member(jwk, "x"), _member(jwk, "y")
-        return f'{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}'
-    if alg == "RS256":
-        if kty != "RSA":
-            raise ValueError("RS256 needs an RSA key")
-        e, n = _member(jwk, "e"), _member(jwk, "n")
-        return f'{{"e":"{e}","kty":"RSA","n":"{n}"}}'
-    crv = jwk.get("crv")
-    if kty != "OKP" or crv not in _OKP_KEY_BYTES:
-        raise ValueError("EdDSA needs an OKP Ed25519 or Ed448 key")
-    x = _member(jwk, "x")
-    return f'{{"crv":"{crv}","kty":"OKP","x":"{x}"}}'
-
-
-def _public_key(jwk: dict[str, object], alg: str) -> Any:
-    if alg == "ES256":
-        x, y = b64url_decode(_member(jwk, "x")), b64url_decode(_member(jwk, "y"))
-        if len(x) != _EC_COORDINATE_BYTES or len(y) != _EC_COORDINATE_BYTES:
-            raise ValueError("bad P-256 coordinates")
-        numbers = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
-        )
-        return numbers.public_key()  # checks the point is on the curve
-    if alg == "RS256":
-        e, n = _member(jwk, "e"), _member(jwk, "n")
-        # Lengths first: nothing larger than a 4096-bit modulus (and a leading zero octet,
-        # RFC 7518 §6.3.1.1 notes some libraries add one) is even decoded.
-        if len(e) > 8 or len(n) > (MAX_RSA_BITS // 8 + 1) * 4 // 3 + 1:
-            raise ValueError("RSA key too large")
-        exponent = int.from_bytes(b64url_decode(e), "big")
-        modulus = int.from_bytes(b64url_decode(n), "big")
-        if exponent != RSA_PUBLIC_EXPONENT:
-            raise ValueError("RSA public exponent is not 65537")
-        if not MIN_RSA_BITS <= modulus.bit_length() <= MAX_RSA_BITS:
-            raise ValueError("RSA modulus size out of range")
-        return rsa.RSAPublicNumbers(exponent, modulus).public_key()
-    crv = jwk["crv"]
-    x = b64url_decode(_member(jwk, "x"))
-    if len(x) != _OKP_KEY_BYTES[str(crv)]:
-        raise ValueError("bad OKP key length")
-    if crv == "Ed25519":
-        return ed25519.Ed25519PublicKey.from_public_bytes(x)
-    return ed448.Ed448PublicKey.from_public_bytes(x)
-
-
-def jwk_thumbprint(jwk: dict[str, object], alg: str) -> str:
-    """RFC 7638 SHA-256 thumbprint of a public JWK for ``alg`` (``ValueError`` if unfit)."""
-    return b64url_encode(hashlib.sha256(_thumbprint_input(jwk, alg).encode("ascii")).digest())
+        return jose.verify_signature(self.alg, self.key, signature, message)
 
 
 # -- nonces (RFC 9449 §8, §9) ------------------------------------------------------------------
@@ -270,10 +167,6 @@ class DPoPNonces:
 # -- the proof (RFC 9449 §4) ------------------------------------------------------------------
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 class ProofVerifier:
     """RFC 9449 §4.3 checks of a DPoP proof; one instance per process (it caches the checked
     headers of recently seen proofs and their public keys).
@@ -295,11 +188,9 @@ class ProofVerifier:
     def _header_key(self, segment: bytes) -> _Key:
         """§4.3 checks 3-6 on the proof's JOSE header: the key it names, for its alg."""
         try:
-            header = orjson.loads(b64url_decode(segment))
-        except (ValueError, TypeError):
+            header = jose.decode_header(segment)
+        except ValueError:
             raise InvalidDPoPProof("The DPoP proof is not a well-formed JWT.") from None
-        if not isinstance(header, dict):
-            raise InvalidDPoPProof("The DPoP proof is not a well-formed JWT.")
         if header.get("typ") != PROOF_TYPE:
             raise InvalidDPoPProof("The DPoP proof's typ must be dpop+jwt.")
         alg = header.get("alg")
@@ -311,9 +202,8 @@ class ProofVerifier:
         try:
             if not isinstance(jwk, dict):
                 raise ValueError("jwk is not an object")
-            material = _thumbprint_input(jwk, alg)
-            jkt = b64url_encode(hashlib.sha256(material.encode("ascii")).digest())
-            return _Key(alg, _public_key(jwk, alg), jkt)
+            jkt = jose.jwk_thumbprint(jwk, alg)  # also checks the key fits alg, and is public
+            return _Key(alg, jose.public_key(jwk, alg), jkt)
         except (ValueError, TypeError, KeyError):
             raise InvalidDPoPProof("The DPoP proof's jwk is not a usable public key.") from None
 
@@ -336,34 +226,27 @@ class ProofVerifier:
         if len(proof) > MAX_PROOF_LENGTH:
             raise InvalidDPoPProof("The DPoP proof is too large.")
         try:
-            raw = proof.encode("ascii")
-            m = _COMPACT_JWS.fullmatch(raw)
-            if m is None:
-                raise ValueError("not a compact JWS")
-            payload = b64url_decode(m[2])
-            signature = b64url_decode(m[3])
-        except (ValueError, TypeError):  # incl. binascii and encode errors
+            jws = jose.parse_compact(proof)
+        except ValueError:  # incl. binascii and encode errors
             raise InvalidDPoPProof("The DPoP proof is not a well-formed JWT.") from None
         # A client signs proof after proof with one key, so with one header: the header's
         # checks and key are cached by its exact bytes, once a signature verified with it.
-        segment = m[1]
+        segment = jws.header_segment
         key = self._keys.get(segment)
         cached = key is not None
         if key is None:
             key = self._header_key(segment)
         # Check 7: "the JWT signature verifies with the public key contained in the jwk".
-        if not key.verify(signature, raw[: m.end(2)]):
+        if not key.verify(jws.signature, jws.signing_input):
             raise InvalidDPoPProof("The DPoP proof's signature is invalid.")
         if not cached:
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
             self._keys[segment] = key
         try:
-            claims = orjson.loads(payload)
+            claims = jose.json_object(jws.payload)
         except ValueError:
             raise InvalidDPoPProof("The DPoP proof is not a well-formed JWT.") from None
-        if not isinstance(claims, dict):
-            raise InvalidDPoPProof("The DPoP proof is not a well-formed JWT.")
         # Check 2: the required claims; 8-9: htm and htu.
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
@@ -376,10 +259,10 @@ class ProofVerifier:
         ):
             raise InvalidDPoPProof("The DPoP proof's htu does not match the request URI.")
         # Check 11: "the creation time of the JWT ... is within an acceptable window".
-        iat = claims.get("iat")
-        if not _is_number(iat):
+        claimed_iat = claims.get("iat")
+        if not isinstance(claimed_iat, int | float) or isinstance(claimed_iat, bool):
             raise InvalidDPoPProof("The DPoP proof has no valid iat.")
-        iat = float(iat)  # type: ignore[arg-type]
+        iat = float(claimed_iat)
         if iat < now - self.window:
             raise InvalidDPoPProof("The DPoP proof is too old.")
         if iat > now + self.window:
