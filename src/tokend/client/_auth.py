@@ -31,22 +31,32 @@ import inspect
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from tokend.client import _wire
+from tokend.client._dpop import DPoPKey, nonce_retry
 from tokend.client._errors import MissingToken
 from tokend.client._models import TokenResponse
 
 if TYPE_CHECKING:
-    from tokend.client._client import AsyncOAuthClient, OAuthClient
     from tokend.client._stores import AsyncTokenStore, TokenStore
 
 __all__ = ["RefreshingAuth"]
 
 _POLL = 0.002  # seconds between tries at the thread lock from a coroutine
+
+
+class TokenClient(Protocol):
+    """What ``RefreshingAuth`` needs of its client (``OAuthClient`` and ``AsyncOAuthClient``
+    are ones): its token requests, with their DPoP proofs, and its DPoP key."""
+
+    @property
+    def dpop_key(self) -> DPoPKey | None: ...
+
+    def token_request(self, grant_type: str, params: Mapping[str, str | None]) -> httpx.Request: ...
 
 
 class RefreshingAuth(httpx.Auth):
@@ -60,7 +70,7 @@ class RefreshingAuth(httpx.Auth):
 
     def __init__(
         self,
-        client: OAuthClient | AsyncOAuthClient,
+        client: TokenClient,
         store: TokenStore | AsyncTokenStore,
         *,
         skew: float = 30.0,
@@ -112,7 +122,7 @@ class RefreshingAuth(httpx.Auth):
         """The client's DPoP nonce handling (RFC 9449 §8, §9): True when ``request`` now
         carries a fresh proof with the nonce the server asked for. Token endpoint answers
         must have been read."""
-        return self.client._nonce_retry(request, response)
+        return nonce_retry(self.client.dpop_key, request, response)
 
     @staticmethod
     def _needs_retry(response: httpx.Response, token: TokenResponse) -> bool:

@@ -19,7 +19,6 @@ The key is made and used with ``cryptography``, imported only when a ``DPoPKey``
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -30,16 +29,12 @@ from typing import Any
 
 import httpx
 
-from tokend.client._wire import auth_challenge
+from tokend.client._wire import auth_challenge, b64url, s256
 
-__all__ = ["DPoPKey", "asks_for_nonce"]
+__all__ = ["DPoPKey", "asks_for_nonce", "nonce_retry"]
 
 ALGS = ("ES256", "RS256", "EdDSA")
 NONCE_HEADER = "DPoP-Nonce"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _json(value: object) -> bytes:
@@ -68,8 +63,8 @@ class DPoPKey:
             jwk = {
                 "kty": "EC",
                 "crv": "P-256",
-                "x": _b64(numbers.x.to_bytes(32, "big")),
-                "y": _b64(numbers.y.to_bytes(32, "big")),
+                "x": b64url(numbers.x.to_bytes(32, "big")),
+                "y": b64url(numbers.y.to_bytes(32, "big")),
             }
             self.alg = "ES256"
         elif isinstance(private_key, rsa.RSAPrivateKey):
@@ -78,8 +73,8 @@ class DPoPKey:
             pub = private_key.public_key().public_numbers()
             jwk = {
                 "kty": "RSA",
-                "e": _b64(pub.e.to_bytes((pub.e.bit_length() + 7) // 8, "big")),
-                "n": _b64(pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")),
+                "e": b64url(pub.e.to_bytes((pub.e.bit_length() + 7) // 8, "big")),
+                "n": b64url(pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")),
             }
             self.alg = "RS256"
         elif isinstance(private_key, ed25519.Ed25519PrivateKey):
@@ -88,7 +83,7 @@ class DPoPKey:
             raw = private_key.public_key().public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw
             )
-            jwk = {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}
+            jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
             self.alg = "EdDSA"
         else:
             raise TypeError("a DPoP key is an EC P-256, RSA or Ed25519 private key")
@@ -96,8 +91,10 @@ class DPoPKey:
         self.jwk: dict[str, str] = jwk
         # RFC 7638: the SHA-256 of the required members, sorted, without whitespace (which
         # is all jwk holds), base64url: the server's cnf.jkt for tokens bound to this key.
-        self.thumbprint = _b64(hashlib.sha256(_json(jwk)).digest())
-        self._header = _b64(_json({"typ": "dpop+jwt", "alg": self.alg, "jwk": jwk}))
+        # (The server computes it in tokend.core.jose; the client, which must not import
+        # server code, computes it here, from the members it has just built.)
+        self.thumbprint = b64url(hashlib.sha256(_json(jwk)).digest())
+        self._header = b64url(_json({"typ": "dpop+jwt", "alg": self.alg, "jwk": jwk}))
         self._clock = clock
         self._nonces: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -178,13 +175,13 @@ class DPoPKey:
             "iat": int(self._clock()),
         }
         if access_token is not None:
-            claims["ath"] = _b64(hashlib.sha256(access_token.encode("ascii")).digest())
+            claims["ath"] = s256(access_token)
         if nonce is None:
             nonce = self.nonce_for(target)
         if nonce is not None:
             claims["nonce"] = nonce
-        signing_input = f"{self._header}.{_b64(_json(claims))}"
-        return f"{signing_input}.{_b64(self._sign(signing_input.encode('ascii')))}"
+        signing_input = f"{self._header}.{b64url(_json(claims))}"
+        return f"{signing_input}.{b64url(self._sign(signing_input.encode('ascii')))}"
 
     def sign_request(
         self, request: httpx.Request, *, access_token: str | None = None
@@ -229,3 +226,16 @@ def asks_for_nonce(response: httpx.Response) -> bool:
             return False
         return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"
     return False
+
+
+def nonce_retry(key: DPoPKey | None, request: httpx.Request, response: httpx.Response) -> bool:
+    """A client's DPoP nonce handling (RFC 9449 §8, §9), for ``OAuthClient``,
+    ``AsyncOAuthClient`` and ``RefreshingAuth`` alike: remember the answer's nonce; when it
+    asks for one, put a fresh proof with it in ``request`` and say so (the caller sends it
+    once more). Token endpoint answers must have been read."""
+    if key is None or not key.remember_nonce(response) or not asks_for_nonce(response):
+        return False
+    authorization = request.headers.get("authorization", "")
+    access_token = authorization[5:] if authorization[:5].lower() == "dpop " else None
+    key.sign_request(request, access_token=access_token)
+    return True

@@ -63,6 +63,13 @@ class ClientCredentials:
         return f"ClientCredentials(client_id={self.client_id!r}, method={self.method!r})"
 
 
+# The client's own unpadded base64url (RFC 7515 §2), the one for every module of the client:
+# tokend.client must not import server code (tokend.core.jose has the server's), so that it
+# installs and runs without the server's dependencies.
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
 def form_request(
     url: str, params: Mapping[str, str | None], credentials: ClientCredentials
 ) -> httpx.Request:
@@ -175,10 +182,10 @@ def new_code_verifier() -> str:
     return secrets.token_urlsafe(48)
 
 
-def s256(verifier: str) -> str:
-    """RFC 7636 §4.2: BASE64URL(SHA256(ASCII(code_verifier)))."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+def s256(text: str) -> str:
+    """BASE64URL(SHA256(ASCII(text))): PKCE's S256 challenge of a code_verifier (RFC 7636
+    §4.2), and DPoP's ``ath`` of an access token (RFC 9449 §4.2)."""
+    return b64url(hashlib.sha256(text.encode("ascii")).digest())
 
 
 def authorization_response(url: str, *, state: str, issuer: str, iss_required: bool) -> str:
