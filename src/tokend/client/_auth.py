@@ -32,7 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
@@ -152,7 +152,7 @@ class RefreshingAuth(httpx.Auth):
             response = yield request
             response.read()
         new = self._successor(token, response, sent_at)
-        self.store.save(new)  # type: ignore[arg-type]  # saved before anyone uses it
+        self.store.save(new)  # saved before anyone uses it
         return new
 
     def sync_auth_flow(
@@ -181,15 +181,14 @@ class RefreshingAuth(httpx.Auth):
     # -- async ------------------------------------------------------------------------------
 
     async def _aload(self) -> TokenResponse:
-        token: Any = self.store.load()
-        if inspect.isawaitable(token):
-            token = await token
+        loaded = self.store.load()
+        token: TokenResponse | None = await loaded if inspect.isawaitable(loaded) else loaded
         if token is None:
             raise MissingToken(f"{self.store!r} holds no token: sign in and save one first")
         return token
 
     async def _asave(self, token: TokenResponse) -> None:
-        result: Any = self.store.save(token)  # type: ignore[arg-type]
+        result = self.store.save(token)
         if inspect.isawaitable(result):
             await result
 

@@ -48,7 +48,7 @@ class ClientBase:
         )
 
     def _endpoint(self, name: str) -> str:
-        url = getattr(self.metadata, name)
+        url: str | None = getattr(self.metadata, name)
         if url is None:
             raise EndpointNotSupported(
                 f"{self.metadata.issuer} does not advertise a {name} in its discovery metadata"

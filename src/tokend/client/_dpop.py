@@ -25,11 +25,18 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import httpx
 
 from tokend.client._wire import auth_challenge, b64url, s256
+
+if TYPE_CHECKING:  # at run time, cryptography is imported only when a DPoPKey is made
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    _PrivateKey: TypeAlias = (
+        ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    )
 
 __all__ = ["DPoPKey", "asks_for_nonce", "nonce_retry"]
 
@@ -56,6 +63,7 @@ class DPoPKey:
     def __init__(self, private_key: Any, *, clock: Callable[[], float] = time.time) -> None:
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+        key: _PrivateKey
         if isinstance(private_key, ec.EllipticCurvePrivateKey):
             if not isinstance(private_key.curve, ec.SECP256R1):
                 raise ValueError("an EC DPoP key must be on P-256 (ES256)")
@@ -66,7 +74,7 @@ class DPoPKey:
                 "x": b64url(numbers.x.to_bytes(32, "big")),
                 "y": b64url(numbers.y.to_bytes(32, "big")),
             }
-            self.alg = "ES256"
+            self.alg, key = "ES256", private_key
         elif isinstance(private_key, rsa.RSAPrivateKey):
             if private_key.key_size < 2048:
                 raise ValueError("an RSA DPoP key must have at least 2048 bits")
@@ -76,7 +84,7 @@ class DPoPKey:
                 "e": b64url(pub.e.to_bytes((pub.e.bit_length() + 7) // 8, "big")),
                 "n": b64url(pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")),
             }
-            self.alg = "RS256"
+            self.alg, key = "RS256", private_key
         elif isinstance(private_key, ed25519.Ed25519PrivateKey):
             from cryptography.hazmat.primitives import serialization
 
@@ -84,10 +92,10 @@ class DPoPKey:
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw
             )
             jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
-            self.alg = "EdDSA"
+            self.alg, key = "EdDSA", private_key
         else:
             raise TypeError("a DPoP key is an EC P-256, RSA or Ed25519 private key")
-        self._key = private_key
+        self._key = key
         self.jwk: dict[str, str] = jwk
         # RFC 7638: the SHA-256 of the required members, sorted, without whitespace (which
         # is all jwk holds), base64url: the server's cnf.jkt for tokens bound to this key.
@@ -142,19 +150,19 @@ class DPoPKey:
 
     def _sign(self, data: bytes) -> bytes:
         from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
         key = self._key
-        if self.alg == "ES256":
-            from cryptography.hazmat.primitives.asymmetric import ec
+        if isinstance(key, ec.EllipticCurvePrivateKey):  # ES256
             from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
             r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
             return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # RFC 7518 §3.4
-        if self.alg == "RS256":
+        if isinstance(key, rsa.RSAPrivateKey):  # RS256
             from cryptography.hazmat.primitives.asymmetric import padding
 
-            return key.sign(data, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[no-any-return]
-        return key.sign(data)  # type: ignore[no-any-return]
+            return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return key.sign(data)  # EdDSA
 
     def proof(
         self,

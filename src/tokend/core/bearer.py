@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from tokend.core.errors import InvalidScope, OAuthError
 from tokend.core.scopes import parse_scope
@@ -65,7 +65,7 @@ class AccessToken:
     jkt: str | None = None  # ``cnf.jkt``: the DPoP key the token is bound to (RFC 9449 §6)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

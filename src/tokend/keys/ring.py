@@ -236,7 +236,8 @@ class KeyRing:
         try:
             jws = jose.parse_compact(token)
             header = jose.decode_header(jws.header_segment)
-            key = self._verification_keys.get(header.get("kid"))
+            kid = header.get("kid")
+            key = self._verification_keys.get(kid) if isinstance(kid, str) else None
             if (
                 key is None
                 or header.get("alg") != key.algorithm_name
@@ -247,6 +248,6 @@ class KeyRing:
             ):
                 raise ValueError("bad signature")
             claims = jose.json_object(jws.payload)
-        except (ValueError, TypeError):  # incl. binascii/JSON/encode errors, unhashable kid
+        except (ValueError, TypeError):  # incl. binascii/JSON/encode errors
             raise InvalidToken() from None
         return header, claims
