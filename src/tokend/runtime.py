@@ -11,12 +11,15 @@ from tokend.core.dpop import DPoPNonces, ProofVerifier
 from tokend.core.grants.authorization_code import AuthorizationCodeGrant
 from tokend.core.grants.client_credentials import ClientCredentialsGrant
 from tokend.core.grants.refresh_token import RefreshTokenGrant
+from tokend.core.introspection import IntrospectionService
 from tokend.core.issuance import FamilyIssuer
 from tokend.core.minting import TokenMinter
 from tokend.core.models import Policy
+from tokend.core.revocation import RevocationService
 from tokend.core.service import TokenService
 from tokend.core.subjects import Subjects
 from tokend.core.throttle import Throttle
+from tokend.core.userinfo import UserInfoService
 from tokend.keys.material import derive
 from tokend.keys.ring import KeyRing
 from tokend.store.accounts import AccountStore
@@ -38,6 +41,10 @@ class Runtime:
     accounts: AccountStore
     dpop: ProofVerifier
     throttle: Throttle
+    # The services behind the web endpoints other than the token endpoint (``service``).
+    introspection: IntrospectionService
+    revocation: RevocationService
+    userinfo: UserInfoService
 
     @property
     def is_sqlite(self) -> bool:
@@ -100,4 +107,13 @@ def build_runtime(
             window=settings.dpop_proof_window, nonces=DPoPNonces(derive(secret, "dpop-nonce"))
         ),
         throttle=Throttle(store=store, policy=settings.throttle_policy(), clock=clock),
+        introspection=IntrospectionService(store=store, verifier=keys, policy=policy, clock=clock),
+        revocation=RevocationService(
+            store=store,
+            verifier=keys,
+            policy=policy,
+            clock=clock,
+            event_window=settings.event_aggregation_window,
+        ),
+        userinfo=UserInfoService(verifier=keys, store=store, policy=policy, clock=clock),
     )

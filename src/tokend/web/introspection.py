@@ -3,12 +3,11 @@
 Parsing and client authentication are the token endpoint's (``tokend.web.parsing``); the
 rules, and who may introspect what, are ``tokend.core.introspection``'s. The answer is 200
 JSON (``{"active": false}`` for any token that is not active); errors are RFC 6749 §5.2
-JSON, rendered by the app's ``OAuthError`` handler.
+JSON, rendered by the app's error dispatcher (``tokend.web.responses.handle_error``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -16,32 +15,33 @@ from starlette.responses import Response
 
 from tokend.core.introspection import IntrospectionService
 from tokend.core.models import ClientCredentials
-from tokend.runtime import Runtime
+from tokend.web.offload import Call
 from tokend.web.parsing import read_client_params
 from tokend.web.responses import json_response
 from tokend.web.throttling import ClientAuthGuard
 
 INTROSPECTION_PATH = "/auth/v2/introspect"
 
-Call = Callable[..., Awaitable[Any]]
 
+class IntrospectionEndpoint:
+    """The route handler. ``guard``: the abuse limits on client authentication
+    (``tokend.web.throttling``)."""
 
-def introspection_endpoint(
-    rt: Runtime, call: Call, max_body: int, guard: ClientAuthGuard
-) -> Callable[..., Awaitable[Response]]:
-    """The route handler, with its service built once. ``guard``: the abuse limits on
-    client authentication (``tokend.web.throttling``)."""
-    service = IntrospectionService(
-        store=rt.store, verifier=rt.keys, policy=rt.policy, clock=rt.clock
-    )
+    __slots__ = ("_call", "_guard", "_max_body", "_service")
 
-    async def introspect(request: Request) -> Response:
-        credentials, params = await read_client_params(request, max_body)
+    def __init__(
+        self, service: IntrospectionService, *, guard: ClientAuthGuard, call: Call, max_body: int
+    ) -> None:
+        self._service = service
+        self._guard = guard
+        self._call = call
+        self._max_body = max_body
+
+    async def __call__(self, request: Request) -> Response:
+        credentials, params = await read_client_params(request, self._max_body)
 
         async def work(creds: ClientCredentials, address: str) -> Any:
-            return await call(service.introspect, creds, params)
+            return await self._call(self._service.introspect, creds, params)
 
-        result = await guard.run(request, credentials, work)
+        result = await self._guard.run(request, credentials, work)
         return json_response(result)
-
-    return introspect

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from starlette.requests import Request
 
 from tokend.core.errors import InvalidClient
 from tokend.core.models import ClientCredentials
 from tokend.core.throttle import Attempt, Throttle
+from tokend.web.offload import Call
 
 T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Call = Callable[..., Awaitable[Any]]
 
 _MAX_FORWARDED_ENTRIES = 32  # more hops than any real chain of proxies: ignore the rest
 _CLIENT_ID_WIDTH = 64  # security_events.client_id: a longer id is no client's anyway

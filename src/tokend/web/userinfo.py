@@ -19,37 +19,32 @@ setting cannot apply: a resource knows no client).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Protocol
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tokend.core.bearer import InsufficientScope, InvalidToken
-from tokend.core.dpop import ALGS
-from tokend.core.errors import InvalidDPoPProof, InvalidRequest, OAuthError, UseDPoPNonce
+from tokend.core.errors import InvalidDPoPProof, InvalidRequest, UseDPoPNonce
 from tokend.core.userinfo import UserInfoService
-from tokend.runtime import Runtime
 from tokend.web.dpop import DPoPHeaders
+from tokend.web.offload import Call
 from tokend.web.parsing import parse_params, read_body
-from tokend.web.responses import JSON, NO_STORE
+from tokend.web.responses import MissingToken, json_response, resource_error_response
 
 USERINFO_PATH = "/auth/v2/users/retrieve"
 FORM = "application/x-www-form-urlencoded"
 # RFC 6750 §2.1: credentials = "Bearer" 1*SP b64token
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-# RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
-_NOT_DESCRIPTION_CHAR = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 _DPOP_SCHEME = re.compile(r"(?i)dpop ")
 
-Call = Callable[..., Awaitable[Any]]
 
+class ProofReplays(Protocol):
+    """Where a proof presented at the resource is recorded against replay (RFC 9449 §11.1)."""
 
-class MissingToken(InvalidToken):
-    """No access token in the request (RFC 6750 §3.1: the challenge has no error code)."""
-
-    default_description = "An access token is required."
+    def record_dpop_proof(self, replay_hash: bytes, *, expires_at: float) -> bool:
+        """False when the proof was recorded before."""
+        ...
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -106,59 +101,55 @@ async def access_token_of(request: Request, max_body: int) -> tuple[str, str]:
     return token, scheme
 
 
-def challenge(exc: OAuthError, scheme: str = "Bearer") -> str:
-    """The ``WWW-Authenticate`` value for a failed request (RFC 6750 §3; RFC 9449 §7.1 for
-    the DPoP scheme, which also lists the proof algorithms accepted)."""
-    if isinstance(exc, MissingToken):
-        return "Bearer"
-    if isinstance(exc, InvalidDPoPProof | UseDPoPNonce):
-        scheme = "DPoP"
-    description = _NOT_DESCRIPTION_CHAR.sub("", exc.description)
-    value = f'{scheme} error="{exc.error}", error_description="{description}"'
-    if isinstance(exc, InsufficientScope):
-        value += f', scope="{exc.scope}"'
-    if scheme == "DPoP":
-        value += f', algs="{" ".join(ALGS)}"'
-    return value
+class UserInfoEndpoint:
+    """The route handler. ``dpop``: the DPoP headers of ``USERINFO_PATH``, whose nonces
+    ``TOKEND_DPOP_NONCE`` alone requires and sends (no client here)."""
 
+    __slots__ = ("_call", "_dpop", "_max_body", "_replays", "_service")
 
-def _json(body: object, status: int, headers: dict[str, str] = NO_STORE) -> Response:
-    return Response(orjson.dumps(body), status, headers, JSON)
+    def __init__(
+        self,
+        service: UserInfoService,
+        *,
+        replays: ProofReplays,
+        dpop: DPoPHeaders,
+        call: Call,
+        max_body: int,
+    ) -> None:
+        self._service = service
+        self._replays = replays
+        self._dpop = dpop
+        self._call = call
+        self._max_body = max_body
 
-
-def userinfo_endpoint(rt: Runtime, call: Call, max_body: int) -> Callable[..., Awaitable[Response]]:
-    """The route handler, with its service built once."""
-    service = UserInfoService(verifier=rt.keys, store=rt.store, policy=rt.policy, clock=rt.clock)
-    # No client here: TOKEND_DPOP_NONCE alone decides whether proofs need a nonce.
-    nonces = rt.policy.dpop_nonce
-    dpop = DPoPHeaders(rt, (USERINFO_PATH,), require_nonce=nonces, send_nonce=nonces)
-
-    async def userinfo(request: Request) -> Response:
+    async def __call__(self, request: Request) -> Response:
+        dpop = self._dpop
         # The challenge answers in the scheme the client used, even before it is parsed.
         authorization = request.headers.get("authorization", "")
         scheme = "DPoP" if _DPOP_SCHEME.match(authorization) else "Bearer"
         try:
-            token, scheme = await access_token_of(request, max_body)
-            if scheme == "DPoP":
-                proof = dpop.proof(request, access_token=token)
-                if proof is None:
-                    raise InvalidDPoPProof("The DPoP scheme needs a DPoP proof.")
-                claims = await call(service.userinfo, token, proof.jkt)
-                # After the token checks: an invalid token costs no write. RFC 9449 §11.1.
-                if not await call(
-                    rt.store.record_dpop_proof, proof.replay_hash, expires_at=proof.replay_until
-                ):
-                    raise InvalidDPoPProof("The DPoP proof has been used before.")
-            else:
-                claims = await call(service.userinfo, token)
+            token, scheme = await access_token_of(request, self._max_body)
+            claims = await self._claims(request, token, scheme)
         except (InvalidToken, InsufficientScope, InvalidRequest) as exc:
-            # Anything else (temporarily_unavailable, ...) goes to the app's OAuthError handler.
-            headers = {**NO_STORE, "WWW-Authenticate": challenge(exc, scheme)}
-            return dpop.with_nonce(request, _json(exc.to_dict(), exc.status_code, headers))
+            # Anything else (temporarily_unavailable, ...) goes to the app's error dispatcher.
+            return dpop.with_nonce(request, resource_error_response(exc, scheme))
         except (InvalidDPoPProof, UseDPoPNonce) as exc:
             # RFC 9449 §7.1, §9: 401 at a protected resource, with the DPoP challenge.
-            headers = {**NO_STORE, "WWW-Authenticate": challenge(exc), **dpop.nonce_headers()}
-            return _json(exc.to_dict(), 401, headers)
-        return dpop.with_nonce(request, _json(claims, 200))
+            return resource_error_response(exc, status=401, headers=dpop.nonce_headers())
+        return dpop.with_nonce(request, json_response(claims))
 
-    return userinfo
+    async def _claims(self, request: Request, token: str, scheme: str) -> dict[str, object]:
+        claims: dict[str, object]
+        if scheme != "DPoP":
+            claims = await self._call(self._service.userinfo, token)
+            return claims
+        proof = self._dpop.proof(request, access_token=token)
+        if proof is None:
+            raise InvalidDPoPProof("The DPoP scheme needs a DPoP proof.")
+        claims = await self._call(self._service.userinfo, token, proof.jkt)
+        # After the token checks: an invalid token costs no write. RFC 9449 §11.1.
+        if not await self._call(
+            self._replays.record_dpop_proof, proof.replay_hash, expires_at=proof.replay_until
+        ):
+            raise InvalidDPoPProof("The DPoP proof has been used before.")
+        return claims

@@ -1,0 +1,65 @@
+"""``POST /auth/v2/token`` (and ``/auth/v2/token/``): the token endpoint (RFC 6749 §3.2).
+
+Parsing and client credentials are ``tokend.web.parsing``'s; the grants and client
+authentication are the core's (``tokend.core.service``). Success is RFC 6749 §5.1 JSON;
+errors are §5.2 JSON (``tokend.web.responses.error_response``). Every answer to a request
+with a DPoP proof carries the current nonce (RFC 9449 §8.2); whether the proof needed one is
+the domain's to say, per client (``UseDPoPNonce``).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tokend.core.client_auth import credentials_from
+from tokend.core.errors import OAuthError
+from tokend.core.models import ClientCredentials, TokenRequest, TokenResponse
+from tokend.core.service import TokenService
+from tokend.web.dpop import DPoPHeaders
+from tokend.web.offload import Call
+from tokend.web.parsing import parse_basic, parse_params, read_body
+from tokend.web.responses import error_response, json_response
+from tokend.web.throttling import ClientAuthGuard
+
+TOKEN_PATHS = ("/auth/v2/token", "/auth/v2/token/")
+
+
+class TokenEndpoint:
+    """The route handler. ``guard``: the abuse limits on client authentication
+    (``tokend.web.throttling``); ``dpop``: the DPoP headers of ``TOKEN_PATHS``."""
+
+    __slots__ = ("_call", "_dpop", "_guard", "_max_body", "_service")
+
+    def __init__(
+        self,
+        service: TokenService,
+        *,
+        dpop: DPoPHeaders,
+        guard: ClientAuthGuard,
+        call: Call,
+        max_body: int,
+    ) -> None:
+        self._service = service
+        self._dpop = dpop
+        self._guard = guard
+        self._call = call
+        self._max_body = max_body
+
+    async def __call__(self, request: Request) -> Response:
+        dpop = self._dpop
+        try:
+            body = await read_body(request, self._max_body)
+            params = parse_params(request.headers.get("content-type"), body)
+
+            def credentials() -> ClientCredentials:
+                return credentials_from(parse_basic(request.headers.get("authorization")), params)
+
+            async def work(creds: ClientCredentials, address: str) -> TokenResponse:
+                proof = dpop.proof(request)  # RFC 9449 §5; None without a DPoP header
+                return await self._call(self._service.token, TokenRequest(params, creds, proof))
+
+            result = await self._guard.run(request, credentials, work)
+        except OAuthError as exc:
+            return dpop.with_nonce(request, error_response(exc))
+        return dpop.with_nonce(request, json_response(result.to_dict()))
