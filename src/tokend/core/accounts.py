@@ -168,7 +168,7 @@ class Accounts:
         ``user`` is None. Slow by design: run it off the event loop, bounded."""
         stored = user.password_hash if user is not None else _DUMMY_HASH
         ok = verify_password(self._hasher, stored, password)
-        return user if ok and user is not None else None
+        return user if ok else None
 
     # -- browser sessions ------------------------------------------------------------------
 
