@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokend.config import Settings
+from tokend.core.accounts import Accounts
 from tokend.core.authorization import CodeIssuer
 from tokend.core.clock import Clock, SystemClock
 from tokend.core.dpop import DPoPNonces, ProofVerifier
@@ -38,7 +39,7 @@ class Runtime:
     clock: Clock
     subjects: Subjects
     codes: CodeIssuer
-    accounts: AccountStore
+    accounts: Accounts
     dpop: ProofVerifier
     throttle: Throttle
     # The services behind the web endpoints other than the token endpoint (``service``).
@@ -100,7 +101,9 @@ def build_runtime(
         clock=clock,
         subjects=subjects,
         codes=CodeIssuer(store),
-        accounts=AccountStore(engine),
+        accounts=Accounts(
+            AccountStore(engine), users=store, clock=clock, session_ttl=settings.session_ttl
+        ),
         # Nonces always exist (a client may require them whatever TOKEND_DPOP_NONCE says);
         # whether a proof needs one is decided where the client is known.
         dpop=ProofVerifier(

@@ -225,7 +225,7 @@ def test_revoked_or_deleted_family_makes_its_tokens_inactive(
     if how == "admin":
         assert rt.store.revoke_families(now=rt.clock.now(), reason="admin", family_id=sid) == 1
     elif how == "user":
-        assert rt.accounts.revoke_user_family(user.id, sid, now=rt.clock.now())
+        assert rt.accounts.revoke_family(user.id, sid)
     elif how == "client deleted":
         assert rt.store.delete_client(reg.client_id)
     else:

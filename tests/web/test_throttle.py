@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-import tokend.web.pages as pages
+import tokend.core.accounts as accounts
 from tests.conftest import ISSUER, SECRET_KEY
 from tests.support.server import running_server
 from tests.web.helpers import INTROSPECT, REVOKE, TOKEN, TOKEN_SLASH, assert_no_store
@@ -236,7 +236,7 @@ def sign_in(http: TestClient, username: str, password: str) -> httpx.Response:
 def hashes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts the Argon2 checks of the login form, and the most running at once."""
     stats = {"calls": 0, "running": 0, "peak": 0}
-    real = pages._verify_password
+    real = accounts.verify_password
     lock = threading.Lock()
 
     def counted(*args: Any) -> bool:
@@ -251,7 +251,7 @@ def hashes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
             with lock:
                 stats["running"] -= 1
 
-    monkeypatch.setattr(pages, "_verify_password", counted)
+    monkeypatch.setattr(accounts, "verify_password", counted)
     return stats
 
 

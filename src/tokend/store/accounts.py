@@ -1,5 +1,8 @@
 """Storage for the browser side of sign-in: sessions, remembered consents, and the account
 page's view of a user's token families. SQLAlchemy Core; none of it is on the token hot path.
+``AccountStore`` implements ``tokend.core.accounts.AccountStorage`` (the accounts service's
+Protocol), and a little more for the CLI and maintenance (``revoke_user``,
+``delete_expired_sessions``).
 
 What ends what (each in one transaction):
 - ``end_user_sessions`` (sign out everywhere; and, through ``end_sessions``, a password change
@@ -15,11 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from tokend.core.accounts import BrowserSession, ConsentView, FamilyView
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.store.schema import (
     authorization_codes,
@@ -30,37 +33,6 @@ from tokend.store.schema import (
     token_families,
     users,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class BrowserSession:
-    user_id: str
-    username: str
-    auth_time: float
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class FamilyView:
-    """One row of the account page: an application the user granted access to."""
-
-    family_id: str
-    client_id: str
-    client_name: str
-    scope: str
-    granted_at: float
-    last_used_at: float
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ConsentView:
-    """A remembered consent: what the user allowed an application, and when."""
-
-    client_id: str
-    client_name: str
-    scopes: tuple[str, ...]
-    granted_at: float
 
 
 def end_sessions(conn: Connection, user_id: str, *, now: float) -> int:
