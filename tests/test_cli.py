@@ -4,6 +4,7 @@ uses click's CliRunner (SQLite; both backends where the SQL matters)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -147,6 +148,39 @@ def refresh(rt: Runtime, client_id: str, secret: str | None, token: str):  # typ
             credentials=ClientCredentials(method, client_id, secret),
         )
     )
+
+
+# -- its place among the layers ------------------------------------------------------------------
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module an import statement in ``path`` names (function-level ones too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_cli_reaches_storage_only_through_the_runtime() -> None:
+    """No store, engine or SQL in the CLI (issue 11 §2): tokend.runtime opens the database."""
+    import tokend.cli
+    import tokend.runtime
+
+    modules = sorted(Path(tokend.cli.__file__).parent.glob("*.py"))
+    assert {"clients.py", "users.py", "tokens.py", "database.py"} <= {p.name for p in modules}
+    for path in modules:
+        bad = {
+            m
+            for m in _imports(path)
+            if m.split(".")[0] == "sqlalchemy" or m.startswith("tokend.store")
+        }
+        assert not bad, (path.name, bad)
+    # The checker sees what it looks for.
+    assert "tokend.store.sql.SqlStore" in _imports(Path(tokend.runtime.__file__))
 
 
 # -- the real command, once ----------------------------------------------------------------------
@@ -303,6 +337,48 @@ def test_clients_create_refuses_bad_scope(cli: Cli) -> None:
     assert r.exit_code == 2 and "scope" in r.stderr and r.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--public", "--grant-type", "client_credentials"],
+            "Error: Invalid value for --grant-type: public clients cannot use client_credentials",
+        ),
+        (["--scope", 'openid "q"'], "Error: Invalid value for --scope: malformed scope"),
+        (
+            ["--redirect-uri", "https://a.example/cb#f"],
+            "Error: Invalid value: 'https://a.example/cb#f' must be an absolute URI without a "
+            "fragment",
+        ),
+        (
+            ["--redirect-uri", "http://a.example/cb"],
+            "Error: Invalid value: 'http://a.example/cb': plain http is allowed only for "
+            "loopback (RFC 9700)",
+        ),
+        (
+            ["--subject-type", "pairwise"],
+            "Error: Invalid value for --subject-type: a pairwise client needs at least one "
+            "redirect URI",
+        ),
+    ],
+    ids=["public-client-credentials", "scope", "fragment", "plain-http", "pairwise"],
+)
+def test_clients_create_refusals_name_the_option(cli: Cli, args: list[str], line: str) -> None:
+    """The domain's refusal (core/registration.py), pointed at the option it came from: a
+    usage error (exit status 2) whose last line is the same as it always was."""
+    r = cli("clients", "create", "--name", "x", "--json", *args)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("Usage: ") and r.stderr.splitlines()[-1] == line
+
+
+def test_clients_update_with_nothing_to_change_is_a_usage_error(cli: Cli) -> None:
+    r = cli("clients", "update", cli.client()["client_id"])
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.startswith("Usage: ")
+    assert r.stderr.splitlines()[-1] == (
+        "Error: nothing to update: give at least one setting to change"
+    )
+
+
 def test_clients_list_show_delete(cli_any: Cli, crt_any: Runtime) -> None:
     cli, crt = cli_any, crt_any
     a, b = cli.client(), cli.client("--public")
@@ -359,7 +435,7 @@ def test_clients_rotate_secret(cli: Cli, crt: Runtime) -> None:
     cli.fails("clients", "rotate-secret", "nope")
     pub = cli.client("--public")
     r = cli.fails("clients", "rotate-secret", pub["client_id"])
-    assert "public" in r.stderr
+    assert r.exit_code == 1 and r.stderr == "Error: public clients have no secret\n"
 
 
 def test_clients_dpop_nonce_flag_round_trip(cli_any: Cli, crt_any: Runtime) -> None:

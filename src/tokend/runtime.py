@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.exc import OperationalError
+
 from tokend.config import Settings
 from tokend.core.accounts import Accounts
 from tokend.core.authorization import CodeIssuer
 from tokend.core.clock import Clock, SystemClock
 from tokend.core.dpop import DPoPNonces, ProofVerifier
+from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.grants.authorization_code import AuthorizationCodeGrant
 from tokend.core.grants.client_credentials import ClientCredentialsGrant
 from tokend.core.grants.refresh_token import RefreshTokenGrant
@@ -120,3 +123,43 @@ def build_runtime(
         ),
         userinfo=UserInfoService(verifier=keys, store=store, policy=policy, clock=clock),
     )
+
+
+# -- for the CLI's commands that need no secret key ----------------------------------------
+
+
+@dataclass
+class Storage:
+    """The database alone, its schema up to date: what the admin commands that need no
+    secret key (clients, users, revocation) work on."""
+
+    store: SqlStore
+    accounts: AccountStore
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_storage(database_url: str) -> Storage:
+    """Migrate the database at ``database_url`` and open its stores."""
+    engine = create_db_engine(database_url)
+    migrate(engine)
+    return Storage(store=SqlStore(engine), accounts=AccountStore(engine))
+
+
+def migrate_database(database_url: str) -> None:
+    """Bring the schema of the database at ``database_url`` up to date."""
+    engine = create_db_engine(database_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+
+
+def database_unavailable(exc: BaseException) -> str | None:
+    """What went wrong, if ``exc`` says the database cannot be reached or used; else None."""
+    if isinstance(exc, OperationalError):
+        return str(exc.orig)
+    if isinstance(exc, TemporarilyUnavailable):
+        return str(exc.debug)
+    return None

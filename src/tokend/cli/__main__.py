@@ -1,0 +1,5 @@
+"""``python -m tokend.cli``: the same as the ``tokend`` command."""
+
+from tokend.cli import main
+
+main()
