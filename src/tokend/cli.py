@@ -22,9 +22,9 @@ from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, n
 from tokend.core.subjects import PUBLIC, SUBJECT_TYPES, check_subject_type
 from tokend.keys.ring import SUPPORTED_ALGS
 from tokend.runtime import Runtime, build_runtime
+from tokend.store import SqlStore
 from tokend.store.accounts import AccountStore
 from tokend.store.engine import create_db_engine, migrate
-from tokend.store.sql import SqlStore
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")

@@ -17,11 +17,12 @@ from tokend.core.models import Policy
 from tokend.core.service import TokenService
 from tokend.core.subjects import Subjects
 from tokend.core.throttle import Throttle
+from tokend.dburl import is_sqlite
 from tokend.keys.material import derive
 from tokend.keys.ring import KeyRing
+from tokend.store import SqlStore
 from tokend.store.accounts import AccountStore
-from tokend.store.engine import create_db_engine, is_sqlite, migrate
-from tokend.store.sql import SqlStore
+from tokend.store.engine import create_db_engine, migrate
 
 
 @dataclass
