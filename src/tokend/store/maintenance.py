@@ -94,41 +94,26 @@ class Maintenance(Database):
         events older than ``event_retention`` (the audit trail; defaults to ``retention``)."""
         cutoff = now - retention
         event_cutoff = now - (retention if event_retention is None else event_retention)
-        with self.engine.begin() as conn:
-            codes = conn.execute(
-                delete(authorization_codes).where(authorization_codes.c.expires_at < cutoff)
-            ).rowcount
-            sessions = conn.execute(
-                delete(browser_sessions).where(browser_sessions.c.expires_at < now)
-            ).rowcount
-            families = conn.execute(
-                delete(token_families).where((fam.expires_at < cutoff) | (fam.revoked_at < cutoff))
-            ).rowcount
-            tokens = conn.execute(
-                delete(refresh_tokens).where(refresh_tokens.c.expires_at < cutoff)
-            ).rowcount
-            events = conn.execute(
-                delete(security_events).where(security_events.c.at < event_cutoff)
-            ).rowcount
+        # What goes, run in this order (a family's refresh tokens go with it, by cascade,
+        # before the expired tokens of live families are counted), and reported so.
+        doomed = {
+            "families": delete(token_families).where(
+                (fam.expires_at < cutoff) | (fam.revoked_at < cutoff)
+            ),
+            "refresh_tokens": delete(refresh_tokens).where(refresh_tokens.c.expires_at < cutoff),
+            "authorization_codes": delete(authorization_codes).where(
+                authorization_codes.c.expires_at < cutoff
+            ),
+            "browser_sessions": delete(browser_sessions).where(browser_sessions.c.expires_at < now),
+            "security_events": delete(security_events).where(security_events.c.at < event_cutoff),
             # A deny-listed access token past its exp is refused for its expiry anyway.
-            denied = conn.execute(
-                delete(revoked_access_tokens).where(revoked_access_tokens.c.expires_at < now)
-            ).rowcount
+            "revoked_access_tokens": delete(revoked_access_tokens).where(
+                revoked_access_tokens.c.expires_at < now
+            ),
             # RFC 9449 §11.1: a proof past its acceptance window is refused for its iat.
-            proofs = conn.execute(
-                delete(dpop_proofs).where(dpop_proofs.c.expires_at < now)
-            ).rowcount
+            "dpop_proofs": delete(dpop_proofs).where(dpop_proofs.c.expires_at < now),
             # An abuse counter whose window has ended counts nothing any more.
-            counters = conn.execute(
-                delete(abuse_counters).where(abuse_counters.c.window_end < now)
-            ).rowcount
-        return {
-            "families": families,
-            "refresh_tokens": tokens,
-            "authorization_codes": codes,
-            "browser_sessions": sessions,
-            "security_events": events,
-            "revoked_access_tokens": denied,
-            "dpop_proofs": proofs,
-            "abuse_counters": counters,
+            "abuse_counters": delete(abuse_counters).where(abuse_counters.c.window_end < now),
         }
+        with self.engine.begin() as conn:
+            return {name: conn.execute(stmt).rowcount for name, stmt in doomed.items()}
