@@ -56,8 +56,8 @@ def main() -> None:
         results[f"{alg} cold"] = per_call_us(cold, min(n, 200))
 
     # The replay-cache statement on SQLite, inside a transaction of its own.
+    from tokend.store import SqlStore
     from tokend.store.engine import create_db_engine, migrate
-    from tokend.store.sql import SqlStore
 
     with tempfile.TemporaryDirectory() as tmp:
         engine = create_db_engine(f"sqlite:///{tmp}/bench.db")

@@ -180,7 +180,7 @@ def test_the_cli_reaches_storage_only_through_the_runtime() -> None:
         }
         assert not bad, (path.name, bad)
     # The checker sees what it looks for.
-    assert "tokend.store.sql.SqlStore" in _imports(Path(tokend.runtime.__file__))
+    assert "tokend.store.SqlStore" in _imports(Path(tokend.runtime.__file__))
 
 
 # -- the real command, once ----------------------------------------------------------------------
@@ -399,12 +399,12 @@ def test_clients_list_show_delete(cli_any: Cli, crt_any: Runtime) -> None:
     cli.user()
     [issued] = cli.ok("tokens", "issue", "--client-id", a["client_id"], "--user", "alice")
     sid = jwt.decode(issued["access_token"], options={"verify_signature": False})["sid"]
-    assert crt.store.get_family(sid) is not None
+    assert crt.store.peek_family(sid) is not None
     assert cli.ok("clients", "delete", a["client_id"]) == [
         {"client_id": a["client_id"], "deleted": True}
     ]
     assert crt.store.get_client(a["client_id"]) is None
-    assert crt.store.get_family(sid) is None
+    assert crt.store.peek_family(sid) is None
     assert [c["client_id"] for c in cli.ok("clients", "list")] == [b["client_id"]]
     r = cli.fails("clients", "delete", a["client_id"])
     assert a["client_id"] in r.stderr
@@ -589,7 +589,7 @@ def test_tokens_revoke(cli_any: Cli, crt_any: Runtime) -> None:
     )
 
     def revoked() -> set[str]:
-        return {sid for sid, _ in (a1, a2, b1, b2, b3) if crt.store.get_family(sid).revoked_at}
+        return {sid for sid, _ in (a1, a2, b1, b2, b3) if crt.store.peek_family(sid).revoked_at}
 
     assert cli.ok("tokens", "revoke", "--user", "alice") == [{"revoked_families": 2}]
     assert revoked() == {a1[0], a2[0]}
@@ -610,7 +610,7 @@ def test_tokens_revoke(cli_any: Cli, crt_any: Runtime) -> None:
     assert cli("tokens", "revoke").exit_code == 2
     r = cli("tokens", "revoke", "--user", "alice", "--family", b3[0])
     assert r.exit_code == 2 and r.stdout == ""
-    assert crt.store.get_family(b3[0]).revoked_at is None
+    assert crt.store.peek_family(b3[0]).revoked_at is None
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -678,13 +678,13 @@ def test_gc(cli: Cli, crt: Runtime) -> None:
         "signing_keys",
     }
     assert out["families"] == 0
-    assert crt.store.get_family(drop_sid) is not None
+    assert crt.store.peek_family(drop_sid) is not None
 
     time.sleep(0.01)
     [out] = cli.ok("gc", "--retention", "0")
     assert out["families"] == 1
-    assert crt.store.get_family(drop_sid) is None
-    assert crt.store.get_family(keep_sid) is not None
+    assert crt.store.peek_family(drop_sid) is None
+    assert crt.store.peek_family(keep_sid) is not None
     assert refresh(crt, c["client_id"], c["client_secret"], keep["refresh_token"])
     [again] = cli.ok("gc", "--retention", "0")
     assert again["families"] == 0

@@ -23,7 +23,7 @@ from tokend.core.throttle import (
     Limit,
     ThrottlePolicy,
 )
-from tokend.store.engine import sqlite_path
+from tokend.dburl import sqlite_path
 
 DEFAULT_DATABASE_URL = "sqlite:///./tokend.db"
 

@@ -24,11 +24,12 @@ from tokend.core.service import TokenService
 from tokend.core.subjects import Subjects
 from tokend.core.throttle import Throttle
 from tokend.core.userinfo import UserInfoService
+from tokend.dburl import is_sqlite
 from tokend.keys.material import derive
 from tokend.keys.ring import KeyRing
+from tokend.store import SqlStore
 from tokend.store.accounts import AccountStore
-from tokend.store.engine import create_db_engine, is_sqlite, migrate
-from tokend.store.sql import SqlStore
+from tokend.store.engine import create_db_engine, migrate
 
 
 @dataclass

@@ -73,7 +73,7 @@ def test_the_walk_finds_the_core() -> None:
 def test_the_checker_recognises_forbidden_modules() -> None:
     assert _is_forbidden("sqlalchemy")
     assert _is_forbidden("sqlalchemy.orm")
-    assert _is_forbidden("tokend.store.sql")
+    assert _is_forbidden("tokend.store.sqlstore")
     assert not _is_forbidden("tokend.core.secrets")
     assert not _is_forbidden("tokend.storey")
 

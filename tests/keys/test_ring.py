@@ -25,8 +25,8 @@ from tokend.core.secrets import new_client_id, new_id
 from tokend.keys.material import Sealer, derive
 from tokend.keys.ring import KeyRing, NoSigningKey, generate_private_key, public_jwk
 from tokend.runtime import build_runtime
+from tokend.store import SqlStore
 from tokend.store.engine import create_db_engine, migrate
-from tokend.store.sql import SqlStore
 
 CLAIMS = {"iss": ISSUER, "sub": "s", "aud": ISSUER, "iat": 1, "exp": 2**40}
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tokend.core.models import SecurityEvent
+from tokend.store import SqlStore
 from tokend.store.checkpoint import WalCheckpointer
 from tokend.store.engine import create_db_engine, migrate
-from tokend.store.sql import SqlStore
 
 
 @pytest.fixture

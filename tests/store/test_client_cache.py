@@ -11,8 +11,8 @@ from sqlalchemy import event
 
 from tokend.core.secrets import hash_secret, new_client_secret
 from tokend.runtime import Runtime
+from tokend.store import SqlStore
 from tokend.store.engine import create_db_engine
-from tokend.store.sql import SqlStore
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The DPoP parts of ``tokend.store.sql`` (RFC 9449), on SQLite and PostgreSQL: the replay
+"""The DPoP parts of ``tokend.store`` (RFC 9449), on SQLite and PostgreSQL: the replay
 cache shared by every process (``dpop_proofs``), a family's key binding (``dpop_jkt``) and its
 compare-and-set, and their garbage collection."""
 

@@ -12,8 +12,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 
+from tokend.dburl import is_sqlite, normalize_url
 from tokend.store import engine as engine_mod
-from tokend.store.engine import create_db_engine, is_sqlite, migrate, normalize_url
+from tokend.store.engine import create_db_engine, migrate
 from tokend.store.schema import metadata
 
 TABLES = {
@@ -335,7 +336,7 @@ def test_0004_adds_dpop_nonce_required_false_for_existing_clients(blank_db_url: 
                 text("SELECT dpop_nonce_required FROM clients WHERE client_id = 'old'")
             ).scalar_one()
         assert value is False or value == 0
-        from tokend.store.sql import SqlStore
+        from tokend.store import SqlStore
 
         client = SqlStore(eng).get_client("old")
         assert client is not None and client.dpop_nonce_required is False
@@ -383,7 +384,7 @@ def test_0005_adds_grace_uses_zero_for_existing_refresh_tokens(blank_db_url: str
             )
         migrate(eng)
         assert _revision(eng) == [_head()]
-        from tokend.store.sql import SqlStore
+        from tokend.store import SqlStore
 
         store = SqlStore(eng)
         with store.transaction() as tx:

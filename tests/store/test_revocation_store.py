@@ -1,4 +1,4 @@
-"""The store's side of revocation and introspection (``tokend.store.sql``), on SQLite and
+"""The store's side of revocation and introspection (``tokend.store``), on SQLite and
 PostgreSQL: read-only lookups that match what the refresh grant's locking read sees, and the
 access-token deny list (idempotent, safe under concurrent revocations of one token)."""
 

@@ -1,4 +1,4 @@
-"""``tokend.store.sql`` against the contract of ``tokend.core.ports`` and the admin queries,
+"""``tokend.store`` against the contract of ``tokend.core.ports`` and the admin queries,
 on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tokend.core.secrets import (
     new_refresh_token,
 )
 from tokend.runtime import Runtime, build_runtime
+from tokend.store import SqlStore
 from tokend.store import engine as engine_mod
 from tokend.store.engine import create_db_engine, migrate
 from tokend.store.schema import (
@@ -42,7 +43,6 @@ from tokend.store.schema import (
     token_families,
     users,
 )
-from tokend.store.sql import SqlStore
 
 FAR = 10**7
 
@@ -135,7 +135,7 @@ def test_issue_fixture_stores_family(rt: Runtime, make_client, user: User, issue
         user.id,
         ("openid", "offline", "email"),
     )
-    assert rt.store.get_family(fam.id) == fam
+    assert rt.store.peek_family(fam.id) == fam
 
 
 def test_spend_is_compare_and_set(rt: Runtime, make_client, user: User) -> None:
@@ -177,7 +177,7 @@ def test_exception_rolls_back_transaction(rt: Runtime, make_client, user: User) 
     with rt.store.transaction() as tx:
         assert tx.is_refresh_token_live(h) is True
         assert tx.find_refresh_token(hash_secret("x")) is None
-    assert rt.store.get_family(fresh.id) is None
+    assert rt.store.peek_family(fresh.id) is None
     assert rt.store.list_events("probe") == []
 
 
@@ -189,7 +189,7 @@ def test_oauth_error_inside_transaction_propagates_and_rolls_back(
     with pytest.raises(InvalidGrant), rt.store.transaction() as tx:
         assert tx.revoke_family(family.id, at=3.0, reason="test") is True
         raise InvalidGrant()
-    assert rt.store.get_family(family.id).revoked_at is None
+    assert rt.store.peek_family(family.id).revoked_at is None
 
 
 def test_revoke_family_once(rt: Runtime, make_client, user: User) -> None:
@@ -244,7 +244,7 @@ def test_revoke_families_is_set_based(rt: Runtime, make_client) -> None:
         return {
             f.id
             for f in (f_u1c1a, f_u1c1b, f_u1c2, f_u2c1, f_u2c2, f_u2c2b)
-            if rt.store.get_family(f.id).revoked_at is not None
+            if rt.store.peek_family(f.id).revoked_at is not None
         }
 
     store = rt.store
@@ -261,7 +261,7 @@ def test_revoke_families_is_set_based(rt: Runtime, make_client) -> None:
     assert store.revoke_families(now=14.0, reason="x", family_id="nothing") == 0
     assert revoked() == {f_u1c1a.id, f_u1c1b.id, f_u1c2.id, f_u2c1.id, f_u2c2.id}
     # The first revocation's time and reason are kept.
-    assert store.get_family(f_u1c1a.id).revoked_at == 10.0
+    assert store.peek_family(f_u1c1a.id).revoked_at == 10.0
     with store.engine.connect() as conn:
         reasons = dict(
             conn.execute(select(token_families.c.id, token_families.c.revoked_reason)).all()
@@ -296,8 +296,8 @@ def test_revoke_families_combined_filters(rt: Runtime, make_client) -> None:
     f1, _ = new_family(rt, c1.client_id, u.id)
     f2, _ = new_family(rt, c2.client_id, u.id)
     assert rt.store.revoke_families(now=1.0, reason="x", user_id=u.id, client_id=c2.client_id) == 1
-    assert rt.store.get_family(f1.id).revoked_at is None
-    assert rt.store.get_family(f2.id).revoked_at == 1.0
+    assert rt.store.peek_family(f1.id).revoked_at is None
+    assert rt.store.peek_family(f2.id).revoked_at == 1.0
 
 
 def test_delete_client_cascades(rt: Runtime, make_client, user: User) -> None:
@@ -309,13 +309,13 @@ def test_delete_client_cascades(rt: Runtime, make_client, user: User) -> None:
 
     assert rt.store.delete_client(doomed.client_id) is True
     assert rt.store.get_client(doomed.client_id) is None
-    assert rt.store.get_family(d1.id) is None and rt.store.get_family(d2.id) is None
+    assert rt.store.peek_family(d1.id) is None and rt.store.peek_family(d2.id) is None
     assert count(rt, token_families, token_families.c.client_id == doomed.client_id) == 0
     assert count(rt, refresh_tokens, refresh_tokens.c.family_id.in_([d1.id, d2.id])) == 0
     with rt.store.transaction() as tx:
         assert tx.find_refresh_token(hash_secret(d1_tokens[0])) is None
         assert tx.find_refresh_token(hash_secret(k_token)) is not None
-    assert rt.store.get_family(k1.id) == k1
+    assert rt.store.peek_family(k1.id) == k1
     assert count(rt, refresh_tokens) == 1
     assert rt.store.delete_client(doomed.client_id) is False
 
@@ -458,7 +458,7 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
     assert out["refresh_tokens"] >= 1
 
     families = (live, expired_old, expired_recent, revoked_old, revoked_recent)
-    kept = {f.id for f in families if rt.store.get_family(f.id) is not None}
+    kept = {f.id for f in families if rt.store.peek_family(f.id) is not None}
     assert kept == {live.id, expired_recent.id, revoked_recent.id}
     with rt.store.transaction() as tx:
         present = {
@@ -900,7 +900,7 @@ def test_get_family_and_user(rt: Runtime, make_client) -> None:
 
     found = rt.store.get_family_and_user(family.id)
     assert found == (family, u)
-    assert found[0] == rt.store.get_family(family.id)
+    assert found[0] == rt.store.peek_family(family.id)
     # Real booleans on both backends (the driver-level read converts SQLite's 0/1).
     assert found[1].email_verified is True and found[1].phone_number_verified is False
     assert rt.store.get_family_and_user("no-such-family") is None

@@ -1,7 +1,7 @@
 """What the domain needs from the outside world, as narrow Protocols (fosite-style).
 
-Each method states its contract. Implementations: ``tokend.store.sql`` (SQLite, PostgreSQL)
-and ``tests/core/memory_store.py`` (reference, for the domain's unit tests).
+Each method states its contract. Implementations: ``tokend.store.SqlStore`` (SQLite,
+PostgreSQL) and ``tests/core/memory_store.py`` (reference, for the domain's unit tests).
 """
 
 from __future__ import annotations

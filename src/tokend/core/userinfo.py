@@ -49,7 +49,7 @@ from tokend.core.scopes import OPENID
 
 
 class UserProfile(Protocol):
-    """The profile fields of a user (``tokend.store.sql.User`` has them)."""
+    """The profile fields of a user (``tokend.core.models.User`` has them)."""
 
     @property
     def email(self) -> str | None: ...

@@ -15,27 +15,10 @@ import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+
+from tokend.dburl import is_sqlite, normalize_url, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-
-
-def normalize_url(url: str) -> str:
-    u = make_url(url)
-    if u.drivername in ("postgresql", "postgres"):
-        u = u.set(drivername="postgresql+psycopg")
-    return u.render_as_string(hide_password=False)
-
-
-def is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
-
-
-def sqlite_path(url: str) -> Path | None:
-    u = make_url(url)
-    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
-        return None
-    return Path(u.database)
 
 
 def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -92,7 +75,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        # Reads (SqlStore._read) take no write lock; everything else queues for it up front.
+        # Reads (Database._read) take no write lock; everything else queues for it up front.
         read = conn.get_execution_options().get("tokend_read", False)
         conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 

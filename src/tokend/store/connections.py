@@ -1,0 +1,251 @@
+"""``Database``: the engine, its connections, and the three doors every part of the store
+goes through: ``transaction`` (writes), ``_read_row`` (a hot-path read at driver level)
+and ``_read`` (an admin read through SQLAlchemy).
+
+SQLite's hot path runs on one DBAPI connection per thread, kept outside the pool:
+checking a connection out of SQLAlchemy's pool and back in cost more than the statements
+themselves. Those connections have no busy handler; ``_retry_busy`` waits instead, in
+shorter steps than SQLite's. PostgreSQL keeps the pool (a connection is a server process
+there). Either way a database that cannot answer (busy past the timeout, disk full, server
+gone) is ``TemporarilyUnavailable``, never an error shown raw."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
+
+from tokend.core.errors import TemporarilyUnavailable
+from tokend.dburl import sqlite_path
+from tokend.store import engine as engine_mod
+from tokend.store.checkpoint import WalCheckpointer
+from tokend.store.statements import Compiled, Statements
+from tokend.store.transaction import SqlTransaction
+
+T = TypeVar("T")
+
+
+class _Held:
+    """A thread's own SQLite connection. Only that thread's ``threading.local`` holds it
+    strongly: when the thread ends, the connection is collected and closed with it; the
+    store keeps weak references, to close live ones on ``close()``."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+
+class _ThreadConnection(threading.local):
+    """SQLite: the connection a thread keeps for the hot path."""
+
+    held: _Held | None = None
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY (and its extended codes): another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _retry_busy(fn: Callable[[], T]) -> T:
+    """Run ``fn`` until SQLite stops answering SQLITE_BUSY, waiting in short steps.
+
+    The hot path's connections have no busy handler (``busy_timeout=0``): SQLite's own
+    one sleeps at least a whole millisecond between attempts, while the other process holds
+    the write lock for ~0.1 ms, and a server that runs SQLite on its event loop is stalled
+    for every one of those sleeps. Here the first retry comes after 50 µs, doubling to 2 ms,
+    up to the same total as the busy timeout of every other connection."""
+    try:
+        return fn()
+    except sqlite3.OperationalError as exc:
+        if not _is_busy(exc):
+            raise
+    deadline = time.monotonic() + engine_mod.SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 50e-6
+    while True:
+        time.sleep(delay)
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        delay = min(delay * 2, 0.002)
+
+
+class Database:
+    """One SQLAlchemy engine, the statements compiled for its dialect (``_q``), SQLite's
+    per-thread connections and its WAL checkpointer. The base of every part of ``SqlStore``
+    (``tokend.store.sqlstore``): the only state they share."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._q = Statements(engine.dialect)
+        self._sqlite = engine.dialect.name == "sqlite"
+        dbapi = engine.dialect.dbapi
+        self._operational_error: type[Exception] = dbapi.OperationalError  # type: ignore[union-attr]
+        self._local = _ThreadConnection()
+        self._thread_conns: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._thread_conns_lock = threading.Lock()
+        self._checkpointer: WalCheckpointer | None = None
+
+    def start_checkpointer(self, **options: Any) -> bool:
+        """SQLite: move WAL checkpoints from the hot path's commits to a background
+        thread (``tokend.store.checkpoint``). For a server process; False where there is
+        nothing to do (PostgreSQL, an in-memory database, already started)."""
+        path = sqlite_path(self.engine.url.render_as_string(hide_password=False))
+        if not self._sqlite or path is None or self._checkpointer is not None:
+            return False
+        self._checkpointer = WalCheckpointer(path, **options)
+        for conn in self._open_thread_conns():
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer.start()
+        return True
+
+    def close(self) -> None:
+        """Close every connection this store opened (the pool's and the threads' own)."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
+        for conn in self._open_thread_conns():
+            with suppress(Exception):
+                conn.close()
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self._read() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- SQLite: one connection per thread -------------------------------------------------
+
+    def _open_thread_conns(self) -> list[Any]:
+        with self._thread_conns_lock:
+            return [held.conn for held in self._thread_conns]
+
+    def _sqlite_conn(self) -> Any:
+        held = self._local.held
+        if held is None:
+            try:
+                fairy = self.engine.raw_connection()  # runs the engine's connect PRAGMAs
+                fairy.detach()  # this thread's own from now on, never back to the pool
+                conn = fairy.dbapi_connection
+                conn.execute("PRAGMA busy_timeout=0")  # waits are _retry_busy's
+                if self._checkpointer is not None:
+                    conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
+            except (OperationalError, self._operational_error) as exc:
+                raise TemporarilyUnavailable(debug=str(exc)) from exc
+            held = _Held(conn)
+            with self._thread_conns_lock:
+                self._thread_conns.add(held)
+            self._local.held = held
+        return held.conn
+
+    def _drop_sqlite_conn(self, conn: Any) -> None:
+        """Forget a connection after an error other than busy: the next use opens a new one."""
+        held, self._local.held = self._local.held, None
+        if held is not None:
+            with self._thread_conns_lock:
+                self._thread_conns.discard(held)
+        with suppress(Exception):
+            conn.close()
+
+    @contextmanager
+    def _sqlite_transaction(self) -> Iterator[SqlTransaction]:
+        conn = self._sqlite_conn()
+        cur = conn.cursor()
+        try:
+            _retry_busy(lambda: cur.execute("BEGIN IMMEDIATE"))
+            try:
+                yield SqlTransaction(cur, self._q)
+                cur.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with suppress(Exception):
+                        cur.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            # Busy past the timeout, disk full, I/O error: retryable, and never shown raw.
+            cur.close()
+            if not _is_busy(exc):
+                self._drop_sqlite_conn(conn)
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
+        finally:
+            with suppress(sqlite3.ProgrammingError):  # closed above
+                cur.close()
+
+    # -- the doors -------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTransaction]:
+        """A write transaction. SQLite: ``BEGIN IMMEDIATE`` on the thread's connection
+        (writers queue for the lock up front); PostgreSQL: read committed on a pooled
+        connection, with the token row locked by ``find_refresh_token``."""
+        if self._sqlite:
+            with self._sqlite_transaction() as tx:
+                yield tx
+            return
+        try:
+            conn = self.engine.raw_connection()
+        except (OperationalError, self._operational_error) as exc:
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
+        try:
+            cur = conn.cursor()
+            try:
+                try:
+                    yield SqlTransaction(cur, self._q)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            finally:
+                cur.close()
+        except self._operational_error as exc:
+            # Connection lost, server shutting down: retryable, and never shown raw.
+            conn.invalidate()  # a broken server connection must not go back to the pool
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
+        finally:
+            conn.close()  # back to the pool
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read-only connection (SQLite: a deferred transaction, never the write lock)."""
+        try:
+            with self.engine.connect().execution_options(tokend_read=True) as conn:
+                yield conn
+        except OperationalError as exc:
+            raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
+
+    def _read_row(self, q: Compiled, params: dict[str, Any], *, all_rows: bool = False) -> Any:
+        """One row of a hot-path read at driver level, or None (``all_rows``: every
+        row)."""
+        args = q.args(params)
+        if self._sqlite:
+            conn = self._sqlite_conn()
+            try:
+                if all_rows:
+                    return _retry_busy(lambda: conn.execute(q.sql, args).fetchall())
+                return _retry_busy(lambda: conn.execute(q.sql, args).fetchone())
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    self._drop_sqlite_conn(conn)
+                raise TemporarilyUnavailable(debug=str(exc)) from exc
+        try:
+            conn = self.engine.raw_connection()
+            try:
+                cur = conn.cursor()
+                cur.execute(q.sql, args)
+                row = cur.fetchall() if all_rows else cur.fetchone()
+                cur.close()
+                conn.rollback()  # end the implicit read transaction
+            finally:
+                conn.close()
+        except (OperationalError, self._operational_error) as exc:
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
+        return row

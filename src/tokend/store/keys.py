@@ -1,0 +1,56 @@
+"""Signing keys: ``tokend.keys.storage.KeyStorage``, the storage the key ring needs."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, insert, select, update
+
+from tokend.keys.storage import KeyRecord
+from tokend.store.connections import Database
+from tokend.store.schema import signing_keys
+
+sk = signing_keys.c
+
+
+class Keys(Database):
+    def insert_key(self, record: KeyRecord, *, retire_alg: str | None = None) -> None:
+        """Store a new key; retire the previous active keys of ``retire_alg`` in the same
+        transaction so that exactly one key per algorithm is current."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Serialise key writers (SQLite: BEGIN IMMEDIATE already does), so that the
+                # UPDATE below sees a key another process has just inserted: without it two
+                # concurrent first starts leave two current keys of one algorithm.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7424052)")
+            if retire_alg is not None:
+                conn.execute(
+                    update(signing_keys)
+                    .where(sk.alg == retire_alg, sk.retired_at.is_(None))
+                    .values(retired_at=record.created_at)
+                )
+            conn.execute(
+                insert(signing_keys),
+                {f: getattr(record, f) for f in KeyRecord.__slots__},
+            )
+
+    def list_keys(self) -> list[KeyRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(*(sk[f] for f in KeyRecord.__slots__)).order_by(sk.created_at)
+            ).all()
+        return [KeyRecord(*r) for r in rows]
+
+    def keys_version(self) -> tuple[int, float]:
+        """Cheap fingerprint of the key ring: changes whenever a key is added or retired."""
+        with self._read() as conn:
+            n, latest = conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.max(func.coalesce(sk.retired_at, 0.0)), 0.0)
+                    + func.coalesce(func.max(sk.created_at), 0.0),
+                )
+            ).one()
+        return int(n), float(latest)
+
+    def delete_keys_retired_before(self, cutoff: float) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(signing_keys).where(sk.retired_at < cutoff)).rowcount

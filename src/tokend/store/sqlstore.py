@@ -1,0 +1,37 @@
+"""``SqlStore``: the one storage object the runtime builds, over one SQLAlchemy engine.
+
+It implements ``tokend.core.ports.Store`` (with ``SqlTransaction``), the key ring's
+``tokend.keys.storage.KeyStorage``, the throttle's ``CounterStore`` and the admin operations
+the CLI needs, on SQLite and PostgreSQL. Each part is a module of this package, one class
+each, all of them subclasses of ``connections.Database`` (the engine, the compiled
+statements, the connections: the only state they share):
+
+- ``connections.Database``: connections, SQLite busy retries, ``transaction``, ``ping``;
+- ``transaction.SqlTransaction``: what a grant runs inside ``transaction()``;
+- ``statements``: the compiled hot-path statements and their row decoders;
+- ``clients.Clients``: the client cache and client CRUD;
+- ``users.Users``: user CRUD, UserInfo's family-and-user read;
+- ``tokens.Tokens``: refresh tokens and families read outside a grant, the access-token
+  deny list, DPoP proofs at a resource;
+- ``keys.Keys``: signing keys;
+- ``maintenance.Maintenance``: bulk revocation, events, gc, abuse counters.
+
+Why one class made of parts (mixins) rather than a facade holding part objects: the store's
+methods are called on every request (``transaction``, ``get_client``, the peeks), and
+consumers are typed against narrow Protocols that this one object satisfies; a facade would
+add a delegating call to each, or bind methods by hand. Here each method is looked up once,
+as before, while its code lives in the module named for its job. No part keeps state of its
+own but ``Clients`` (its cache)."""
+
+from __future__ import annotations
+
+from tokend.store.clients import Clients
+from tokend.store.keys import Keys
+from tokend.store.maintenance import Maintenance
+from tokend.store.tokens import Tokens
+from tokend.store.users import Users
+
+
+class SqlStore(Clients, Users, Tokens, Keys, Maintenance):
+    """``tokend.core.ports.Store`` and the admin operations over one engine (see the
+    module's docstring for where each part lives)."""

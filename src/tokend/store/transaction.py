@@ -1,0 +1,141 @@
+"""``SqlTransaction``: ``tokend.core.ports.Transaction`` over one DBAPI cursor.
+
+Every method runs one compiled statement of ``tokend.store.statements`` on the cursor
+(``Database.transaction`` opens it) and decodes with that module's decoders: the token
+endpoint's whole write path, at driver level."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tokend.core.models import (
+    Family,
+    SecurityEvent,
+    StoredCode,
+    StoredRefreshToken,
+)
+from tokend.core.throttle import Counter
+from tokend.store.statements import Compiled, Statements, code_from_row, token_from_row
+
+
+class SqlTransaction:
+    """``tokend.core.ports.Transaction`` over one DBAPI cursor inside an open transaction."""
+
+    __slots__ = ("_cur", "_q")
+
+    def __init__(self, cursor: Any, statements: Statements) -> None:
+        self._cur = cursor
+        self._q = statements
+
+    def _run(self, stmt: Compiled, params: dict[str, Any]) -> Any:
+        cur = self._cur
+        cur.execute(stmt.sql, stmt.args(params))
+        return cur
+
+    def find_refresh_token(self, token_hash: bytes) -> StoredRefreshToken | None:
+        row = self._run(self._q.find_token, {"h": token_hash}).fetchone()
+        return None if row is None else token_from_row(row)
+
+    def spend_refresh_token(self, token_hash: bytes, *, at: float, successor_hash: bytes) -> bool:
+        cur = self._run(self._q.spend, {"h": token_hash, "at": at, "succ": successor_hash})
+        return cur.rowcount == 1
+
+    def insert_refresh_token(
+        self, token_hash: bytes, *, family_id: str, created_at: float, expires_at: float
+    ) -> None:
+        self._run(
+            self._q.insert_token,
+            {"h": token_hash, "fid": family_id, "created": created_at, "expires": expires_at},
+        )
+
+    def is_refresh_token_live(self, token_hash: bytes) -> bool:
+        row = self._run(self._q.is_spent, {"h": token_hash}).fetchone()
+        return row is not None and row[0] is None
+
+    def count_grace_retry(self, token_hash: bytes, *, limit: int) -> bool:
+        cur = self._run(self._q.count_grace_retry, {"h": token_hash, "limit": limit})
+        return cur.rowcount == 1
+
+    def create_family(self, family: Family) -> None:
+        self._run(
+            self._q.insert_family,
+            {
+                "id": family.id,
+                "client_id": family.client_id,
+                "user_id": family.user_id,
+                "subject": family.subject,
+                "scope": " ".join(family.scopes),
+                "created_at": family.created_at,
+                "expires_at": family.expires_at,
+                "auth_time": family.auth_time,
+                "dpop_jkt": family.dpop_jkt,
+            },
+        )
+
+    def bind_family_dpop(self, family_id: str, jkt: str) -> bool:
+        return self._run(self._q.bind_family_dpop, {"fid": family_id, "jkt": jkt}).rowcount == 1
+
+    def record_dpop_proof(self, replay_hash: bytes, *, expires_at: float) -> bool:
+        cur = self._run(self._q.record_dpop_proof, {"h": replay_hash, "exp": expires_at})
+        return cur.rowcount == 1
+
+    def revoke_access_token(
+        self, jti: str, *, client_id: str, at: float, expires_at: float
+    ) -> bool:
+        """Deny-list an access token (RFC 7009); False if it already is (no error)."""
+        params = {"jti": jti, "client_id": client_id, "revoked_at": at, "expires_at": expires_at}
+        return self._run(self._q.deny_access_token, params).rowcount == 1
+
+    def revoke_family(self, family_id: str, *, at: float, reason: str) -> bool:
+        cur = self._run(self._q.revoke_family, {"fid": family_id, "at": at, "reason": reason})
+        return cur.rowcount == 1
+
+    def record_event(self, event: SecurityEvent) -> None:
+        self._run(self._q.insert_event, _event_params(event))
+
+    def count_event(self, event: SecurityEvent, *, key: bytes, window: float) -> None:
+        [(_, hits, _, event_id)] = self.add_failure({key: window}, now=event.at, raw=True)
+        if event_id is None:  # the first occurrence of a window: a row of its own
+            cur = self._run(self._q.insert_event_returning_id, _event_params(event))
+            new_id = cur.fetchone()[0]
+            self._run(self._q.set_counter_event, {"k": key, "eid": new_id})
+        else:  # a repeat: that row's count, no new row
+            self._run(self._q.set_event_count, {"eid": event_id, "n": hits})
+
+    def add_failure(self, windows: dict[bytes, float], *, now: float, raw: bool = False) -> Any:
+        """``tokend.core.throttle.CounterStore.add_failure`` inside this transaction."""
+        keys = sorted(windows)
+        params: dict[str, Any] = {"now": now}
+        for i, k in enumerate(keys):
+            params[f"k{i}"] = k
+            params[f"e{i}"] = now + windows[k]
+        rows = self._run(self._q.upsert_counters[len(keys) - 1], params).fetchall()
+        if raw:
+            return rows
+        return {bytes(k): Counter(hits, end) for k, hits, end, _ in rows}
+
+    def insert_authorization_code(self, code: StoredCode) -> None:
+        values = {f: getattr(code, f) for f in StoredCode.__slots__}
+        values["scope"] = " ".join(values.pop("scopes"))
+        self._run(self._q.insert_code, values)
+
+    def find_authorization_code(self, code_hash: bytes) -> StoredCode | None:
+        row = self._run(self._q.find_code, {"code_hash": code_hash}).fetchone()
+        return None if row is None else code_from_row(row)
+
+    def consume_authorization_code(self, code_hash: bytes, *, at: float, family_id: str) -> bool:
+        cur = self._run(self._q.consume_code, {"h": code_hash, "at": at, "fid": family_id})
+        return cur.rowcount == 1
+
+
+def _event_params(event: SecurityEvent) -> dict[str, Any]:
+    """The parameters of ``statements._INSERT_EVENT`` (the detail as sorted JSON)."""
+    return {
+        "at": event.at,
+        "kind": event.kind,
+        "client_id": event.client_id,
+        "family_id": event.family_id,
+        "user_id": event.user_id,
+        "detail": json.dumps(dict(event.detail), sort_keys=True),
+    }
