@@ -11,6 +11,10 @@ allowed (RFC 6749 §3.2: "The authorization server MUST ignore unrecognized requ
 parameters"; RFC 7009 §2.1, RFC 7662 §2.1 alike), as text. What a schema cannot say
 (which client is registered, whether a token is valid) is the server's to answer with an
 error of the documented shape.
+
+Why one long file: it is a declarative table (one dict per operation and schema, no logic
+beyond a few builders), read top to bottom beside RFC 6749/7009/7662/8414 and the pages;
+splitting it by endpoint would scatter the shared parameter types it defines once.
 """
 
 from __future__ import annotations
