@@ -1,8 +1,16 @@
-"""The composition root: settings in, wired service out. Used by the web app and the CLI."""
+"""The composition root: settings in, wired service out. Used by the web app and the CLI.
+
+This is the one module outside ``tokend.store`` that names a concrete store class
+(``SqlStore``, ``AccountStore``; tests/test_architecture.py checks it). What it hands out is
+typed by Protocols: each service declares the storage it needs (``core.ports.Store``,
+``core.throttle.CounterStore``, ``core.accounts.AccountStorage``, ``keys.storage.KeyStorage``,
+...), and ``AdminStore`` below is what the web app's lifecycle and the CLI reach directly.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy.exc import OperationalError
 
@@ -12,13 +20,15 @@ from tokend.core.authorization import CodeIssuer
 from tokend.core.clock import Clock, SystemClock
 from tokend.core.dpop import DPoPNonces, ProofVerifier
 from tokend.core.errors import TemporarilyUnavailable
+from tokend.core.grants import Grant
 from tokend.core.grants.authorization_code import AuthorizationCodeGrant
 from tokend.core.grants.client_credentials import ClientCredentialsGrant
 from tokend.core.grants.refresh_token import RefreshTokenGrant
 from tokend.core.introspection import IntrospectionService
 from tokend.core.issuance import FamilyIssuer
 from tokend.core.minting import TokenMinter
-from tokend.core.models import Policy
+from tokend.core.models import Client, Policy, User
+from tokend.core.ports import Store
 from tokend.core.revocation import RevocationService
 from tokend.core.service import TokenService
 from tokend.core.subjects import Subjects
@@ -27,16 +37,61 @@ from tokend.core.userinfo import UserInfoService
 from tokend.dburl import is_sqlite
 from tokend.keys.material import derive
 from tokend.keys.ring import KeyRing
+from tokend.keys.storage import KeyStorage
 from tokend.store import SqlStore
 from tokend.store.accounts import AccountStore
 from tokend.store.engine import create_db_engine, migrate
+
+
+class AdminStore(Store, KeyStorage, Protocol):
+    """The database as the runtime's users reach it outside the services: the web app's
+    lifecycle (health, the client cache, SQLite checkpoints), the userinfo endpoint's DPoP
+    replay cache, and the CLI's administration of clients, users, families and garbage."""
+
+    def ping(self) -> None: ...
+    def close(self) -> None: ...
+    def start_checkpointer(self, **options: Any) -> bool: ...
+    def enable_client_cache(self) -> None: ...
+    def refresh_client_cache(self) -> bool: ...
+    def invalidate_client_cache(self) -> None: ...
+    def record_dpop_proof(self, replay_hash: bytes, *, expires_at: float) -> bool: ...
+    def create_client(self, client: Client, *, now: float) -> None: ...
+    def list_clients(self) -> list[Client]: ...
+    def count_clients(self) -> int: ...
+    def delete_client(self, client_id: str) -> bool: ...
+    def set_client_secret(self, client_id: str, secret_hash: bytes, *, now: float) -> bool: ...
+    def update_client(
+        self, client_id: str, changes: dict[str, Any], *, now: float
+    ) -> Client | None: ...
+    def create_user(self, user: User, *, now: float) -> None: ...
+    def get_user_by_username(self, username: str) -> User | None: ...
+    def update_user(self, username: str, changes: dict[str, Any], *, now: float) -> User | None: ...
+    def revoke_families(
+        self,
+        *,
+        now: float,
+        reason: str,
+        user_id: str | None = None,
+        client_id: str | None = None,
+        family_id: str | None = None,
+    ) -> int: ...
+    def gc(
+        self, *, now: float, retention: float, event_retention: float | None = None
+    ) -> dict[str, int]: ...
+
+
+class UserRevocation(Protocol):
+    def revoke_user(self, user_id: str, *, now: float, reason: str) -> tuple[int, int]:
+        """Revoke every family of the user and end their browser sessions (one transaction);
+        returns (families revoked, sessions ended)."""
+        ...
 
 
 @dataclass
 class Runtime:
     settings: Settings
     policy: Policy
-    store: SqlStore
+    store: AdminStore
     keys: KeyRing
     service: TokenService
     issuer: FamilyIssuer
@@ -85,7 +140,7 @@ def build_runtime(
     minter = TokenMinter(keys, policy)
     subjects = Subjects(derive(secret, "pairwise-subject"))
     issuer = FamilyIssuer(store=store, minter=minter, policy=policy)
-    grants = [
+    grants: list[Grant] = [
         AuthorizationCodeGrant(store=store, issuer=issuer),
         RefreshTokenGrant(
             store=store,
@@ -134,8 +189,8 @@ class Storage:
     """The database alone, its schema up to date: what the admin commands that need no
     secret key (clients, users, revocation) work on."""
 
-    store: SqlStore
-    accounts: AccountStore
+    store: AdminStore
+    accounts: UserRevocation
 
     def close(self) -> None:
         self.store.close()

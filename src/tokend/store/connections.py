@@ -136,6 +136,7 @@ class Database:
                 fairy = self.engine.raw_connection()  # runs the engine's connect PRAGMAs
                 fairy.detach()  # this thread's own from now on, never back to the pool
                 conn = fairy.dbapi_connection
+                assert conn is not None  # detached, not closed
                 conn.execute("PRAGMA busy_timeout=0")  # waits are _retry_busy's
                 if self._checkpointer is not None:
                     conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job

@@ -5,8 +5,9 @@ counters of ``tokend.core.throttle`` (``CounterStore``), which gc also clears.""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 
 from tokend.core.throttle import Counter
 from tokend.store.connections import Database
@@ -27,7 +28,7 @@ fam = token_families.c
 class Maintenance(Database):
     # -- abuse limits (tokend.core.throttle.CounterStore) ------------------------------------
 
-    def read_counters(self, digests: list[bytes]) -> dict[bytes, Counter]:
+    def read_counters(self, digests: Sequence[bytes]) -> dict[bytes, Counter]:
         """The existing counters among ``digests``: one primary-key read, no lock."""
         if not digests:
             return {}
@@ -35,10 +36,10 @@ class Maintenance(Database):
         rows = self._read_row(q, {f"k{i}": d for i, d in enumerate(digests)}, all_rows=True)
         return {bytes(k): Counter(hits, end) for k, hits, end in rows}
 
-    def add_failure(self, windows: dict[bytes, float], *, now: float) -> dict[bytes, Counter]:
+    def add_failure(self, windows: Mapping[bytes, float], *, now: float) -> dict[bytes, Counter]:
         """One failure under each key: a single upsert statement, in its own transaction."""
         with self.transaction() as tx:
-            return tx.add_failure(windows, now=now)  # type: ignore[no-any-return]
+            return tx.add_failure(windows, now=now)
 
     # -- families --------------------------------------------------------------------------
 
@@ -52,7 +53,7 @@ class Maintenance(Database):
         family_id: str | None = None,
     ) -> int:
         """Set-based revocation: one UPDATE however many families match."""
-        conds = [fam.revoked_at.is_(None)]
+        conds: list[ColumnElement[bool]] = [fam.revoked_at.is_(None)]
         if user_id is not None:
             conds.append(fam.user_id == user_id)
         if client_id is not None:

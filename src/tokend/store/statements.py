@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import bindparam, insert, literal_column, or_, select, text, update
 from sqlalchemy.engine import Dialect
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from tokend.core.models import Client, Family, StoredCode, StoredRefreshToken, User
 from tokend.store.schema import (
@@ -240,13 +241,13 @@ def _insert_or_nothing(
 def _deny_access_token(dialect: Dialect) -> Executable:
     """Deny-list an access token (RFC 7009); nothing if its jti already is."""
     columns = ("jti", "client_id", "revoked_at", "expires_at")
-    values = {c: bindparam(c) for c in columns}
+    values: dict[str, Any] = {c: bindparam(c) for c in columns}
     return _insert_or_nothing(dialect, revoked_access_tokens, "jti", values)
 
 
 def _record_dpop_proof(dialect: Dialect) -> Executable:
     """RFC 9449 §11.1 replay cache: nothing (rowcount 0) for a known hash."""
-    values = {"jti_hash": bindparam("h"), "expires_at": bindparam("exp")}
+    values: dict[str, Any] = {"jti_hash": bindparam("h"), "expires_at": bindparam("exp")}
     return _insert_or_nothing(dialect, dpop_proofs, "jti_hash", values)
 
 
@@ -295,7 +296,7 @@ class Compiled:
     __slots__ = ("order", "sql")
 
     def __init__(self, stmt: Executable, dialect: Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect)
+        compiled = cast(SQLCompiler, cast(ClauseElement, stmt).compile(dialect=dialect))
         self.sql = str(compiled)
         self.order = tuple(compiled.positiontup or ()) if compiled.positional else None
 

@@ -7,7 +7,8 @@ endpoint's whole write path, at driver level."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from tokend.core.models import (
     Family,
@@ -19,16 +20,26 @@ from tokend.core.throttle import Counter
 from tokend.store.statements import Compiled, Statements, code_from_row, token_from_row
 
 
+class Cursor(Protocol):
+    """The part of a DBAPI cursor (sqlite3, psycopg) that the transaction uses."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def execute(self, sql: str, params: Any, /) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> Sequence[Any]: ...
+
+
 class SqlTransaction:
     """``tokend.core.ports.Transaction`` over one DBAPI cursor inside an open transaction."""
 
     __slots__ = ("_cur", "_q")
 
-    def __init__(self, cursor: Any, statements: Statements) -> None:
+    def __init__(self, cursor: Cursor, statements: Statements) -> None:
         self._cur = cursor
         self._q = statements
 
-    def _run(self, stmt: Compiled, params: dict[str, Any]) -> Any:
+    def _run(self, stmt: Compiled, params: dict[str, Any]) -> Cursor:
         cur = self._cur
         cur.execute(stmt.sql, stmt.args(params))
         return cur
@@ -95,7 +106,7 @@ class SqlTransaction:
         self._run(self._q.insert_event, _event_params(event))
 
     def count_event(self, event: SecurityEvent, *, key: bytes, window: float) -> None:
-        [(_, hits, _, event_id)] = self.add_failure({key: window}, now=event.at, raw=True)
+        [(_, hits, _, event_id)] = self._upsert_counters({key: window}, now=event.at)
         if event_id is None:  # the first occurrence of a window: a row of its own
             cur = self._run(self._q.insert_event_returning_id, _event_params(event))
             new_id = cur.fetchone()[0]
@@ -103,17 +114,19 @@ class SqlTransaction:
         else:  # a repeat: that row's count, no new row
             self._run(self._q.set_event_count, {"eid": event_id, "n": hits})
 
-    def add_failure(self, windows: dict[bytes, float], *, now: float, raw: bool = False) -> Any:
+    def add_failure(self, windows: Mapping[bytes, float], *, now: float) -> dict[bytes, Counter]:
         """``tokend.core.throttle.CounterStore.add_failure`` inside this transaction."""
+        rows = self._upsert_counters(windows, now=now)
+        return {bytes(k): Counter(hits, end) for k, hits, end, _ in rows}
+
+    def _upsert_counters(self, windows: Mapping[bytes, float], *, now: float) -> Sequence[Any]:
+        """One upsert of every counter in ``windows``: rows (key, hits, window end, event id)."""
         keys = sorted(windows)
         params: dict[str, Any] = {"now": now}
         for i, k in enumerate(keys):
             params[f"k{i}"] = k
             params[f"e{i}"] = now + windows[k]
-        rows = self._run(self._q.upsert_counters[len(keys) - 1], params).fetchall()
-        if raw:
-            return rows
-        return {bytes(k): Counter(hits, end) for k, hits, end, _ in rows}
+        return self._run(self._q.upsert_counters[len(keys) - 1], params).fetchall()
 
     def insert_authorization_code(self, code: StoredCode) -> None:
         values = {f: getattr(code, f) for f in StoredCode.__slots__}

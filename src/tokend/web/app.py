@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -42,7 +42,11 @@ HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 # Public documents: cacheable for five minutes, readable from any origin.
 PUBLIC = {"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"}
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+
+class Endpoint(Protocol):
+    """A route's handler: one small object holding its service (built in ``runtime.py``)."""
+
+    async def __call__(self, request: Request) -> Response: ...
 
 
 class PublicKeys(Protocol):

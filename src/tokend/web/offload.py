@@ -11,20 +11,26 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 
 T = TypeVar("T")
-Call = Callable[..., Awaitable[Any]]
+P = ParamSpec("P")
+
+
+class Call(Protocol):
+    def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+        """Run ``fn(*args, **kwargs)`` where this app runs blocking work; await its result."""
+        ...
 
 
 def offloader(*, inline: bool, concurrency: int) -> Call:
     """The ``Call`` of one app: inline (SQLite), or on at most ``concurrency`` threads."""
     limiter = anyio.CapacityLimiter(concurrency)
 
-    async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def call(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if inline:
             return fn(*args, **kwargs)
         return await anyio.to_thread.run_sync(
