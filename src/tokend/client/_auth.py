@@ -128,6 +128,15 @@ class RefreshingAuth(httpx.Auth):
     def _needs_retry(response: httpx.Response, token: TokenResponse) -> bool:
         return response.status_code == 401 and token.refresh_token is not None
 
+    def _must_refresh(
+        self, current: TokenResponse, sent: TokenResponse, *, after_401: bool
+    ) -> bool:
+        """Under the lock, ``current`` freshly loaded: before the request, whether it is due;
+        after a 401 to ``sent``, whether nobody has refreshed it since (and it can be)."""
+        if after_401:
+            return current.access_token == sent.access_token and bool(current.refresh_token)
+        return self._due(current)
+
     # -- sync -------------------------------------------------------------------------------
 
     def _load(self) -> TokenResponse:
@@ -162,9 +171,10 @@ class RefreshingAuth(httpx.Auth):
         token = self._load()
         if self._due(token):
             with self._thread_lock:
-                token = self._load()  # another thread may have refreshed while we waited
-                if self._due(token):
-                    token = yield from self._refresh(token)
+                current = self._load()  # another thread may have refreshed while we waited
+                if self._must_refresh(current, token, after_401=False):
+                    current = yield from self._refresh(current)
+                token = current
         response = yield self._authorize(request, token)
         if self._nonce_retry(request, response):
             response = yield request
@@ -172,7 +182,7 @@ class RefreshingAuth(httpx.Auth):
             return
         with self._thread_lock:
             current = self._load()
-            if current.access_token == token.access_token and current.refresh_token:
+            if self._must_refresh(current, token, after_401=True):
                 current = yield from self._refresh(current)
         response = yield self._authorize(request, current)
         if self._nonce_retry(request, response):
@@ -215,40 +225,32 @@ class RefreshingAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """As ``sync_auth_flow``, in two passes of one loop: the token as loaded, then once
+        more after a 401 (an async generator cannot ``yield from`` a ``_refresh``, so the
+        refresh exchange is written once, here)."""
         await request.aread()  # so that it can be sent again after a 401
         token = await self._aload()
-        if self._due(token):
-            async with self._exclusive():
-                token = await self._aload()  # another task may have refreshed meanwhile
-                if self._due(token):
-                    sent_at = self._clock()
-                    refresh = self._refresh_request(token)
-                    response = yield refresh
-                    await response.aread()
-                    if self._nonce_retry(refresh, response):
+        after_401 = False
+        while True:
+            if after_401 or self._due(token):
+                async with self._exclusive():
+                    # Another task may have refreshed meanwhile: then its token is used.
+                    current = await self._aload()
+                    if self._must_refresh(current, token, after_401=after_401):
                         sent_at = self._clock()
+                        refresh = self._refresh_request(current)
                         response = yield refresh
                         await response.aread()
-                    token = self._successor(token, response, sent_at)
-                    await self._asave(token)  # saved before anyone uses it
-        response = yield self._authorize(request, token)
-        if self._nonce_retry(request, response):
-            response = yield request
-        if not self._needs_retry(response, token):
-            return
-        async with self._exclusive():
-            current = await self._aload()
-            if current.access_token == token.access_token and current.refresh_token:
-                sent_at = self._clock()
-                refresh = self._refresh_request(current)
-                response = yield refresh
-                await response.aread()
-                if self._nonce_retry(refresh, response):
-                    sent_at = self._clock()
-                    response = yield refresh
-                    await response.aread()
-                current = self._successor(current, response, sent_at)
-                await self._asave(current)
-        response = yield self._authorize(request, current)
-        if self._nonce_retry(request, response):
-            yield request
+                        if self._nonce_retry(refresh, response):
+                            sent_at = self._clock()
+                            response = yield refresh
+                            await response.aread()
+                        current = self._successor(current, response, sent_at)
+                        await self._asave(current)  # saved before anyone uses it
+                    token = current
+            response = yield self._authorize(request, token)
+            if self._nonce_retry(request, response):
+                response = yield request
+            if after_401 or not self._needs_retry(response, token):
+                return
+            after_401 = True

@@ -227,6 +227,9 @@ class MissingToken(ClientError):
     """``RefreshingAuth`` found no token in its store: sign the user in and save one first."""
 
 
+# The client's own table of the codes it knows (tokend.core.errors has the server's, a
+# subset): tokend.client must not import server code, and it must understand every code of
+# the RFCs whichever server answers.
 ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
     cls.code: cls
     for cls in (

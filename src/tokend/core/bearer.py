@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
 from tokend.core.errors import InvalidScope, OAuthError
+from tokend.core.models import Policy
 from tokend.core.scopes import parse_scope
 
 # RFC 9068 §4: "Resource servers MUST verify that the typ header value is "at+jwt" or
@@ -63,6 +64,28 @@ class AccessToken:
     family_id: str | None  # ``sid``: the token family; None for client_credentials tokens
     expires_at: float
     jkt: str | None = None  # ``cnf.jkt``: the DPoP key the token is bound to (RFC 9449 §6)
+
+
+class AccessTokenCheck:
+    """Our access tokens as every endpoint that accepts one reads them: the signature
+    (``TokenVerifier``), then ``check_access_token`` against this server's issuer and
+    audience (``Policy.access_token_audience``)."""
+
+    __slots__ = ("_audience", "_issuer", "_verifier")
+
+    def __init__(self, verifier: TokenVerifier, policy: Policy) -> None:
+        self._verifier = verifier
+        self._issuer = policy.issuer
+        self._audience = policy.access_token_audience
+
+    def check(self, token: str, now: float) -> tuple[AccessToken, Mapping[str, Any]]:
+        """The verified token and its claims; ``InvalidToken`` for anything else. The deny
+        list is the caller's next step (``check_not_revoked``), where it applies."""
+        header, claims = self._verifier.verify(token)
+        access = check_access_token(
+            header, claims, issuer=self._issuer, audience=self._audience, now=now
+        )
+        return access, claims
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:

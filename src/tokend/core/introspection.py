@@ -37,10 +37,10 @@ from typing import Any, Protocol
 
 from tokend.core.bearer import (
     AccessToken,
+    AccessTokenCheck,
     InvalidToken,
     RevokedAccessTokens,
     TokenVerifier,
-    check_access_token,
     check_not_revoked,
 )
 from tokend.core.client_auth import authenticate_client
@@ -126,16 +126,15 @@ def refresh_token_response(
 
 
 class IntrospectionService:
-    __slots__ = ("_audience", "_clock", "_issuer", "_store", "_verifier")
+    __slots__ = ("_access_tokens", "_clock", "_issuer", "_store")
 
     def __init__(
         self, *, store: IntrospectionStore, verifier: TokenVerifier, policy: Policy, clock: Clock
     ) -> None:
         self._store = store
-        self._verifier = verifier
+        self._access_tokens = AccessTokenCheck(verifier, policy)
         self._clock = clock
         self._issuer = policy.issuer
-        self._audience = policy.audience or policy.issuer
 
     def introspect(
         self, credentials: ClientCredentials, params: Mapping[str, str]
@@ -159,10 +158,7 @@ class IntrospectionService:
 
     def _access_token(self, token: str, now: float) -> dict[str, Any] | None:
         try:
-            header, claims = self._verifier.verify(token)
-            access = check_access_token(
-                header, claims, issuer=self._issuer, audience=self._audience, now=now
-            )
+            access, claims = self._access_tokens.check(token, now)
             check_not_revoked(claims, self._store)
         except InvalidToken:
             return None

@@ -25,7 +25,7 @@ class TokenMinter:
     def __init__(self, signer: Signer, policy: Policy) -> None:
         self._signer = signer
         self._policy = policy
-        self._audience = policy.audience or policy.issuer
+        self._audience = policy.access_token_audience
 
     def respond(
         self,

@@ -47,6 +47,12 @@ class Policy:
     # RFC 9449 §8: every client's DPoP proofs must carry a server nonce (TOKEND_DPOP_NONCE=on).
     dpop_nonce: bool = False
 
+    @property
+    def access_token_audience(self) -> str:
+        """The ``aud`` of the access tokens we mint (RFC 9068 §3), and so the audience our
+        endpoints require of one (§4): ``audience`` if configured, else the issuer."""
+        return self.audience or self.issuer
+
     def access_ttl(self, client: Client) -> int:
         return (
             client.access_token_ttl

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from tokend.core.bearer import InvalidToken, TokenVerifier, check_access_token
+from tokend.core.bearer import AccessTokenCheck, InvalidToken, TokenVerifier
 from tokend.core.client_auth import authenticate_client
 from tokend.core.clock import Clock
 from tokend.core.events import EventKind
@@ -70,7 +70,7 @@ class RevocationStore(Protocol):
 
 
 class RevocationService:
-    __slots__ = ("_audience", "_clock", "_event_window", "_issuer", "_store", "_verifier")
+    __slots__ = ("_access_tokens", "_clock", "_event_window", "_store")
 
     def __init__(
         self,
@@ -83,10 +83,8 @@ class RevocationService:
     ) -> None:
         self._store = store
         self._event_window = event_window
-        self._verifier = verifier
+        self._access_tokens = AccessTokenCheck(verifier, policy)
         self._clock = clock
-        self._issuer = policy.issuer
-        self._audience = policy.audience or policy.issuer
 
     def revoke(
         self, credentials: ClientCredentials, params: Mapping[str, str], *, address: str = ""
@@ -117,10 +115,7 @@ class RevocationService:
 
     def _revoke_access_token(self, client: Client, token: str, now: float, address: str) -> None:
         try:
-            header, claims = self._verifier.verify(token)
-            access = check_access_token(
-                header, claims, issuer=self._issuer, audience=self._audience, now=now
-            )
+            access, claims = self._access_tokens.check(token, now)
         except InvalidToken:
             return  # not ours, not an access token, or already expired
         if access.client_id != client.client_id:

@@ -59,4 +59,4 @@ class TokenService:
         proof = request.dpop
         if proof is not None and not proof.nonce_ok and self._policy.dpop_nonce_required(client):
             raise UseDPoPNonce()  # before the grant: nothing recorded, spent or rotated
-        return grant.handle(client, request.params, self._clock.now(), proof)
+        return grant.handle(client, request, self._clock.now())

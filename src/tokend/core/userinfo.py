@@ -35,11 +35,11 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from tokend.core.bearer import (
+    AccessTokenCheck,
     InsufficientScope,
     InvalidToken,
     RevokedAccessTokens,
     TokenVerifier,
-    check_access_token,
     check_binding,
     check_not_revoked,
 )
@@ -111,24 +111,19 @@ def userinfo_claims(subject: str, scopes: Iterable[str], user: UserProfile) -> d
 
 
 class UserInfoService:
-    __slots__ = ("_audience", "_clock", "_issuer", "_store", "_verifier")
+    __slots__ = ("_access_tokens", "_clock", "_store")
 
     def __init__(
         self, *, verifier: TokenVerifier, store: UserInfoStore, policy: Policy, clock: Clock
     ) -> None:
-        self._verifier = verifier
+        self._access_tokens = AccessTokenCheck(verifier, policy)
         self._store = store
         self._clock = clock
-        self._issuer = policy.issuer
-        self._audience = policy.audience or policy.issuer
 
     def userinfo(self, access_token: str, dpop_jkt: str | None = None) -> dict[str, object]:
         """``dpop_jkt``: the key thumbprint of the request's checked DPoP proof when the
         token came with the DPoP scheme (RFC 9449 §7), None for Bearer."""
-        header, claims = self._verifier.verify(access_token)
-        token = check_access_token(
-            header, claims, issuer=self._issuer, audience=self._audience, now=self._clock.now()
-        )
+        token, claims = self._access_tokens.check(access_token, self._clock.now())
         check_not_revoked(claims, self._store)
         check_binding(token, dpop_jkt)
         if token.family_id is None:

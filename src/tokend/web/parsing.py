@@ -180,25 +180,16 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
 async def read_client_params(
     request: Request, max_bytes: int
 ) -> tuple[Callable[[], ClientCredentials], dict[str, str]]:
-    """``read_client_request`` in two steps: the body parameters now, and a function that
-    decides the client credentials (raising ``InvalidClient`` for a malformed Basic
-    header), so that the abuse limits count only failed authentications."""
+    """The body parameters of a request to an endpoint that authenticates clients as the
+    token endpoint does (revocation, introspection), and a function that decides the client
+    credentials (raising ``InvalidClient`` for a malformed Basic header) when called, so
+    that the abuse limits count only failed authentications."""
     params = parse_params(request.headers.get("content-type"), await read_body(request, max_bytes))
 
     def credentials() -> ClientCredentials:
         return credentials_from(parse_basic(request.headers.get("authorization")), params)
 
     return credentials, params
-
-
-async def read_client_request(
-    request: Request, max_bytes: int
-) -> tuple[ClientCredentials, dict[str, str]]:
-    """The body parameters and client credentials of a request to an endpoint that
-    authenticates clients as the token endpoint does (revocation, introspection)."""
-    params = parse_params(request.headers.get("content-type"), await read_body(request, max_bytes))
-    basic = parse_basic(request.headers.get("authorization"))
-    return credentials_from(basic, params), params
 
 
 __all__ = [
@@ -210,5 +201,4 @@ __all__ = [
     "query_pairs",
     "read_body",
     "read_client_params",
-    "read_client_request",
 ]

@@ -1,5 +1,7 @@
 """The web side of the abuse limits (``tokend.core.throttle``): who is asking (the source
-address), and the guard every client-authenticating endpoint runs its work under.
+address), the guard every client-authenticating endpoint runs its work under, and the shape
+of the endpoints that are one service call under it (``GuardedEndpoint``: revocation,
+introspection).
 
 Source address: the TCP peer's address; only when the peer is one of
 ``TOKEND_TRUSTED_PROXIES`` (addresses and CIDR networks) is ``X-Forwarded-For`` believed,
@@ -11,17 +13,20 @@ so nobody picks his own address by sending it.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Generic, TypeVar
 
 from starlette.requests import Request
+from starlette.responses import Response
 
 from tokend.core.errors import InvalidClient
 from tokend.core.models import ClientCredentials
 from tokend.core.throttle import Attempt, Throttle
 from tokend.web.offload import Call
+from tokend.web.parsing import read_client_params
 
 T = TypeVar("T")
+S = TypeVar("S")  # a GuardedEndpoint's service
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAX_FORWARDED_ENTRIES = 32  # more hops than any real chain of proxies: ignore the rest
@@ -118,3 +123,33 @@ class ClientAuthGuard:
             known = None
         attempt = Attempt(address, client_id=known)
         await self._call(self._throttle.failed, keys, attempt, checked=checked)
+
+
+class GuardedEndpoint(Generic[S, T]):
+    """A route handler that authenticates the client as the token endpoint does and answers
+    from one call to its service: the body parameters first, then ``_serve`` under
+    ``guard``, whose result ``_respond`` turns into the answer. Errors go to the app's
+    error dispatcher (``tokend.web.responses.handle_error``)."""
+
+    __slots__ = ("_call", "_guard", "_max_body", "_service")
+
+    def __init__(self, service: S, *, guard: ClientAuthGuard, call: Call, max_body: int) -> None:
+        self._service = service
+        self._guard = guard
+        self._call = call
+        self._max_body = max_body
+
+    async def __call__(self, request: Request) -> Response:
+        credentials, params = await read_client_params(request, self._max_body)
+
+        async def work(creds: ClientCredentials, address: str) -> T:
+            return await self._serve(creds, params, address)
+
+        return self._respond(await self._guard.run(request, credentials, work))
+
+    async def _serve(self, creds: ClientCredentials, params: Mapping[str, str], address: str) -> T:
+        """The service call, for the authenticated ``creds`` from ``address``."""
+        raise NotImplementedError
+
+    def _respond(self, result: T) -> Response:
+        raise NotImplementedError

@@ -47,32 +47,30 @@ class ProofReplays(Protocol):
         ...
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of ``Authorization: Bearer <token>``; None when the header is absent or
-    uses another scheme; ``InvalidToken`` when Bearer credentials are malformed."""
+def scheme_token(authorization: str | None, scheme: str) -> str | None:
+    """The token of ``Authorization: <scheme> <token>`` (``scheme`` in lower case; the
+    credentials are RFC 6750 §2.1's token68 for Bearer and, as Bearer's, for DPoP, RFC 9449
+    §7.1); None when the header is absent or uses another scheme; ``InvalidToken`` when the
+    credentials are malformed."""
     if authorization is None:
         return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer":
+    name, _, token = authorization.partition(" ")
+    if name.lower() != scheme:
         return None
     token = token.strip(" ")
     if not _B64TOKEN.fullmatch(token):
         raise InvalidToken("The Authorization header is malformed.")
     return token
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (``scheme_token``)."""
+    return scheme_token(authorization, "bearer")
 
 
 def dpop_token(authorization: str | None) -> str | None:
-    """The token of ``Authorization: DPoP <token>`` (RFC 9449 §7.1, token68 as Bearer's);
-    None when the header is absent or uses another scheme."""
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "dpop":
-        return None
-    token = token.strip(" ")
-    if not _B64TOKEN.fullmatch(token):
-        raise InvalidToken("The Authorization header is malformed.")
-    return token
+    """The token of ``Authorization: DPoP <token>`` (``scheme_token``)."""
+    return scheme_token(authorization, "dpop")
 
 
 async def access_token_of(request: Request, max_body: int) -> tuple[str, str]:

@@ -6,6 +6,7 @@ import pytest
 
 from tests.core.world import World
 from tokend.core.errors import InvalidScope, UnauthorizedClient
+from tokend.core.models import TokenRequest
 
 CC = {"grant_type": "client_credentials"}
 
@@ -19,7 +20,7 @@ def test_public_client_is_unauthorized_client(world: World) -> None:
         world.token(reg, CC)
     assert exc.value.error == "unauthorized_client"
     with pytest.raises(UnauthorizedClient):
-        world.cc_grant.handle(reg.client, CC, world.clock.now())
+        world.cc_grant.handle(reg.client, TokenRequest(CC, reg.credentials()), world.clock.now())
 
 
 def test_issues_an_access_token_for_the_client_itself(world: World) -> None:

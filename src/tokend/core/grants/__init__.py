@@ -6,22 +6,17 @@ from collections.abc import Mapping
 from typing import ClassVar, Protocol
 
 from tokend.core.errors import InvalidDPoPProof, InvalidRequest
-from tokend.core.models import Client, DPoPProof, TokenResponse
+from tokend.core.models import Client, DPoPProof, TokenRequest, TokenResponse
 from tokend.core.ports import Transaction
 
 
 class Grant(Protocol):
     grant_type: ClassVar[str]
 
-    def handle(
-        self,
-        client: Client,
-        params: Mapping[str, str],
-        now: float,
-        dpop: DPoPProof | None = None,
-    ) -> TokenResponse:
-        """Run the grant for an authenticated client allowed to use it; raise OAuthError.
-        With a checked DPoP proof (RFC 9449 §5), the access token is bound to its key."""
+    def handle(self, client: Client, request: TokenRequest, now: float) -> TokenResponse:
+        """Run the grant of ``request`` for ``client``, authenticated and allowed to use it
+        (``TokenService``); raise OAuthError. With a checked DPoP proof (``request.dpop``,
+        RFC 9449 §5), the access token is bound to its key."""
         ...
 
 

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import ClassVar
 
 from tokend.core import pkce
@@ -25,7 +24,7 @@ from tokend.core.errors import InvalidGrant, OAuthError
 from tokend.core.events import EventKind
 from tokend.core.grants import record_proof, require
 from tokend.core.issuance import FamilyIssuer
-from tokend.core.models import Client, DPoPProof, SecurityEvent, TokenResponse
+from tokend.core.models import Client, SecurityEvent, TokenRequest, TokenResponse
 from tokend.core.ports import Store
 from tokend.core.secrets import hash_secret, new_id
 
@@ -43,13 +42,8 @@ class AuthorizationCodeGrant:
         self._store = store
         self._issuer = issuer
 
-    def handle(
-        self,
-        client: Client,
-        params: Mapping[str, str],
-        now: float,
-        dpop: DPoPProof | None = None,
-    ) -> TokenResponse:
+    def handle(self, client: Client, request: TokenRequest, now: float) -> TokenResponse:
+        params, dpop = request.params, request.dpop
         code = require(params, "code")
         redirect_uri = require(params, "redirect_uri")
         verifier = params.get("code_verifier")

@@ -8,13 +8,12 @@ against replay in a transaction of its own, the only storage work of this grant.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import ClassVar
 
 from tokend.core.errors import InvalidScope, UnauthorizedClient
 from tokend.core.grants import record_proof
 from tokend.core.minting import TokenMinter
-from tokend.core.models import Client, DPoPProof, Policy, TokenResponse
+from tokend.core.models import Client, Policy, TokenRequest, TokenResponse
 from tokend.core.ports import Store
 from tokend.core.scopes import OFFLINE_SCOPES, OPENID, parse_scope
 
@@ -31,13 +30,8 @@ class ClientCredentialsGrant:
         self._minter = minter
         self._policy = policy
 
-    def handle(
-        self,
-        client: Client,
-        params: Mapping[str, str],
-        now: float,
-        dpop: DPoPProof | None = None,
-    ) -> TokenResponse:
+    def handle(self, client: Client, request: TokenRequest, now: float) -> TokenResponse:
+        params, dpop = request.params, request.dpop
         if client.public:
             # §4.4: "The client credentials grant type MUST only be used by confidential clients."
             raise UnauthorizedClient("Public clients cannot use the client_credentials grant.")

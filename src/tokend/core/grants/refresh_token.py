@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
 from typing import ClassVar
 
 from tokend.core.errors import InvalidGrant, OAuthError
@@ -35,6 +34,7 @@ from tokend.core.models import (
     Policy,
     SecurityEvent,
     StoredRefreshToken,
+    TokenRequest,
     TokenResponse,
 )
 from tokend.core.ports import Store, Transaction
@@ -61,13 +61,8 @@ class RefreshTokenGrant:
         self._policy = policy
         self._derivation_key = derivation_key
 
-    def handle(
-        self,
-        client: Client,
-        params: Mapping[str, str],
-        now: float,
-        dpop: DPoPProof | None = None,
-    ) -> TokenResponse:
+    def handle(self, client: Client, request: TokenRequest, now: float) -> TokenResponse:
+        params, dpop = request.params, request.dpop
         presented = require(params, "refresh_token")
         requested = parse_scope(params.get("scope"))
         if not is_well_formed(presented, REFRESH_TOKEN_PREFIX):
