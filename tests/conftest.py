@@ -6,16 +6,17 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from tests.support.family import RegisteredClient, register_client, register_user, start_family
 from tests.support.postgres import PostgresServer
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
-from tokend.core.models import Client, TokenResponse, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tokend.core.models import TokenResponse, User
+from tokend.core.secrets import new_id
 from tokend.runtime import Runtime, build_runtime
 from tokend.store.engine import create_db_engine, migrate
 
@@ -77,58 +78,19 @@ def rt(settings: Settings, clock: FrozenClock) -> Iterator[Runtime]:
     runtime.close()
 
 
-@dataclass
-class RegisteredClient:
-    client: Client
-    secret: str | None
-
-    @property
-    def client_id(self) -> str:
-        return self.client.client_id
-
-    @property
-    def basic(self) -> tuple[str, str]:
-        assert self.secret is not None
-        return (self.client_id, self.secret)
-
-
 @pytest.fixture
 def make_client(rt: Runtime) -> Callable[..., RegisteredClient]:
-    def make(
-        *,
-        public: bool = False,
-        scopes: str = "openid offline email profile",
-        grant_types: tuple[str, ...] = (
-            "authorization_code",
-            "refresh_token",
-            "client_credentials",
-        ),
-        **overrides: object,
-    ) -> RegisteredClient:
-        secret = None if public else new_client_secret()
-        client = Client(
-            client_id=new_client_id(),
-            name="test client",
-            public=public,
-            secret_hash=None if secret is None else hash_secret(secret),
-            grant_types=frozenset(
-                g for g in grant_types if not (public and g == "client_credentials")
-            ),
-            redirect_uris=("https://app.example/cb",),
-            scopes=tuple(scopes.split()),
-            **overrides,  # type: ignore[arg-type]
-        )
-        rt.store.create_client(client, now=rt.clock.now())
-        return RegisteredClient(client, secret)
+    """Registers a client on ``rt`` (confidential unless ``public``; see register_client)."""
+
+    def make(**kwargs: Any) -> RegisteredClient:
+        return register_client(rt, **kwargs)
 
     return make
 
 
 @pytest.fixture
 def user(rt: Runtime) -> User:
-    u = User(id=new_id(), username=f"alice{new_id()[:6]}", password_hash="$argon2id$unused")
-    rt.store.create_user(u, now=rt.clock.now())
-    return u
+    return register_user(rt, username=f"alice{new_id()[:6]}")
 
 
 @pytest.fixture
@@ -136,12 +98,6 @@ def issue(rt: Runtime, user: User) -> Callable[..., TokenResponse]:
     """Start a family for ``user`` as if they had completed the authorize step."""
 
     def do(reg: RegisteredClient, scopes: str = "openid offline") -> TokenResponse:
-        return rt.issuer.issue(
-            client=reg.client,
-            user_id=user.id,
-            subject=rt.subjects.subject(reg.client, user.id),
-            scopes=tuple(scopes.split()),
-            now=rt.clock.now(),
-        )
+        return start_family(rt, reg, user, scopes)
 
     return do

@@ -14,34 +14,13 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support.dpop import ProofKey
+from tests.support.family import first_family
 from tests.support.server import running_server
-from tokend.core.models import Client, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tokend.core.secrets import hash_secret
 from tokend.store.schema import dpop_proofs, refresh_tokens, token_families
 
 N = 16
 TOKEN = "/auth/v2/token"
-
-
-def _setup(rt):  # type: ignore[no-untyped-def]
-    secret = new_client_secret()
-    client = Client(
-        client_id=new_client_id(),
-        name="dpop replay",
-        public=False,
-        secret_hash=hash_secret(secret),
-        grant_types=frozenset({"refresh_token"}),
-        redirect_uris=(),
-        scopes=("openid", "offline"),
-    )
-    now = rt.clock.now()
-    rt.store.create_client(client, now=now)
-    user = User(id=new_id(), username=f"dpop{new_id()[:6]}", password_hash="$argon2id$unused")
-    rt.store.create_user(user, now=now)
-    first = rt.issuer.issue(
-        client=client, user_id=user.id, subject=user.id, scopes=("offline",), now=now
-    )
-    return (client.client_id, secret), first.refresh_token
 
 
 def _storm(bases: list[str], auth: tuple[str, str], token: str, proof: str) -> list[httpx.Response]:
@@ -100,7 +79,8 @@ def _exactly_one_accepted(responses: list[httpx.Response]) -> httpx.Response:
 def test_one_proof_sent_to_both_workers_is_accepted_once(live_rt, db_url, server_env) -> None:
     """Without DPoP every one of these identical requests would get the same successor
     (the grace window); with one proof, exactly one gets through, whichever worker it hit."""
-    auth, token = _setup(live_rt)
+    family = first_family(live_rt, name="dpop replay", scopes="offline")
+    auth, token = family.auth, family.refresh_token
     key = ProofKey()
     with running_server(db_url, workers=2, env=server_env) as base:
         proof = key.proof(base + TOKEN, iat=time.time())
@@ -114,7 +94,8 @@ def test_one_proof_sent_to_both_workers_is_accepted_once(live_rt, db_url, server
 def test_a_proof_used_on_one_server_is_a_replay_on_another(live_rt, db_url, server_env) -> None:
     """Two `tokend serve` processes on one database (as on two machines): a proof accepted
     by one is refused by the other, in either order and when both race."""
-    auth, token = _setup(live_rt)
+    family = first_family(live_rt, name="dpop replay", scopes="offline")
+    auth, token = family.auth, family.refresh_token
     key = ProofKey()
     issuer = "http://tokend.test"  # one issuer for both: the htu proofs are made for
     env = {**server_env, "TOKEND_ISSUER": issuer}
