@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 from anyio.from_thread import BlockingPortal
-from argon2 import PasswordHasher
 
 from tests.conftest import SECRET_KEY, RegisteredClient
 from tests.support import family
@@ -34,7 +33,7 @@ from tokend.runtime import Runtime, build_runtime
 TOKEN_PATH = "/auth/v2/token"
 USERINFO_PATH = "/auth/v2/users/retrieve"
 PASSWORD = "correct horse battery staple"
-_PASSWORD_HASH = PasswordHasher().hash(PASSWORD)  # once: Argon2id costs ~50 ms
+_PASSWORD_HASH = family.cheap_password_hash(PASSWORD)
 
 
 # -- registering things on a real server ------------------------------------------------------

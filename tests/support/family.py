@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from argon2 import PasswordHasher
+
 from tokend.config import Settings
 from tokend.core.models import Client, TokenResponse, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
@@ -22,8 +24,13 @@ from tokend.runtime import Runtime, build_runtime
 REDIRECT_URI = "https://app.example/cb"
 ALL_GRANTS = ("authorization_code", "refresh_token", "client_credentials")
 # A user who cannot sign in (no password verifies against it); for users that only own
-# families. Users who sign in on the pages get a real (cheap) Argon2id hash instead.
+# families. Users who sign in on the pages get a real Argon2id hash of ``cheap_password_hash``.
 UNUSABLE_PASSWORD_HASH = "$argon2id$unused"
+# Argon2id with the smallest cost parameters: the server verifies any valid Argon2 PHC
+# string, and the default parameters cost ~50 ms (more on a busy machine) per hash and per
+# sign-in. The real parameters are tested where they matter: `tokend users create`
+# (tests/test_cli.py) and the dummy hash of an unknown user (tests/web/test_throttle.py).
+_CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 @dataclass
@@ -66,6 +73,10 @@ def register_client(
     )
     rt.store.create_client(client, now=rt.clock.now())
     return RegisteredClient(client, secret)
+
+
+def cheap_password_hash(password: str) -> str:
+    return _CHEAP.hash(password)
 
 
 def register_user(
