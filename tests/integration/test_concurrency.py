@@ -5,15 +5,12 @@ successor exists")."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import httpx
 import pytest
 from sqlalchemy import func, select
 
 from tests.support.family import first_family
-from tests.support.server import running_server
+from tests.support.server import running_server, storm
 from tokend.core.secrets import hash_secret
 from tokend.store.schema import refresh_tokens, security_events, token_families
 
@@ -21,25 +18,8 @@ N = 32
 
 
 def _storm(base: str, auth: tuple[str, str], token: str) -> list[httpx.Response]:
-    barrier = threading.Barrier(N)
-    clients = [httpx.Client(base_url=base, timeout=30) for _ in range(N)]
-    for c in clients:  # open the connections first so the requests really race
-        c.get("/healthz")
-
-    def one(c: httpx.Client) -> httpx.Response:
-        barrier.wait()
-        return c.post(
-            "/auth/v2/token",
-            auth=auth,
-            data={"grant_type": "refresh_token", "refresh_token": token},
-        )
-
-    try:
-        with ThreadPoolExecutor(N) as pool:
-            return list(pool.map(one, clients))
-    finally:
-        for c in clients:
-            c.close()
+    data = {"grant_type": "refresh_token", "refresh_token": token}
+    return storm([base], N, "/auth/v2/token", auth=auth, data=data)
 
 
 def _family_state(rt, family_id_of_token: bytes):  # type: ignore[no-untyped-def]

@@ -5,9 +5,7 @@ servers on one database, is accepted exactly once. The replay cache is the datab
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -15,7 +13,7 @@ from sqlalchemy import func, select
 
 from tests.support.dpop import ProofKey
 from tests.support.family import first_family
-from tests.support.server import running_server
+from tests.support.server import running_server, storm
 from tokend.core.secrets import hash_secret
 from tokend.store.schema import dpop_proofs, refresh_tokens, token_families
 
@@ -25,26 +23,8 @@ TOKEN = "/auth/v2/token"
 
 def _storm(bases: list[str], auth: tuple[str, str], token: str, proof: str) -> list[httpx.Response]:
     """N identical requests at once, each on its own connection, spread over ``bases``."""
-    barrier = threading.Barrier(N)
-    clients = [httpx.Client(base_url=bases[i % len(bases)], timeout=30) for i in range(N)]
-    for c in clients:  # open the connections first so that the requests really race
-        c.get("/healthz")
-
-    def one(c: httpx.Client) -> httpx.Response:
-        barrier.wait()
-        return c.post(
-            TOKEN,
-            auth=auth,
-            data={"grant_type": "refresh_token", "refresh_token": token},
-            headers={"DPoP": proof},
-        )
-
-    try:
-        with ThreadPoolExecutor(N) as pool:
-            return list(pool.map(one, clients))
-    finally:
-        for c in clients:
-            c.close()
+    data = {"grant_type": "refresh_token", "refresh_token": token}
+    return storm(bases, N, TOKEN, auth=auth, data=data, headers={"DPoP": proof})
 
 
 def _state(rt, token: str) -> tuple[int, object, int]:  # type: ignore[no-untyped-def]

@@ -26,6 +26,7 @@ from argon2 import PasswordHasher
 from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER, SECRET_KEY
+from tests.web.conftest import shared_browser_fixtures
 from tests.web.helpers import (
     JSON,
     TOKEN,
@@ -59,23 +60,7 @@ GENERIC_ERROR = "Incorrect username or password."
 # -- fixtures: one runtime per backend, a fresh cookie jar per test ----------------------------
 
 
-@pytest.fixture
-def rt(shared_rt: Runtime) -> Runtime:
-    return shared_rt
-
-
-@pytest.fixture
-def http(shared_http: TestClient) -> Iterator[TestClient]:
-    shared_http.cookies.clear()
-    shared_http.follow_redirects = False
-    yield shared_http
-    shared_http.cookies.clear()
-
-
-@pytest.fixture
-def clock(rt: Runtime) -> FrozenClock:
-    assert isinstance(rt.clock, FrozenClock)
-    return rt.clock
+rt, http, clock = shared_browser_fixtures()
 
 
 @dataclass
