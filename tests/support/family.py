@@ -28,8 +28,9 @@ ALL_GRANTS = ("authorization_code", "refresh_token", "client_credentials")
 UNUSABLE_PASSWORD_HASH = "$argon2id$unused"
 # Argon2id with the smallest cost parameters: the server verifies any valid Argon2 PHC
 # string, and the default parameters cost ~50 ms (more on a busy machine) per hash and per
-# sign-in. The real parameters are tested where they matter: `tokend users create`
-# (tests/test_cli.py) and the dummy hash of an unknown user (tests/web/test_throttle.py).
+# sign-in. tokend's own hashes keep the default parameters and are tested as such:
+# `tokend users create` (tests/test_cli.py verifies its argon2id hash) and the dummy hash
+# that every sign-in of an unknown user verifies (tests/web/test_throttle.py).
 _CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
