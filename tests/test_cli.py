@@ -8,6 +8,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -111,9 +112,11 @@ def _runtime_over(url: str) -> Iterator[Runtime]:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
+def cli(tmp_path: Path, sqlite_template: Path) -> Cli:
     """The CLI on SQLite: its behaviour does not depend on the backend, and each invocation
-    migrates and loads keys anew, so most tests run on one backend only."""
+    migrates and loads keys anew, so most tests run on one backend only. The database starts
+    migrated (a copy of the run's template); ``blank_cli`` starts without tables."""
+    shutil.copyfile(sqlite_template, tmp_path / "cli.db")
     return Cli(f"sqlite:///{tmp_path / 'cli.db'}")
 
 

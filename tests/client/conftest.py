@@ -18,7 +18,6 @@ from tests.client.support import (
     Recorder,
     SyncASGITransport,
     issue,
-    live_tokend,
     register_client,
     register_user,
 )
@@ -94,11 +93,3 @@ def user(rt: Runtime) -> User:
 def family(rt: Runtime, reg: RegisteredClient, user: User) -> Any:
     """The first token response of a new family (openid offline), as the server minted it."""
     return issue(rt, reg, user)
-
-
-@pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, str]]:
-    """The real ``tokend serve`` on loopback (SQLite), started once, and a runtime on its
-    database and issuer for setting up clients, users and families."""
-    with live_tokend(tmp_path_factory.mktemp("live")) as (runtime, base):
-        yield runtime, base

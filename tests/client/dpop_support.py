@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 from starlette.testclient import TestClient
 
-from tests.conftest import ISSUER, SECRET_KEY
+from tests.conftest import ISSUER
+from tests.support.family import nonce_runtime
 from tokend.client import DPoPKey
-from tokend.config import Settings
-from tokend.runtime import Runtime, build_runtime
+from tokend.runtime import Runtime
 from tokend.web.app import create_app
 
 
@@ -22,16 +22,10 @@ from tokend.web.app import create_app
 def nonce_server(rt: Runtime) -> Iterator[httpx.Client]:
     """An httpx client on the real app, with DPoP nonces required, sharing ``rt``'s
     database, secret and clock."""
-    settings = Settings(
-        database_url=rt.settings.database_url,
-        secret_key=SECRET_KEY,
-        issuer=ISSUER,
-        dpop_nonce="on",
-    )
-    runtime = build_runtime(settings, clock=rt.clock)
-    app = create_app(settings, runtime=runtime)
-    with TestClient(app, base_url=ISSUER, raise_server_exceptions=False) as http:
-        yield http
+    with nonce_runtime(rt) as runtime:
+        app = create_app(runtime.settings, runtime=runtime)
+        with TestClient(app, base_url=ISSUER, raise_server_exceptions=False) as http:
+            yield http
 
 
 class DeafKey(DPoPKey):

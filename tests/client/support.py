@@ -19,70 +19,38 @@ from typing import Any
 
 import httpx
 from anyio.from_thread import BlockingPortal
-from argon2 import PasswordHasher
 
 from tests.conftest import SECRET_KEY, RegisteredClient
+from tests.support import family
+from tests.support.family import REDIRECT_URI as REDIRECT_URI  # the client tests import it here
 from tests.support.server import running_server
 from tokend.client import TokenResponse
 from tokend.config import Settings
 from tokend.core.clock import SystemClock
-from tokend.core.models import Client, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tokend.core.models import User
 from tokend.runtime import Runtime, build_runtime
 
 TOKEN_PATH = "/auth/v2/token"
 USERINFO_PATH = "/auth/v2/users/retrieve"
-REDIRECT_URI = "https://app.example/cb"
 PASSWORD = "correct horse battery staple"
-ALL_GRANTS = ("authorization_code", "refresh_token", "client_credentials")
-_PASSWORD_HASH = PasswordHasher().hash(PASSWORD)  # once: Argon2id costs ~50 ms
+_PASSWORD_HASH = family.cheap_password_hash(PASSWORD)
 
 
 # -- registering things on a real server ------------------------------------------------------
 
 
-def register_client(
-    rt: Runtime,
-    *,
-    public: bool = False,
-    scopes: str = "openid offline email profile",
-    grant_types: tuple[str, ...] = ALL_GRANTS,
-    redirect_uris: tuple[str, ...] = (REDIRECT_URI,),
-    **overrides: Any,
-) -> RegisteredClient:
-    secret = None if public else new_client_secret()
-    client = Client(
-        client_id=new_client_id(),
-        name="client library tests",
-        public=public,
-        secret_hash=None if secret is None else hash_secret(secret),
-        grant_types=frozenset(g for g in grant_types if not (public and g == "client_credentials")),
-        redirect_uris=redirect_uris,
-        scopes=tuple(scopes.split()),
-        **overrides,
-    )
-    rt.store.create_client(client, now=rt.clock.now())
-    return RegisteredClient(client, secret)
+def register_client(rt: Runtime, **kwargs: Any) -> RegisteredClient:
+    return family.register_client(rt, **{"name": "client library tests", **kwargs})
 
 
 def register_user(rt: Runtime, **profile: Any) -> User:
     """A user who can sign in on the real login page with ``PASSWORD``."""
-    user = User(
-        id=new_id(), username=f"user{new_id()[:8]}", password_hash=_PASSWORD_HASH, **profile
-    )
-    rt.store.create_user(user, now=rt.clock.now())
-    return user
+    return family.register_user(rt, password_hash=_PASSWORD_HASH, **profile)
 
 
 def issue(rt: Runtime, reg: RegisteredClient, user: User, scopes: str = "openid offline") -> Any:
     """Start a token family as if ``user`` had signed in (the server's own issuer)."""
-    return rt.issuer.issue(
-        client=reg.client,
-        user_id=user.id,
-        subject=rt.subjects.subject(reg.client, user.id),
-        scopes=tuple(scopes.split()),
-        now=rt.clock.now(),
-    )
+    return family.start_family(rt, reg, user, scopes)
 
 
 def as_client_token(core_token: Any, *, expires_at: float | None = None) -> TokenResponse:

@@ -31,6 +31,7 @@ from tests.client.support import (
 )
 from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
 from tests.support.dpop import ath, thumbprint
+from tests.support.family import nonce_runtime
 from tokend.client import (
     AsyncOAuthClient,
     DPoPKey,
@@ -42,12 +43,11 @@ from tokend.client import (
     TokenResponse,
     UseDPoPNonce,
 )
-from tokend.config import Settings
 from tokend.core.dpop import DPoPNonces, ProofVerifier
 from tokend.core.jose import jwk_thumbprint
 from tokend.core.models import User
 from tokend.keys.material import derive
-from tokend.runtime import Runtime, build_runtime
+from tokend.runtime import Runtime
 from tokend.web.app import create_app
 
 TOKEN = f"{ISSUER}/auth/v2/token"
@@ -103,15 +103,8 @@ def dhttp(capture: Capture) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="module")
 def nonce_app(rt: Runtime) -> Iterator[Starlette]:
     """The real app with DPoP nonces required, on the module's database and clock."""
-    settings = Settings(
-        database_url=rt.settings.database_url,
-        secret_key=SECRET_KEY,
-        issuer=ISSUER,
-        dpop_nonce="on",
-    )
-    runtime = build_runtime(settings, clock=rt.clock)
-    yield create_app(settings, runtime=runtime)
-    runtime.close()
+    with nonce_runtime(rt) as runtime:
+        yield create_app(runtime.settings, runtime=runtime)
 
 
 @pytest.fixture

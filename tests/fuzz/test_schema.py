@@ -65,10 +65,11 @@ from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER
 from tests.fuzz.strategies import hostile_text, hostile_values
+from tests.support.family import first_family, register_user
 from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import basic
 from tokend.core.models import Client, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tokend.core.secrets import new_id
 from tokend.runtime import Runtime
 from tokend.store import schema as tables
 from tokend.web.app import create_app
@@ -181,27 +182,19 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(rt: Runtime) -> Iterator[World]:
-    secret = new_client_secret()
-    client = Client(
-        client_id=new_client_id(),
-        name="fuzz client",
-        public=False,
-        secret_hash=hash_secret(secret),
-        grant_types=frozenset({"authorization_code", "refresh_token", "client_credentials"}),
-        redirect_uris=(REDIRECT_URI,),
-        scopes=SCOPES,
+    user = register_user(
+        rt,
+        username=f"fuzz{new_id()[:8]}",
+        password_hash=PasswordHasher().hash(secrets.token_urlsafe(16)),
     )
-    now = rt.clock.now()
-    rt.store.create_client(client, now=now)
-    user = User(id=new_id(), username=f"fuzz{new_id()[:8]}", password_hash=PasswordHasher().hash(
-        secrets.token_urlsafe(16)))  # fmt: skip
-    rt.store.create_user(user, now=now)
-    tokens = rt.issuer.issue(
-        client=client,
-        user_id=user.id,
-        subject=rt.subjects.subject(client, user.id),
-        scopes=("openid", "offline", "email"),
-        now=now,
+    family = first_family(
+        rt,
+        name="fuzz client",
+        client_scopes=" ".join(SCOPES),
+        grant_types=("authorization_code", "refresh_token", "client_credentials"),
+        redirect_uris=(REDIRECT_URI,),
+        user=user,
+        scopes="openid offline email",
     )
     app = create_app(rt.settings, runtime=rt)
     with TestClient(app, base_url=ISSUER, raise_server_exceptions=False) as client_http:
@@ -209,9 +202,9 @@ def world(rt: Runtime) -> Iterator[World]:
         csrf_cookie = page.cookies[CSRF_COOKIE]
         m = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
         assert m, page.text
-        assert tokens.refresh_token is not None
-        yield World(rt, client_http, client, secret, user, tokens.refresh_token,
-                    tokens.access_token, csrf_cookie, m.group(1))  # fmt: skip
+        assert family.reg.secret is not None
+        yield World(rt, client_http, family.client, family.reg.secret, user, family.refresh_token,
+                    family.first.access_token, csrf_cookie, m.group(1))  # fmt: skip
 
 
 def token_state(rt: Runtime) -> tuple[int, ...]:

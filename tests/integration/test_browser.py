@@ -27,13 +27,9 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 
-from tests.conftest import SECRET_KEY
-from tests.support.server import running_server
-from tokend.config import Settings
-from tokend.core.clock import SystemClock
 from tokend.core.models import Client, User
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
-from tokend.runtime import Runtime, build_runtime
+from tokend.runtime import Runtime
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,18 +68,11 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """`tokend serve` on SQLite, and a wall-clock runtime on the same database and secret
-    (as ``live_rt`` in conftest.py, once for the module) to register clients and users."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'tokend.db'}"
-    rt = build_runtime(
-        Settings(database_url=url, secret_key=SECRET_KEY), clock=SystemClock(), prepare=True
-    )
-    try:
-        with running_server(url, env={"TOKEND_SECRET_KEY": SECRET_KEY}) as base:
-            yield Live(base, rt)
-    finally:
-        rt.close()
+def live(live: tuple[Runtime, str]) -> Live:
+    """The run's `tokend serve` on SQLite (tests/conftest.py ``live``), and a wall-clock
+    runtime on the same database, secret and issuer to register clients and users."""
+    rt, base = live
+    return Live(base, rt)
 
 
 @pytest.fixture(scope="module")

@@ -5,62 +5,21 @@ successor exists")."""
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.support.server import running_server
-from tokend.core.models import Client, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tests.support.family import first_family
+from tests.support.server import running_server, storm
+from tokend.core.secrets import hash_secret
 from tokend.store.schema import refresh_tokens, security_events, token_families
 
 N = 32
 
 
-def _setup(rt):  # type: ignore[no-untyped-def]
-    secret = new_client_secret()
-    client = Client(
-        client_id=new_client_id(),
-        name="concurrency",
-        public=False,
-        secret_hash=hash_secret(secret),
-        grant_types=frozenset({"refresh_token"}),
-        redirect_uris=(),
-        scopes=("openid", "offline"),
-    )
-    now = rt.clock.now()
-    rt.store.create_client(client, now=now)
-    user = User(id=new_id(), username="conc", password_hash="$argon2id$unused")
-    rt.store.create_user(user, now=now)
-    first = rt.issuer.issue(
-        client=client, user_id=user.id, subject=user.id, scopes=("offline",), now=now
-    )
-    return client, secret, first
-
-
 def _storm(base: str, auth: tuple[str, str], token: str) -> list[httpx.Response]:
-    barrier = threading.Barrier(N)
-    clients = [httpx.Client(base_url=base, timeout=30) for _ in range(N)]
-    for c in clients:  # open the connections first so the requests really race
-        c.get("/healthz")
-
-    def one(c: httpx.Client) -> httpx.Response:
-        barrier.wait()
-        return c.post(
-            "/auth/v2/token",
-            auth=auth,
-            data={"grant_type": "refresh_token", "refresh_token": token},
-        )
-
-    try:
-        with ThreadPoolExecutor(N) as pool:
-            return list(pool.map(one, clients))
-    finally:
-        for c in clients:
-            c.close()
+    data = {"grant_type": "refresh_token", "refresh_token": token}
+    return storm([base], N, "/auth/v2/token", auth=auth, data=data)
 
 
 def _family_state(rt, family_id_of_token: bytes):  # type: ignore[no-untyped-def]
@@ -86,16 +45,16 @@ def _family_state(rt, family_id_of_token: bytes):  # type: ignore[no-untyped-def
 
 @pytest.mark.timeout(90)
 def test_grace_zero_exactly_one_successor(live_rt, db_url, server_env):
-    client, secret, first = _setup(live_rt)
+    family = first_family(live_rt, name="concurrency", scopes="offline")
     with running_server(
         db_url, workers=2, env={**server_env, "TOKEND_REFRESH_REUSE_GRACE": "0"}
     ) as base:
-        responses = _storm(base, (client.client_id, secret), first.refresh_token)
+        responses = _storm(base, family.auth, family.refresh_token)
     ok = [r for r in responses if r.status_code == 200]
     rejected = [r for r in responses if r.status_code != 200]
     assert len(ok) == 1, [r.text for r in responses]
     assert all(r.status_code == 400 and r.json()["error"] == "invalid_grant" for r in rejected)
-    n_tokens, revoked, reuse_events = _family_state(live_rt, hash_secret(first.refresh_token))
+    n_tokens, revoked, reuse_events = _family_state(live_rt, hash_secret(family.refresh_token))
     assert n_tokens == 2  # the original and exactly one successor
     # Every loser presented a spent token with no grace: reuse, so the family is revoked.
     assert revoked is not None
@@ -104,7 +63,7 @@ def test_grace_zero_exactly_one_successor(live_rt, db_url, server_env):
 
 @pytest.mark.timeout(90)
 def test_grace_window_one_identical_successor_for_all(live_rt, db_url, server_env):
-    client, secret, first = _setup(live_rt)
+    family = first_family(live_rt, name="concurrency", scopes="offline")
     # N concurrent tabs: one rotation and N - 1 grace retries, all inside the retry bound.
     env = {
         **server_env,
@@ -112,18 +71,18 @@ def test_grace_window_one_identical_successor_for_all(live_rt, db_url, server_en
         "TOKEND_REFRESH_GRACE_RETRIES": str(N - 1),
     }
     with running_server(db_url, workers=2, env=env) as base:
-        responses = _storm(base, (client.client_id, secret), first.refresh_token)
+        responses = _storm(base, family.auth, family.refresh_token)
         assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
         successors = {r.json()["refresh_token"] for r in responses}
         assert len(successors) == 1
         # Distinct access tokens, one per response (fresh jti each).
         assert len({r.json()["access_token"] for r in responses}) == N
-        n_tokens, revoked, reuse_events = _family_state(live_rt, hash_secret(first.refresh_token))
+        n_tokens, revoked, reuse_events = _family_state(live_rt, hash_secret(family.refresh_token))
         assert (n_tokens, revoked, reuse_events) == (2, None, 0)
         # The shared successor is a normal, working refresh token.
         r = httpx.post(
             f"{base}/auth/v2/token",
-            auth=(client.client_id, secret),
+            auth=family.auth,
             data={"grant_type": "refresh_token", "refresh_token": successors.pop()},
         )
         assert r.status_code == 200, r.text

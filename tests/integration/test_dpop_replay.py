@@ -5,67 +5,26 @@ servers on one database, is accepted exactly once. The replay cache is the datab
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
 from tests.support.dpop import ProofKey
-from tests.support.server import running_server
-from tokend.core.models import Client, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tests.support.family import first_family
+from tests.support.server import running_server, storm
+from tokend.core.secrets import hash_secret
 from tokend.store.schema import dpop_proofs, refresh_tokens, token_families
 
 N = 16
 TOKEN = "/auth/v2/token"
 
 
-def _setup(rt):  # type: ignore[no-untyped-def]
-    secret = new_client_secret()
-    client = Client(
-        client_id=new_client_id(),
-        name="dpop replay",
-        public=False,
-        secret_hash=hash_secret(secret),
-        grant_types=frozenset({"refresh_token"}),
-        redirect_uris=(),
-        scopes=("openid", "offline"),
-    )
-    now = rt.clock.now()
-    rt.store.create_client(client, now=now)
-    user = User(id=new_id(), username=f"dpop{new_id()[:6]}", password_hash="$argon2id$unused")
-    rt.store.create_user(user, now=now)
-    first = rt.issuer.issue(
-        client=client, user_id=user.id, subject=user.id, scopes=("offline",), now=now
-    )
-    return (client.client_id, secret), first.refresh_token
-
-
 def _storm(bases: list[str], auth: tuple[str, str], token: str, proof: str) -> list[httpx.Response]:
     """N identical requests at once, each on its own connection, spread over ``bases``."""
-    barrier = threading.Barrier(N)
-    clients = [httpx.Client(base_url=bases[i % len(bases)], timeout=30) for i in range(N)]
-    for c in clients:  # open the connections first so that the requests really race
-        c.get("/healthz")
-
-    def one(c: httpx.Client) -> httpx.Response:
-        barrier.wait()
-        return c.post(
-            TOKEN,
-            auth=auth,
-            data={"grant_type": "refresh_token", "refresh_token": token},
-            headers={"DPoP": proof},
-        )
-
-    try:
-        with ThreadPoolExecutor(N) as pool:
-            return list(pool.map(one, clients))
-    finally:
-        for c in clients:
-            c.close()
+    data = {"grant_type": "refresh_token", "refresh_token": token}
+    return storm(bases, N, TOKEN, auth=auth, data=data, headers={"DPoP": proof})
 
 
 def _state(rt, token: str) -> tuple[int, object, int]:  # type: ignore[no-untyped-def]
@@ -100,7 +59,8 @@ def _exactly_one_accepted(responses: list[httpx.Response]) -> httpx.Response:
 def test_one_proof_sent_to_both_workers_is_accepted_once(live_rt, db_url, server_env) -> None:
     """Without DPoP every one of these identical requests would get the same successor
     (the grace window); with one proof, exactly one gets through, whichever worker it hit."""
-    auth, token = _setup(live_rt)
+    family = first_family(live_rt, name="dpop replay", scopes="offline")
+    auth, token = family.auth, family.refresh_token
     key = ProofKey()
     with running_server(db_url, workers=2, env=server_env) as base:
         proof = key.proof(base + TOKEN, iat=time.time())
@@ -114,7 +74,8 @@ def test_one_proof_sent_to_both_workers_is_accepted_once(live_rt, db_url, server
 def test_a_proof_used_on_one_server_is_a_replay_on_another(live_rt, db_url, server_env) -> None:
     """Two `tokend serve` processes on one database (as on two machines): a proof accepted
     by one is refused by the other, in either order and when both race."""
-    auth, token = _setup(live_rt)
+    family = first_family(live_rt, name="dpop replay", scopes="offline")
+    auth, token = family.auth, family.refresh_token
     key = ProofKey()
     issuer = "http://tokend.test"  # one issuer for both: the htu proofs are made for
     env = {**server_env, "TOKEND_ISSUER": issuer}

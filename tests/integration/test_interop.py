@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from requests_oauthlib import OAuth2Session as RequestsOAuthlibSession
 from tests.client.support import (
     REDIRECT_URI,
     issue,
-    live_tokend,
     register_client,
     register_user,
     sign_in_and_consent,
@@ -45,12 +43,6 @@ with warnings.catch_warnings():  # Authlib's httpx integration warns about its o
 
 pytestmark = pytest.mark.timeout(60)
 NODE_SCRIPT = Path(__file__).parent / "interop" / "refresh_tokens.mjs"
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    with live_tokend(tmp_path_factory.mktemp("interop")) as (rt, base):
-        yield rt, base
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,8 @@ import jwt
 import pytest
 
 from tests.conftest import SECRET_KEY
+from tests.support.family import first_family
 from tests.support.server import running_server
-from tokend.core.models import Client, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 
 TTL = 8  # seconds: access and client_credentials tokens of this test's server
 REFRESH_INTERVAL = 0.5  # TOKEND_KEY_REFRESH_INTERVAL
@@ -163,33 +162,16 @@ def rotate(db_url: str) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-def _setup(rt) -> tuple[tuple[str, str], str]:  # type: ignore[no-untyped-def]
-    """A confidential client (client_credentials, refresh) and a family's refresh token."""
-    secret = new_client_secret()
-    client = Client(
-        client_id=new_client_id(),
-        name="rotation",
-        public=False,
-        secret_hash=hash_secret(secret),
-        grant_types=frozenset({"client_credentials", "refresh_token"}),
-        redirect_uris=(),
-        scopes=("openid", "offline"),
-    )
-    now = rt.clock.now()
-    rt.store.create_client(client, now=now)
-    user = User(id=new_id(), username="rotation", password_hash="$argon2id$unused")
-    rt.store.create_user(user, now=now)
-    first = rt.issuer.issue(
-        client=client, user_id=user.id, subject=user.id, scopes=("openid", "offline"), now=now
-    )
-    assert first.refresh_token
-    return (client.client_id, secret), first.refresh_token
-
-
 def test_rotation_reaches_every_worker_and_old_tokens_live_until_they_expire(
     live_rt, db_url, server_env
 ) -> None:
-    auth, refresh_token = _setup(live_rt)
+    family = first_family(
+        live_rt,
+        name="rotation",
+        scopes="openid offline",
+        grant_types=("client_credentials", "refresh_token"),
+    )
+    auth, refresh_token = family.auth, family.refresh_token
     old_kid = live_rt.keys.current_kid()
     env = {
         **server_env,

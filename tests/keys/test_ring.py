@@ -17,11 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.conftest import ISSUER, SECRET_KEY
+from tests.support.family import first_family
 from tokend.config import Settings
 from tokend.core.bearer import InvalidToken
 from tokend.core.clock import FrozenClock, SystemClock
-from tokend.core.models import Client, User
-from tokend.core.secrets import new_client_id, new_id
 from tokend.keys.material import Sealer, derive
 from tokend.keys.ring import KeyRing, NoSigningKey, generate_private_key, public_jwk
 from tokend.runtime import build_runtime
@@ -322,22 +321,17 @@ def test_access_token_alg(store: SqlStore, clock: FrozenClock) -> None:
 def test_signing_alg_setting_end_to_end(db_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """TOKEND_SIGNING_ALG selects the access-token algorithm; ID tokens stay RS256."""
     clock = FrozenClock(time.time())  # tokens are verified against the real time
-    for n, alg in enumerate(("ES256", "EdDSA")):
+    for alg in ("ES256", "EdDSA"):
         monkeypatch.setenv("TOKEND_SIGNING_ALG", alg)
         settings = Settings(database_url=db_url, secret_key=SECRET_KEY, issuer=ISSUER)
         assert settings.signing_alg == alg
         rt = build_runtime(settings, clock=clock, prepare=True)
         try:
             assert rt.keys.access_token_alg == alg
-            client = Client(
-                new_client_id(), "c", True, None, frozenset({"refresh_token"}), (), ("openid",)
+            family = first_family(
+                rt, name="c", public=True, client_scopes="openid", scopes="openid"
             )
-            rt.store.create_client(client, now=clock.now())
-            u = User(id=new_id(), username=f"u{n}", password_hash="h")
-            rt.store.create_user(u, now=clock.now())
-            resp = rt.issuer.issue(
-                client=client, user_id=u.id, subject=u.id, scopes=("openid",), now=clock.now()
-            )
+            client, u, resp = family.client, family.user, family.first
             assert jwt.get_unverified_header(resp.access_token)["alg"] == alg
             assert jwt.get_unverified_header(resp.id_token)["alg"] == "RS256"
             claims = decode(resp.access_token, rt.keys.jwks, issuer=ISSUER)

@@ -14,8 +14,8 @@ _blank_counter = itertools.count()
 
 @pytest.fixture(params=BACKENDS)
 def blank_db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
-    """An empty database (no tables at all), unlike ``db_url`` which on PostgreSQL is cloned
-    from a migrated template."""
+    """An empty database (no tables at all), unlike ``db_url`` which is copied from a
+    migrated template (a file on SQLite, TEMPLATE DATABASE on PostgreSQL)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'blank.db'}"
     server = request.getfixturevalue("postgres")

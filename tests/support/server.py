@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -67,3 +70,24 @@ def running_server(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def storm(bases: list[str], n: int, path: str, **request: Any) -> list[httpx.Response]:
+    """``n`` identical POSTs to ``path`` at once, each on its own connection, spread over
+    the servers ``bases``; ``request`` goes to ``httpx.Client.post`` (auth, data, headers).
+    The connections are opened first, so that the requests really race."""
+    barrier = threading.Barrier(n)
+    clients = [httpx.Client(base_url=bases[i % len(bases)], timeout=30) for i in range(n)]
+    for c in clients:
+        c.get("/healthz")
+
+    def one(c: httpx.Client) -> httpx.Response:
+        barrier.wait()
+        return c.post(path, **request)
+
+    try:
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(one, clients))
+    finally:
+        for c in clients:
+            c.close()

@@ -103,3 +103,30 @@ def shared_runtime_fixtures(*, reset_clock: bool = False) -> tuple[Any, Any, Any
             return shared_rt.clock
 
     return rt, http, settings, clock
+
+
+def shared_browser_fixtures() -> tuple[Any, Any, Any]:
+    """The ``rt``, ``http`` and ``clock`` fixtures of a page module on ``shared_rt``::
+
+        rt, http, clock = shared_browser_fixtures()
+
+    ``http`` is the module's client as a browser: an empty cookie jar at the start and end
+    of each case, redirects not followed. ``clock`` is the module's frozen clock."""
+
+    @pytest.fixture(name="rt")
+    def rt(shared_rt: Runtime) -> Runtime:
+        return shared_rt
+
+    @pytest.fixture(name="http")
+    def http(shared_http: TestClient) -> Iterator[TestClient]:
+        shared_http.cookies.clear()
+        shared_http.follow_redirects = False
+        yield shared_http
+        shared_http.cookies.clear()
+
+    @pytest.fixture(name="clock")
+    def clock(shared_rt: Runtime) -> FrozenClock:
+        assert isinstance(shared_rt.clock, FrozenClock)
+        return shared_rt.clock
+
+    return rt, http, clock

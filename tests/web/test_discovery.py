@@ -13,12 +13,11 @@ import jwt
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
+from tests.conftest import ISSUER, SECRET_KEY
+from tests.support.family import first_family
 from tests.web.helpers import JSON, TOKEN, assert_no_store, refresh, unreachable_engine
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
-from tokend.core.models import Client, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
 from tokend.runtime import build_runtime
 from tokend.web.app import create_app
 
@@ -222,36 +221,16 @@ def test_other_signing_algorithms_verify_against_the_jwks(db_url, tmp_path, alg:
     settings = Settings(database_url=db_url, secret_key=SECRET_KEY, issuer=ISSUER, signing_alg=alg)
     rt = build_runtime(settings, clock=FrozenClock(float(int(time.time()))), prepare=True)
     try:
-        secret = new_client_secret()
-        client = Client(
-            client_id=new_client_id(),
-            name="alg",
-            public=False,
-            secret_hash=hash_secret(secret),
-            grant_types=frozenset({"refresh_token"}),
-            redirect_uris=(),
-            scopes=("openid", "offline"),
-        )
-        rt.store.create_client(client, now=rt.clock.now())
-        reg = RegisteredClient(client, secret)
-        user = User(id=new_id(), username="alg-user", password_hash="$argon2id$unused")
-        rt.store.create_user(user, now=rt.clock.now())
-        first = rt.issuer.issue(
-            client=client,
-            user_id=user.id,
-            subject=user.id,
-            scopes=("openid", "offline"),
-            now=rt.clock.now(),
-        )
+        family = first_family(rt, name="alg")
         with TestClient(create_app(settings, runtime=rt), base_url=ISSUER) as http:
-            r = http.post(TOKEN, data=refresh(first.refresh_token), auth=reg.basic)
+            r = http.post(TOKEN, data=refresh(family.refresh_token), auth=family.auth)
             assert r.status_code == 200, r.text
             keyset = _keyset(http)
             meta = http.get(WELL_KNOWN[0]).json()
         body = r.json()
-        for token in (first.access_token, body["access_token"]):
+        for token in (family.first.access_token, body["access_token"]):
             assert jwt.get_unverified_header(token)["alg"] == alg
-            assert verify_access_token(token, keyset)["sub"] == user.id
+            assert verify_access_token(token, keyset)["sub"] == family.user.id
         id_header = jwt.get_unverified_header(body["id_token"])
         assert id_header["alg"] == "RS256"
         assert id_header["alg"] in meta["id_token_signing_alg_values_supported"]
@@ -259,7 +238,7 @@ def test_other_signing_algorithms_verify_against_the_jwks(db_url, tmp_path, alg:
             body["id_token"],
             key=keyset[id_header["kid"]],
             algorithms=["RS256"],
-            audience=client.client_id,
+            audience=family.client.client_id,
             issuer=ISSUER,
         )
         assert {k.key_id for k in keyset.keys} == {

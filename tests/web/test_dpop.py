@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
 from tests.support.dpop import ProofKey, b64, compact
+from tests.support.family import nonce_runtime
 from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     INTROSPECT,
@@ -38,14 +39,13 @@ from tests.web.helpers import (
     storage_snapshot,
 )
 from tests.web.test_openapi import assert_documented
-from tokend.config import Settings
 from tokend.core.authorization import validate
 from tokend.core.dpop import REPLAY_MARGIN
 from tokend.core.events import EventKind
 from tokend.core.models import User
 from tokend.core.secrets import hash_secret
 from tokend.keys.material import derive
-from tokend.runtime import Runtime, build_runtime
+from tokend.runtime import Runtime
 from tokend.store.schema import dpop_proofs, security_events, token_families
 from tokend.web.app import create_app
 from tokend.web.openapi import openapi_document
@@ -536,15 +536,8 @@ def test_client_credentials_with_a_proof(http, rt, make_client, key) -> None:
 @pytest.fixture(scope="module")
 def nonce_rt(shared_rt: Runtime) -> Iterator[Runtime]:
     """A second runtime on the same database and clock, with nonces required."""
-    settings = Settings(
-        database_url=shared_rt.settings.database_url,
-        secret_key=SECRET_KEY,
-        issuer=ISSUER,
-        dpop_nonce="on",
-    )
-    runtime = build_runtime(settings, clock=shared_rt.clock)
-    yield runtime
-    runtime.close()
+    with nonce_runtime(shared_rt) as runtime:
+        yield runtime
 
 
 @pytest.fixture(scope="module")

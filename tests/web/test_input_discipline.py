@@ -9,13 +9,13 @@ one (403 page). Redirects name the issuer, never the request's Host header.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER
+from tests.web.conftest import shared_browser_fixtures
 from tests.web.helpers import storage_snapshot
 from tests.web.test_pages import (
     AUTHORIZE,
@@ -37,22 +37,12 @@ from tokend.web.parsing import MAX_FIELDS, MAX_QUERY_BYTES
 # One runtime per backend for the module, a fresh cookie jar per test (as test_pages.py).
 
 
-@pytest.fixture
-def rt(shared_rt: Runtime) -> Runtime:
-    return shared_rt
+rt, http, clock = shared_browser_fixtures()
 
 
 @pytest.fixture
-def browser(shared_http: TestClient) -> Iterator[Browser]:
-    shared_http.cookies.clear()
-    shared_http.follow_redirects = False
-    yield Browser(shared_http)
-    shared_http.cookies.clear()
-
-
-@pytest.fixture
-def http(browser: Browser) -> TestClient:
-    return browser.client
+def browser(http: TestClient) -> Browser:
+    return Browser(http)
 
 
 @pytest.fixture

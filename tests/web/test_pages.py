@@ -26,6 +26,8 @@ from argon2 import PasswordHasher
 from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER, SECRET_KEY
+from tests.support.family import register_client, register_user
+from tests.web.conftest import shared_browser_fixtures
 from tests.web.helpers import (
     JSON,
     TOKEN,
@@ -38,7 +40,7 @@ from tests.web.helpers import (
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
 from tokend.core.models import Client, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tokend.core.secrets import new_id
 from tokend.runtime import Runtime, build_runtime
 from tokend.web.app import create_app
 
@@ -59,23 +61,7 @@ GENERIC_ERROR = "Incorrect username or password."
 # -- fixtures: one runtime per backend, a fresh cookie jar per test ----------------------------
 
 
-@pytest.fixture
-def rt(shared_rt: Runtime) -> Runtime:
-    return shared_rt
-
-
-@pytest.fixture
-def http(shared_http: TestClient) -> Iterator[TestClient]:
-    shared_http.cookies.clear()
-    shared_http.follow_redirects = False
-    yield shared_http
-    shared_http.cookies.clear()
-
-
-@pytest.fixture
-def clock(rt: Runtime) -> FrozenClock:
-    assert isinstance(rt.clock, FrozenClock)
-    return rt.clock
+rt, http, clock = shared_browser_fixtures()
 
 
 @dataclass
@@ -100,24 +86,20 @@ def make_client(
     redirect_uris: tuple[str, ...] = (REDIRECT,),
     scopes: str = "openid offline email profile",
 ) -> tuple[Client, str | None]:
-    secret = None if public else new_client_secret()
-    client = Client(
-        client_id=new_client_id(),
+    reg = register_client(
+        rt,
         name=name,
         public=public,
-        secret_hash=None if secret is None else hash_secret(secret),
-        grant_types=frozenset({"authorization_code", "refresh_token"}),
+        scopes=scopes,
+        grant_types=("authorization_code", "refresh_token"),
         redirect_uris=redirect_uris,
-        scopes=tuple(scopes.split()),
     )
-    rt.store.create_client(client, now=rt.clock.now())
-    return client, secret
+    return reg.client, reg.secret
 
 
 def make_user(rt: Runtime, password: str | None = None) -> tuple[User, str]:
     password = password or "pw-" + secrets.token_urlsafe(12)
-    user = User(id=new_id(), username=f"alice-{new_id()[:8]}", password_hash=FAST.hash(password))
-    rt.store.create_user(user, now=rt.clock.now())
+    user = register_user(rt, username=f"alice-{new_id()[:8]}", password_hash=FAST.hash(password))
     return user, password
 
 

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER, SECRET_KEY
+from tests.web.conftest import shared_browser_fixtures
 from tests.web.helpers import TOKEN, assert_oauth_error, assert_tokens, storage_snapshot
 from tests.web.test_pages import (
     ACCOUNT,
@@ -58,23 +59,7 @@ HSTS = "max-age=63072000; includeSubDomains"
 PLAIN_ISSUER = "http://localhost:8000"
 
 
-@pytest.fixture
-def rt(shared_rt: Runtime) -> Runtime:
-    return shared_rt
-
-
-@pytest.fixture
-def http(shared_http: TestClient) -> Iterator[TestClient]:
-    shared_http.cookies.clear()
-    shared_http.follow_redirects = False
-    yield shared_http
-    shared_http.cookies.clear()
-
-
-@pytest.fixture
-def clock(rt: Runtime) -> FrozenClock:
-    assert isinstance(rt.clock, FrozenClock)
-    return rt.clock
+rt, http, clock = shared_browser_fixtures()
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 import tokend.core.accounts as accounts
 from tests.conftest import ISSUER, SECRET_KEY
+from tests.support.family import cheap_password_hash, register_user
 from tests.support.server import running_server
 from tests.web.helpers import INTROSPECT, REVOKE, TOKEN, TOKEN_SLASH, assert_no_store
 from tokend.config import Settings
@@ -209,11 +209,9 @@ def at() -> Iterator[Any]:
 
 
 def make_user(rt: Runtime, password: str) -> User:
-    u = User(
-        id=new_id(), username=f"u{new_id()[:8]}", password_hash=PasswordHasher().hash(password)
+    return register_user(
+        rt, username=f"u{new_id()[:8]}", password_hash=cheap_password_hash(password)
     )
-    rt.store.create_user(u, now=rt.clock.now())
-    return u
 
 
 def sign_in(http: TestClient, username: str, password: str) -> httpx.Response:

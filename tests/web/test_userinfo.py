@@ -20,6 +20,7 @@ from sqlalchemy import delete
 from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER, SECRET_KEY, RegisteredClient
+from tests.support.family import register_client, register_user, start_family
 from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     JSON,
@@ -33,8 +34,8 @@ from tests.web.helpers import (
 )
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
-from tokend.core.models import Client, User
-from tokend.core.secrets import hash_secret, new_client_id, new_client_secret, new_id
+from tokend.core.models import User
+from tokend.core.secrets import new_id
 from tokend.core.subjects import pairwise_subject
 from tokend.keys.material import derive
 from tokend.keys.ring import generate_private_key, public_jwk
@@ -468,19 +469,14 @@ def test_oversized_body(http) -> None:
 
 
 def _register(rt: Runtime, *redirect_uris: str, subject_type: str = "pairwise") -> RegisteredClient:
-    secret = new_client_secret()
-    client = Client(
-        client_id=new_client_id(),
+    return register_client(
+        rt,
         name="pairwise",
-        public=False,
-        secret_hash=hash_secret(secret),
-        grant_types=frozenset({"authorization_code", "refresh_token"}),
+        scopes="openid offline email",
+        grant_types=("authorization_code", "refresh_token"),
         redirect_uris=redirect_uris,
-        scopes=("openid", "offline", "email"),
         subject_type=subject_type,
     )
-    rt.store.create_client(client, now=rt.clock.now())
-    return RegisteredClient(client, secret)
 
 
 def _subjects(http, token_response) -> set[str]:
@@ -526,15 +522,8 @@ def test_pairwise_subject_survives_refresh(http, rt, alice, issue) -> None:
 
 def test_pairwise_subjects_differ_per_user(http, rt, issue, alice) -> None:
     a = _register(rt, "https://a.example/cb")
-    bob = User(id=new_id(), username=f"bob{new_id()[:6]}", password_hash="$argon2id$unused")
-    rt.store.create_user(bob, now=rt.clock.now())
-    bobs = rt.issuer.issue(
-        client=a.client,
-        user_id=bob.id,
-        subject=rt.subjects.subject(a.client, bob.id),
-        scopes=("openid",),
-        now=rt.clock.now(),
-    )
+    bob = register_user(rt, username=f"bob{new_id()[:6]}")
+    bobs = start_family(rt, a, bob, "openid")
     assert _subjects(http, bobs) != _subjects(http, issue(a, "openid"))
 
 
@@ -553,17 +542,9 @@ def test_other_signing_algorithms(db_url, alg: str) -> None:
     settings = Settings(database_url=db_url, secret_key=SECRET_KEY, issuer=ISSUER, signing_alg=alg)
     runtime = build_runtime(settings, clock=FrozenClock(), prepare=True)
     try:
-        user = User(id=new_id(), username="u", password_hash="$argon2id$unused", email="u@x.test")
-        runtime.store.create_user(user, now=runtime.clock.now())
+        user = register_user(runtime, username="u", email="u@x.test")
         reg = _register(runtime, "https://a.example/cb", subject_type="public")
-        issued = runtime.issuer.issue(
-            client=reg.client,
-            user_id=user.id,
-            subject=user.id,
-            scopes=("openid", "email"),
-            now=runtime.clock.now(),
-        )
-        token = issued.access_token
+        token = start_family(runtime, reg, user, "openid email").access_token
         assert jwt.get_unverified_header(token)["alg"] == alg
         with TestClient(create_app(settings, runtime=runtime), base_url=ISSUER) as client:
             r = client.get(USERINFO, headers=bearer(token))
