@@ -136,7 +136,9 @@ security_events = Table(
     # Occurrences this row stands for: events anyone can trigger are aggregated per window
     # (``abuse_counters.event_id``), so a flood adds to a count, not rows.
     Column("count", Integer, nullable=False, server_default=text("1")),
+    Column("address", String(64)),  # the source address of the request, where there was one
     Index("ix_security_events_at", "at"),
+    Index("ix_security_events_kind_at", "kind", "at"),
 )
 
 signing_keys = Table(
@@ -242,4 +244,14 @@ abuse_counters = Table(
     Column("window_end", Time, nullable=False, index=True),
     Column("hits", Integer, nullable=False),
     Column("event_id", Integer),  # the security_events row counting this window (no FK)
+)
+
+# Work that one process of many does at a time (the periodic gc sweep, event delivery): the
+# holder of an unexpired lease does it; a crashed holder's lease runs out.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", Time, nullable=False),
 )
