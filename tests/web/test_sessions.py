@@ -150,7 +150,7 @@ def test_hsts_on_every_response_of_an_https_issuer(http: TestClient, party: Part
         http.get(authorize_url(party, client_id="nobody")),  # an error page
         http.get(ACCOUNT),
         http.post(LOGIN, data={}),  # 403
-        http.post(TOKEN, data={"grant_type": "refresh_token"}),  # the token endpoint, 4xx
+        http.post(TOKEN, data={"grant_type": "refresh_token"}),  # the token fast path, 4xx
         http.get("/auth/jwks"),
         http.get("/.well-known/openid-configuration"),
         http.get("/healthz"),

@@ -1,6 +1,7 @@
 """The ASGI application (Starlette): the routes, each a small endpoint that receives its
 service from the runtime (``tokend.runtime``), and the one error dispatcher
-(``tokend.web.responses.handle_error``) behind every exception handler."""
+(``tokend.web.responses.handle_error``) behind every exception handler and the direct token
+route."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokend.config import Settings
 from tokend.core.errors import OAuthError
@@ -141,9 +142,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         *page_routes(rt, call),
     ]
     app = _TokendApp(
+        direct_routes={("POST", path): token for path in TOKEN_PATHS},
         routes=routes,
         # One dispatcher for all: OAuthError and HTTPException are answered inside the
-        # routing (ExceptionMiddleware), anything else at the outermost layer (500).
+        # routing (ExceptionMiddleware), anything else at the outermost layer.
         exception_handlers={
             HTTPException: handle_error,
             OAuthError: handle_error,
@@ -181,17 +183,49 @@ def _lifespan(rt: Runtime, key_refresh_interval: float) -> Callable[[Starlette],
 
 
 class _TokendApp(Starlette):
-    """Starlette, with HSTS on every answer of an https issuer. Every request goes through
-    the middleware and the router: the direct token route of issue 6, which skipped them,
-    was measured again in issue 11 and its gain was within the benchmark's noise."""
+    """Starlette, with a direct route to the token endpoint (issue 6): the hottest route
+    skips the router and the two exception middlewares. It answers byte for byte as the
+    router would (tests/web/test_direct_route.py): every exception the endpoint lets out
+    goes to the app's one error dispatcher (``handle_error``), other methods on the same
+    path still reach the router (405), and HSTS is added to both alike.
 
-    def __init__(self, *, hsts: bool = False, **kwargs: Any) -> None:
+    The direct route is taken in the app itself, the outermost layer Starlette has: a
+    middleware added to the app would never see it, so none may be (``add_middleware``,
+    ``middleware=``): building the middleware stack, on the first request or the lifespan
+    startup, whichever comes first, refuses to start with one. Wrapping the whole app in
+    ASGI middleware from outside (uvicorn's proxy headers) is unaffected."""
+
+    def __init__(self, *, direct_routes: dict[tuple[str, str], Endpoint], hsts: bool = False,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
+        # (method, path) -> endpoint; empty: every request goes through the router.
+        self.direct_routes = direct_routes
         self._hsts = hsts
 
+    def build_middleware_stack(self) -> ASGIApp:
+        if self.user_middleware and self.direct_routes:
+            raise RuntimeError(
+                "middleware was added to tokend's app, but its direct token route would skip "
+                "it: remove the direct route (tokend.web.app) or wrap the app from outside"
+            )
+        return super().build_middleware_stack()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._hsts and scope["type"] == "http":
-            send = _with_hsts(send)
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        if scope["type"] == "http":
+            if self._hsts:
+                send = _with_hsts(send)
+            endpoint = self.direct_routes.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                scope["app"] = self
+                request = Request(scope, receive, send)
+                try:
+                    response = await endpoint(request)
+                except Exception as exc:
+                    response = await handle_error(request, exc)
+                await response(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 

@@ -4,7 +4,8 @@ Parsing and client credentials are ``tokend.web.parsing``'s; the grants and clie
 authentication are the core's (``tokend.core.service``). Success is RFC 6749 §5.1 JSON;
 errors are §5.2 JSON (``tokend.web.responses.error_response``). Every answer to a request
 with a DPoP proof carries the current nonce (RFC 9449 §8.2); whether the proof needed one is
-the domain's to say, per client (``UseDPoPNonce``).
+the domain's to say, per client (``UseDPoPNonce``). The app serves this endpoint on its
+direct route (``tokend.web.app``), which answers exactly as the router would.
 """
 
 from __future__ import annotations
