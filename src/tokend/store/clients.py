@@ -4,9 +4,9 @@ CRUD the CLI uses (every change clears the cache)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, String, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tokend.core.errors import AlreadyExists
@@ -20,7 +20,8 @@ cl = clients.c
 # The settings of a registered client that ``Clients.update_client`` may change.
 UPDATABLE_CLIENT_FIELDS = frozenset({"dpop_nonce_required"})
 
-_CLIENT_ID_WIDTH = cl.client_id.type.length  # type: ignore[attr-defined]
+_CLIENT_ID_WIDTH: int = cast(String, clients.c.client_id.type).length or 0  # String(64)
+assert _CLIENT_ID_WIDTH > 0
 
 
 def _possible_client_id(client_id: str) -> bool:

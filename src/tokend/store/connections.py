@@ -90,7 +90,8 @@ class Database:
         self._q = Statements(engine.dialect)
         self._sqlite = engine.dialect.name == "sqlite"
         dbapi = engine.dialect.dbapi
-        self._operational_error: type[Exception] = dbapi.OperationalError  # type: ignore[union-attr]
+        assert dbapi is not None  # a dialect with a driver: the engine connects
+        self._operational_error: type[Exception] = dbapi.OperationalError
         self._local = _ThreadConnection()
         self._thread_conns: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._thread_conns_lock = threading.Lock()

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from tokend.dburl import is_sqlite, normalize_url, sqlite_path
 
@@ -44,7 +44,7 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
     )
 
 
-def _enable_wal(cur) -> None:  # type: ignore[no-untyped-def]
+def _enable_wal(cur: sqlite3.Cursor) -> None:
     """Switch the database to WAL (persistent; usually already done). Changing the journal
     mode fails with "database is locked" *without* waiting on the busy handler while another
     connection is doing the same, which happens when several processes open a new database
@@ -64,7 +64,7 @@ def _enable_wal(cur) -> None:  # type: ignore[no-untyped-def]
 
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -74,7 +74,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         # Reads (Database._read) take no write lock; everything else queues for it up front.
         read = conn.get_execution_options().get("tokend_read", False)
         conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")

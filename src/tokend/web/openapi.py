@@ -136,7 +136,9 @@ _SCOPE_PARAM = {
 def _token_request(json: bool) -> dict[str, Any]:
     """RFC 6749 §4.1.3 / §6 / §4.4: one schema per grant type."""
 
-    def grant(name: str, description: str, props: dict[str, Any], required: list[str]):  # type: ignore[no-untyped-def]
+    def grant(
+        name: str, description: str, props: dict[str, Any], required: list[str]
+    ) -> dict[str, Any]:
         return _params(
             {
                 "grant_type": {"type": "string", "const": name, "description": description},
