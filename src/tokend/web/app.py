@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokend.config import Settings
 from tokend.core.errors import OAuthError
+from tokend.logs import bind_request
 from tokend.runtime import Runtime, build_runtime
 from tokend.web.discovery import discovery_document
 from tokend.web.dpop import DPoPHeaders
@@ -187,7 +188,8 @@ class _TokendApp(Starlette):
     skips the router and the two exception middlewares. It answers byte for byte as the
     router would (tests/web/test_direct_route.py): every exception the endpoint lets out
     goes to the app's one error dispatcher (``handle_error``), other methods on the same
-    path still reach the router (405), and HSTS is added to both alike.
+    path still reach the router (405), and the request id (``X-Request-Id``, ``tokend.logs``)
+    and HSTS are added to both alike.
 
     The direct route is taken in the app itself, the outermost layer Starlette has: a
     middleware added to the app would never see it, so none may be (``add_middleware``,
@@ -200,7 +202,7 @@ class _TokendApp(Starlette):
         super().__init__(**kwargs)
         # (method, path) -> endpoint; empty: every request goes through the router.
         self.direct_routes = direct_routes
-        self._hsts = hsts
+        self._hsts = [HSTS] if hsts else []
 
     def build_middleware_stack(self) -> ASGIApp:
         if self.user_middleware and self.direct_routes:
@@ -214,8 +216,9 @@ class _TokendApp(Starlette):
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
         if scope["type"] == "http":
-            if self._hsts:
-                send = _with_hsts(send)
+            # The request id (tokend.logs): in every log line of this request, and returned.
+            extra = [bind_request(scope["headers"]), *self._hsts]
+            send = _with_headers(send, extra)
             endpoint = self.direct_routes.get((scope["method"], scope["path"]))
             if endpoint is not None:
                 scope["app"] = self
@@ -229,13 +232,13 @@ class _TokendApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _with_hsts(send: Send) -> Send:
-    async def send_with_hsts(message: Message) -> None:
+def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), HSTS]}
+            message = {**message, "headers": [*message.get("headers", ()), *headers]}
         await send(message)
 
-    return send_with_hsts
+    return send_with_headers
 
 
 async def _refresh_shared_state(rt: Runtime, interval: float) -> None:
