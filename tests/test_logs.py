@@ -11,8 +11,11 @@ import io
 import json
 import logging
 import logging.config
+import os
 import re
+import subprocess
 import sys
+import threading
 from datetime import datetime
 
 import pytest
@@ -148,7 +151,7 @@ def test_the_configuration_writes_every_logger_in_the_format(fmt: str) -> None:
     config = log_config(fmt, "info")  # type: ignore[arg-type]
     for name, stream in (("root", err), ("uvicorn", err), ("access", out)):
         config["handlers"][name]["stream"] = stream
-    saved = logging.root.handlers[:], sys.excepthook
+    saved = logging.root.handlers[:], sys.excepthook, threading.excepthook
     logging.config.dictConfig(config)
     try:
 
@@ -164,25 +167,32 @@ def test_the_configuration_writes_every_logger_in_the_format(fmt: str) -> None:
         import warnings
 
         warnings.warn("careful", DeprecationWarning, stacklevel=1)
+        try:
+            raise LookupError("nobody caught me")
+        except LookupError:
+            sys.excepthook(*sys.exc_info())  # type: ignore[arg-type]
     finally:
         logging.captureWarnings(False)
-        logging.root.handlers[:], sys.excepthook = saved
+        logging.root.handlers[:], sys.excepthook, threading.excepthook = saved
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             logging.getLogger(name).handlers = []
     err_lines, out_lines = err.getvalue().splitlines(), out.getvalue().splitlines()
     assert len(out_lines) == 1 and "secret" not in out.getvalue()
     if fmt == "json":
-        assert len(err_lines) == 3, err_lines  # the warning's source line is in its message
+        assert len(err_lines) == 4, err_lines  # the warning's source line is in its message
         parsed = [json.loads(line) for line in err_lines + out_lines]
         assert [p["logger"] for p in parsed] == [
             "tokend.security",
             "uvicorn.error",
             "py.warnings",
+            "tokend.process",
             "uvicorn.access",
         ]
-        assert [p.get("request_id") for p in parsed] == ["rid-1", "rid-1", None, "rid-1"]
+        assert [p.get("request_id") for p in parsed] == ["rid-1", "rid-1", None, None, "rid-1"]
+        assert parsed[3]["level"] == "critical" and parsed[3]["message"] == "uncaught exception"
+        assert "LookupError: nobody caught me" in parsed[3]["exception"]
         assert parsed[0]["event"] == {"type": "x"}
-        assert parsed[3]["http"]["path"] == "/p"
+        assert parsed[4]["http"]["path"] == "/p"
     else:
         assert err_lines[0].endswith("tokend.security: reuse request_id=rid-1 type=x")
         assert err_lines[1].endswith("uvicorn says request_id=rid-1")
@@ -194,3 +204,28 @@ def test_text_context_is_empty_outside_a_request() -> None:
     record = _record("plain")
     contextvars.copy_context().run(TextContext().filter, record)
     assert record.context == ""  # type: ignore[attr-defined]
+
+
+def test_serve_reports_a_failed_start_as_a_json_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`tokend serve` that cannot start (no secret key for PostgreSQL): one JSON error line,
+    exit status 1; not click's ``Error: ...``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKEND_")}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tokend.cli",
+            "serve",
+            "--database-url",
+            "postgresql://u@127.0.0.1:1/x",
+        ],
+        env={**env, "TOKEND_LOG_FORMAT": "json"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1 and out.stdout == ""
+    (line,) = [json.loads(x) for x in out.stderr.splitlines()]
+    assert line["level"] == "error" and line["logger"] == "tokend.serve"
+    assert line["message"].startswith("TOKEND_SECRET_KEY or TOKEND_SECRET_KEY_FILE is required")

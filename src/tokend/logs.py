@@ -245,6 +245,8 @@ def log_config(log_format: LogFormat, level: str) -> dict[str, Any]:
             "uvicorn": {"handlers": ["uvicorn"], "level": upper, "propagate": False},
             "uvicorn.error": {"level": upper},
             "uvicorn.access": {"handlers": ["access"], "level": upper, "propagate": False},
+            # Alembic's list of its own plugins, at every start: only when debugging.
+            "alembic.runtime.plugins": {"level": upper if upper == "DEBUG" else "WARNING"},
         },
         "root": {"handlers": ["root"], "level": upper},
     }

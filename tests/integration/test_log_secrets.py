@@ -1,13 +1,13 @@
-"""A real `tokend serve` with ``TOKEND_LOG_FORMAT=json``, ``TOKEND_LOG_LEVEL=debug`` and
-``--access-log``, through a whole run: sign-in on the pages, code exchange with PKCE,
+"""A real `tokend serve --workers 2` with ``TOKEND_LOG_FORMAT=json``, ``TOKEND_LOG_LEVEL=debug``
+and ``--access-log``, through a whole run: sign-in on the pages, code exchange with PKCE,
 refresh, reuse detection, UserInfo (also with the token in the query, as a careless client
 would), introspection, a DPoP-bound token, revocation, a code replay and a wrong client
-secret. Every line it wrote (stdout and stderr) is one JSON object with the fields of
-tokend.logs, a request's lines carry its id, and no secret the run made appears in any line,
-not even its first or last 16 characters.
+secret. Every line it wrote (stdout and stderr, both workers and the supervisor) is one JSON
+object with the fields of tokend.logs, a request's lines carry its id, and no secret the run
+made appears in any line, not even its first or last 16 characters.
 
-Without the access log's query cut (tokend.logs.AccessPath) the ``state``, the code
-challenge's query and the access token sent in a query would be in the access log."""
+Without the access log's query cut (tokend.logs.AccessPath) the ``state`` and the access
+token sent in a query would be in the access log: this test fails so."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_a_full_run_writes_json_lines_and_no_secret(tmp_path: Path) -> None:
     }
     output = tmp_path / "serve.log"
     with (
-        running_server(url, env=env, args=["--access-log"], output=output) as base,
+        running_server(url, workers=2, env=env, args=["--access-log"], output=output) as base,
         httpx.Client(base_url=base, timeout=30) as http,
     ):
         auth = basic(*reg.basic)
@@ -134,6 +134,13 @@ def test_a_full_run_writes_json_lines_and_no_secret(tmp_path: Path) -> None:
         assert len(r.headers["x-request-id"]) == 32
 
     text = output.read_text()
+    leaks = [
+        (name, piece)
+        for name, value in made.items()
+        for piece in {value, value[:16], value[-16:]}
+        if piece in text
+    ]
+    assert not leaks, leaks
     lines = [json.loads(line) for line in text.splitlines()]  # every line is JSON
     assert lines and all(isinstance(line, dict) and set(line) >= FIELDS for line in lines)
     assert all(line["time"].endswith("Z") for line in lines)
@@ -147,10 +154,6 @@ def test_a_full_run_writes_json_lines_and_no_secret(tmp_path: Path) -> None:
         loggers = {line["logger"] for line in by_request[rid]}
         assert {"uvicorn.access", "tokend.security"} <= loggers, (rid, by_request[rid])
     assert any(line["logger"] == "tokend.serve" and "serving" in line["message"] for line in lines)
-    leaks = [
-        (name, piece)
-        for name, value in made.items()
-        for piece in {value, value[:16], value[-16:]}
-        if piece in text
-    ]
-    assert not leaks, leaks
+    # Both workers (spawned processes) configured themselves from uvicorn's log_config.
+    started = [line for line in lines if line["message"].startswith("Started server process")]
+    assert len(started) == 2, started

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import click
+from pydantic import ValidationError
 
 from tokend import logs
 from tokend.cli.database import database_option, runtime
@@ -40,7 +41,10 @@ def serve(
 
     # Logging first: with TOKEND_LOG_FORMAT=json every line of this process is JSON, from
     # the migrations on (tokend.logs); uvicorn applies the same configuration in each worker.
-    settings = Settings(database_url=database_url)
+    try:
+        settings = Settings(database_url=database_url)
+    except ValidationError as exc:  # a TOKEND_* value that cannot be: one message, no traceback
+        raise click.ClickException(str(exc)) from None
     log_format, log_level = settings.log_format, settings.log_level
     logs.configure(log_format, log_level)
     json_lines = log_format == "json"
