@@ -108,11 +108,12 @@ def test_a_json_line_has_time_level_logger_message() -> None:
 
 
 def test_a_json_line_has_the_request_id_and_the_event() -> None:
-    event = {"type": "refresh_token_reuse", "client_id": "c1", "count": 2, "at": object()}
+    event = {"type": "refresh_token_reuse", "count": 2, "detail": {"a": [1]}, "at": object()}
     line = _json_line(_record("reuse", event=event), request_id="req-7")
     assert line["request_id"] == "req-7"
     assert isinstance(line["event"], dict)
     assert line["event"]["type"] == "refresh_token_reuse" and line["event"]["count"] == 2
+    assert line["event"]["detail"] == {"a": [1]}
     assert line["event"]["at"].startswith("<object")  # not JSON: written as str()
 
 
@@ -194,7 +195,7 @@ def test_the_configuration_writes_every_logger_in_the_format(fmt: str) -> None:
         assert parsed[0]["event"] == {"type": "x"}
         assert parsed[4]["http"]["path"] == "/p"
     else:
-        assert err_lines[0].endswith("tokend.security: reuse request_id=rid-1 type=x")
+        assert err_lines[0].endswith("tokend.security: reuse request_id=rid-1")
         assert err_lines[1].endswith("uvicorn says request_id=rid-1")
         assert "DeprecationWarning: careful" in err_lines[2]
         assert out_lines[0].endswith('"GET /p HTTP/1.1" 200 OK request_id=rid-1')

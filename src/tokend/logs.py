@@ -13,9 +13,9 @@ A client's id is a correlation handle, taken as given, not an authenticated valu
 
 **Lines.** ``TOKEND_LOG_FORMAT=text`` (the default): uvicorn's lines as uvicorn prints them,
 tokend's as ``LEVEL:     logger: message``, both followed by `` request_id=...`` inside a
-request and by an event's fields (``key=value``). ``TOKEND_LOG_FORMAT=json``: every line the
-server process writes, on stderr (everything) and stdout (the access log), is one JSON
-object, written by ``JsonFormatter``::
+request (an event's fields are not repeated: its message is the summary for people).
+``TOKEND_LOG_FORMAT=json``: every line the server process writes, on stderr (everything)
+and stdout (the access log), is one JSON object, written by ``JsonFormatter``::
 
     {"time": "2026-12-01T04:41:13.123456Z", "level": "warning", "logger": "tokend.security",
      "message": "refresh token reuse: family ... revoked", "request_id": "4f1c...",
@@ -25,10 +25,11 @@ object, written by ``JsonFormatter``::
   ``error`` ``critical``. ``logger``: the logger's name (``tokend.*``, ``uvicorn.error``,
   ``uvicorn.access``, ``py.warnings``, ...). ``message``: the formatted message.
 - ``request_id``: only on lines written while handling an HTTP request.
-- ``event``: only when the log call passes one, as ``extra={"event": {...}}``: a flat dict
-  of JSON values (anything else is written as ``str()``). This is how security events are
-  logged (``tokend.security``); its ``type`` key names the event. Never put a token, secret,
-  code, password or cookie in it, nor in a message.
+- ``event``: only when the log call passes one, as ``extra={"event": {...}}``: a dict of
+  JSON values, nested or not (anything else is written as ``str()``). This is how security
+  events are logged (``tokend.security``, ``tokend.core.events``): ``type`` names the event,
+  the message is its one-line summary for people. Never put a token, secret, code, password
+  or cookie in it, nor in a message.
 - ``exception``: the traceback, as one string, when the call has ``exc_info`` (uncaught
   exceptions of the process and its threads are logged so, by ``tokend.process``).
 - ``http``: on access-log lines (``uvicorn.access``): ``client``, ``method``, ``path``,
@@ -107,18 +108,12 @@ def _event_of(record: logging.LogRecord) -> dict[str, Any] | None:
 
 
 class TextContext(logging.Filter):
-    """For the text format: ``record.context``, the request id and the event's fields as
-    `` key=value`` (empty outside a request and without an event)."""
+    """For the text format: ``record.context``, `` request_id=...`` inside a request, else
+    empty."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        parts = []
         rid = REQUEST_ID.get()
-        if rid is not None:
-            parts.append(f" request_id={rid}")
-        event = _event_of(record)
-        if event:
-            parts.extend(f" {k}={v}" for k, v in event.items())
-        record.context = "".join(parts)
+        record.context = "" if rid is None else f" request_id={rid}"
         return True
 
 
