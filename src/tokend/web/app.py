@@ -202,7 +202,7 @@ class _TokendApp(Starlette):
         super().__init__(**kwargs)
         # (method, path) -> endpoint; empty: every request goes through the router.
         self.direct_routes = direct_routes
-        self._hsts = [HSTS] if hsts else []
+        self._hsts = hsts
 
     def build_middleware_stack(self) -> ASGIApp:
         if self.user_middleware and self.direct_routes:
@@ -216,9 +216,10 @@ class _TokendApp(Starlette):
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
         if scope["type"] == "http":
-            # The request id (tokend.logs): in every log line of this request, and returned.
-            extra = [bind_request(scope["headers"]), *self._hsts]
-            send = _with_headers(send, extra)
+            # The request id (tokend.logs): set for this request's log lines, and returned.
+            send = _with_header(send, bind_request(scope["headers"]))
+            if self._hsts:
+                send = _with_hsts(send)
             endpoint = self.direct_routes.get((scope["method"], scope["path"]))
             if endpoint is not None:
                 scope["app"] = self
@@ -232,13 +233,22 @@ class _TokendApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
-    async def send_with_headers(message: Message) -> None:
+def _with_hsts(send: Send) -> Send:
+    async def send_with_hsts(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), *headers]}
+            message = {**message, "headers": [*message.get("headers", ()), HSTS]}
         await send(message)
 
-    return send_with_headers
+    return send_with_hsts
+
+
+def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
+    async def send_with_header(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), header]}
+        await send(message)
+
+    return send_with_header
 
 
 async def _refresh_shared_state(rt: Runtime, interval: float) -> None:
