@@ -3,23 +3,17 @@ database without clients, first print the four steps to a first refresh."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import shlex
 import sys
-from collections.abc import Iterator
 
 import click
 from pydantic import ValidationError
 
 from tokend import logs
 from tokend.cli.database import database_option, runtime
-from tokend.cli.output import say
+from tokend.cli.output import reported_as_log_records, say, warn
 from tokend.config import DEFAULT_DATABASE_URL, Settings
-from tokend.runtime import database_unavailable
-
-log = logging.getLogger("tokend.serve")
 
 
 @click.command()
@@ -47,20 +41,22 @@ def serve(
         raise click.ClickException(str(exc)) from None
     log_format, log_level = settings.log_format, settings.log_level
     logs.configure(log_format, log_level)
-    json_lines = log_format == "json"
-    with _reported(json_lines), runtime(database_url, host=host, port=port, issuer=issuer) as rt:
+    with (
+        reported_as_log_records(log_format == "json"),
+        runtime(database_url, host=host, port=port, issuer=issuer) as rt,
+    ):
         issuer_url = rt.policy.issuer
         for warning in rt.settings.startup_warnings():
-            _say(json_lines, f"tokend: WARNING: {warning}", logging.WARNING, warning)
+            warn(warning)
         if rt.store.count_clients() == 0:
-            _say(json_lines, _next_steps(issuer_url, database_url))
+            _print_next_steps(issuer_url, database_url)
     os.environ.update(
         TOKEND_DATABASE_URL=database_url,
         TOKEND_HOST=host,
         TOKEND_PORT=str(port),
         TOKEND_ISSUER=issuer_url,
     )
-    _say(json_lines, f"tokend: serving {issuer_url} with {workers} worker(s)")
+    say(f"tokend: serving {issuer_url} with {workers} worker(s)")
     uvicorn.run(
         "tokend.web.app:create_app",
         factory=True,
@@ -70,38 +66,11 @@ def serve(
         loop="uvloop",
         http=LimitedHttpToolsProtocol,  # httptools, with bounds on a request's head
         access_log=access_log,
-        log_config=logs.log_config(log_format, log_level),
+        log_config=logs.log_config(log_format, log_level),  # in every worker too
         log_level=log_level,
         server_header=False,
         date_header=True,
     )
-
-
-def _say(json_lines: bool, text: str, level: int = logging.INFO, message: str = "") -> None:
-    """A message for the operator: on stderr as is, or with JSON lines as a log record."""
-    if json_lines:
-        log.log(level, message or text.removeprefix("tokend: "))
-    else:
-        say(text)
-
-
-@contextlib.contextmanager
-def _reported(json_lines: bool) -> Iterator[None]:
-    """With JSON lines, what would end the command with click's ``Error: ...`` on stderr (a
-    missing secret key, an unreachable database) is an error record instead."""
-    try:
-        yield
-    except Exception as exc:
-        if not json_lines:
-            raise
-        if isinstance(exc, click.ClickException):
-            log.error(exc.format_message())
-            sys.exit(exc.exit_code)
-        detail = database_unavailable(exc)
-        if detail is None:
-            raise  # sys.excepthook logs it (tokend.logs.process_handler)
-        log.error("database unavailable: %s", detail)
-        sys.exit(1)
 
 
 def _cli_prefix(database_url: str) -> str:
@@ -112,11 +81,12 @@ def _cli_prefix(database_url: str) -> str:
     return cmd
 
 
-def _next_steps(issuer: str, database_url: str) -> str:
+def _print_next_steps(issuer: str, database_url: str) -> None:
     t = _cli_prefix(database_url).split(" --database-url")
     exe = t[0]
     db = f" --database-url {t[1].strip()}" if len(t) > 1 else ""
-    return f"""
+    say(
+        f"""
 This database has no clients yet. Your first refresh, in four steps (another terminal):
 
   1. Register a client and keep its secret (shown once):
@@ -129,3 +99,4 @@ This database has no clients yet. Your first refresh, in four steps (another ter
        curl -s {issuer}/auth/v2/token -u 'CLIENT_ID:CLIENT_SECRET' \\
             -d grant_type=refresh_token -d refresh_token=REFRESH_TOKEN
 """
+    )
