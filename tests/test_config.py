@@ -96,6 +96,21 @@ def test_dpop_nonce_setting_is_off_or_on(monkeypatch: pytest.MonkeyPatch) -> Non
         Settings()
 
 
+def test_log_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text at info by default; json and the levels in any case; never uvicorn's "trace",
+    which logs every request's headers (Authorization, Cookie)."""
+    s = Settings()
+    assert (s.log_format, s.log_level) == ("text", "info")
+    monkeypatch.setenv("TOKEND_LOG_FORMAT", "JSON")
+    monkeypatch.setenv("TOKEND_LOG_LEVEL", "Debug")
+    assert (Settings().log_format, Settings().log_level) == ("json", "debug")
+    for name, value in (("TOKEND_LOG_LEVEL", "trace"), ("TOKEND_LOG_FORMAT", "logfmt")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError):
+            Settings()
+        monkeypatch.delenv(name)
+
+
 def test_issuer_defaults_to_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKEND_HOST", "10.0.0.1")
     monkeypatch.setenv("TOKEND_PORT", "8443")

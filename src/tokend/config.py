@@ -67,7 +67,11 @@ class Settings(BaseSettings):
     dpop_nonce: Literal["off", "on"] = "off"
     db_pool_size: int = Field(10, ge=1)
     db_concurrency: int = Field(8, ge=1)
-    log_level: str = "info"
+    # tokend.logs: the level of every logger of the server, and its lines: "text" for
+    # people, "json" (one object per line, with the request id) for a log pipeline. No
+    # "trace": uvicorn's trace level logs every request's headers, cookies and credentials.
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = "text"
     # Abuse limits (README "Abuse limits", tokend.core.throttle). Failed authentications per
     # THROTTLE_WINDOW seconds (fixed window from the first failure) before HTTP 429; 0 turns
     # a limit off. Client authentication (token, revocation, introspection): per (client_id,
@@ -95,6 +99,11 @@ class Settings(BaseSettings):
         if v not in ("RS256", "ES256", "EdDSA"):
             raise ValueError("TOKEND_SIGNING_ALG must be RS256, ES256 or EdDSA")
         return v
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
 
     @field_validator("trusted_proxies")
     @classmethod

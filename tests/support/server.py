@@ -8,9 +8,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,8 +21,15 @@ from tests.support.postgres import free_port
 
 @contextmanager
 def running_server(
-    database_url: str, *, workers: int = 1, env: dict[str, str] | None = None
+    database_url: str,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+    output: Path | None = None,
 ) -> Iterator[str]:
+    """``tokend serve`` (``args`` added) on a free port; its stdout and stderr, together, go
+    to ``output`` (kept) or a temporary file."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     full_env = {
@@ -30,7 +38,7 @@ def running_server(
         "TOKEND_ISSUER": base,
         **(env or {}),
     }
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in finally)
+    log = open(output, "w+b") if output else tempfile.TemporaryFile()  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -41,6 +49,7 @@ def running_server(
             str(port),
             "--workers",
             str(workers),
+            *args,
         ],
         env=full_env,
         stdout=log,

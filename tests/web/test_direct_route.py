@@ -157,6 +157,8 @@ class Twins:
         direct, routed = answers
         assert direct.status_code == routed.status_code, (direct.text, routed.text)
         assert _raw_headers(direct) == _raw_headers(routed)
+        # The request id (tokend.logs) on both: the same, made of the same "random" bytes.
+        assert len(direct.headers["x-request-id"]) == 32
         assert direct.content == routed.content
         return direct
 

@@ -8,10 +8,12 @@ import shlex
 import sys
 
 import click
+from pydantic import ValidationError
 
+from tokend import logs
 from tokend.cli.database import database_option, runtime
-from tokend.cli.output import say
-from tokend.config import DEFAULT_DATABASE_URL
+from tokend.cli.output import reported_as_log_records, say, warn
+from tokend.config import DEFAULT_DATABASE_URL, Settings
 
 
 @click.command()
@@ -31,10 +33,21 @@ def serve(
 
     from tokend.web.http import LimitedHttpToolsProtocol
 
-    with runtime(database_url, host=host, port=port, issuer=issuer) as rt:
+    # Logging first: with TOKEND_LOG_FORMAT=json every line of this process is JSON, from
+    # the migrations on (tokend.logs); uvicorn applies the same configuration in each worker.
+    try:
+        settings = Settings(database_url=database_url)
+    except ValidationError as exc:  # a TOKEND_* value that cannot be: one message, no traceback
+        raise click.ClickException(str(exc)) from None
+    log_format, log_level = settings.log_format, settings.log_level
+    logs.configure(log_format, log_level)
+    with (
+        reported_as_log_records(log_format == "json"),
+        runtime(database_url, host=host, port=port, issuer=issuer) as rt,
+    ):
         issuer_url = rt.policy.issuer
         for warning in rt.settings.startup_warnings():
-            say(f"tokend: WARNING: {warning}")
+            warn(warning)
         if rt.store.count_clients() == 0:
             _print_next_steps(issuer_url, database_url)
     os.environ.update(
@@ -53,7 +66,8 @@ def serve(
         loop="uvloop",
         http=LimitedHttpToolsProtocol,  # httptools, with bounds on a request's head
         access_log=access_log,
-        log_level=os.environ.get("TOKEND_LOG_LEVEL", "info"),
+        log_config=logs.log_config(log_format, log_level),  # in every worker too
+        log_level=log_level,
         server_header=False,
         date_header=True,
     )

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokend.config import Settings
 from tokend.core.errors import OAuthError
+from tokend.logs import bind_request
 from tokend.runtime import Runtime, build_runtime
 from tokend.web.discovery import discovery_document
 from tokend.web.dpop import DPoPHeaders
@@ -187,7 +188,8 @@ class _TokendApp(Starlette):
     skips the router and the two exception middlewares. It answers byte for byte as the
     router would (tests/web/test_direct_route.py): every exception the endpoint lets out
     goes to the app's one error dispatcher (``handle_error``), other methods on the same
-    path still reach the router (405), and HSTS is added to both alike.
+    path still reach the router (405), and the request id (``X-Request-Id``, ``tokend.logs``)
+    and HSTS are added to both alike.
 
     The direct route is taken in the app itself, the outermost layer Starlette has: a
     middleware added to the app would never see it, so none may be (``add_middleware``,
@@ -214,6 +216,8 @@ class _TokendApp(Starlette):
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
         if scope["type"] == "http":
+            # The request id (tokend.logs): set for this request's log lines, and returned.
+            send = _with_header(send, bind_request(scope["headers"]))
             if self._hsts:
                 send = _with_hsts(send)
             endpoint = self.direct_routes.get((scope["method"], scope["path"]))
@@ -236,6 +240,15 @@ def _with_hsts(send: Send) -> Send:
         await send(message)
 
     return send_with_hsts
+
+
+def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
+    async def send_with_header(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), header]}
+        await send(message)
+
+    return send_with_header
 
 
 async def _refresh_shared_state(rt: Runtime, interval: float) -> None:
