@@ -38,7 +38,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import common  # noqa: E402
+
+from bench import common
 
 
 def proc_tree(pid: int) -> list[int]:
@@ -80,14 +81,18 @@ class Pg:
 
     def counters(self) -> dict[str, float]:
         (lsn,) = self.sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
-        (wal,) = self.sql("SELECT wal_records, wal_fpi, wal_bytes, wal_write, wal_sync FROM pg_stat_wal")
+        (wal,) = self.sql(
+            "SELECT wal_records, wal_fpi, wal_bytes, wal_write, wal_sync FROM pg_stat_wal"
+        )
         (dbs,) = self.sql(
             "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, "
             "tup_returned, tup_fetched FROM pg_stat_database WHERE datname = 'bench'"
         )
         c: dict[str, float] = {"wal_lsn_bytes": float(lsn)}
         for k, v in zip(
-            ("wal_records", "wal_fpi", "wal_bytes", "wal_write", "wal_sync"), wal.split("|"), strict=True
+            ("wal_records", "wal_fpi", "wal_bytes", "wal_write", "wal_sync"),
+            wal.split("|"),
+            strict=True,
         ):
             c[k] = float(v)
         for k, v in zip(
@@ -147,18 +152,16 @@ def main() -> None:
     args = ap.parse_args()
     common.require_wrk()
 
-    with tempfile.TemporaryDirectory(prefix="tokend-capacity-") as t, common.database(
-        args.db, Path(t)
-    ) as db:
+    with (
+        tempfile.TemporaryDirectory(prefix="tokend-capacity-") as t,
+        common.database(args.db, Path(t)) as db,
+    ):
         tmp = Path(t)
         env = common.tokend_env(db.url, common.free_port())
         common.tokend("migrate", env=env)
-        client = json.loads(
-            common.tokend(
-                "clients", "create", "--name", "capacity", "--scope", "openid offline",
-                "--grant-type", "refresh_token", "--json", env=env,
-            )  # fmt: skip
-        )
+        create = ["clients", "create", "--name", "capacity", "--scope", "openid offline"]
+        create += ["--grant-type", "refresh_token", "--json"]
+        client = json.loads(common.tokend(*create, env=env))
         common.tokend("users", "create", "bench", "--password-stdin", env=env, stdin="pw-bench\n")
         # Families: one per connection for the warm-up, one per connection for the measured
         # run (a file's tokens are spent by the run that reads it), one for the logged chain.
