@@ -18,6 +18,12 @@ reports per refresh, from counters read before and after the run:
   (``ALTER SYSTEM``) for a separate, short, sequential run of --logged refreshes, so that
   logging does not weigh on the CPU figures.
 
+    .venv/bin/python bench/capacity.py --round-trips
+
+measures instead what one round trip costs on both sides (psycopg 3 directly, on the same
+kind of throwaway server): an empty statement (SQLAlchemy's pre-ping), BEGIN + COMMIT, and a
+primary-key SELECT, as CPU time of this process and of its backend per call.
+
 CPU time per request is what this reports, not throughput: it stays put when other
 programs share the machine, throughput does not.
 """
@@ -141,6 +147,37 @@ def chain(base: str, basic: str, token: str, n: int) -> int:
     return n
 
 
+def round_trips(calls: int = 5000) -> None:
+    import psycopg
+    from tests.support.postgres import PostgresServer
+
+    pg = PostgresServer.start(durable=True)
+    try:
+        with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+            conn.execute("CREATE TABLE t (k bytea PRIMARY KEY, v int)")
+            key = bytes(32)
+            cases = {
+                "empty statement (';', the pre-ping)": lambda: conn.execute(";"),
+                "BEGIN + COMMIT (two round trips)": lambda: (
+                    conn.execute("BEGIN"),
+                    conn.execute("COMMIT"),
+                ),
+                "SELECT by primary key": lambda: conn.execute(
+                    "SELECT v FROM t WHERE k = %s", (key,)
+                ).fetchone(),
+            }
+            for name, call in cases.items():
+                c0, s0 = time.process_time(), common.cpu_seconds(backend)
+                for _ in range(calls):
+                    call()
+                client = (time.process_time() - c0) * 1e6 / calls
+                server = (common.cpu_seconds(backend) - s0) * 1e6 / calls
+                print(f"{name}: client {client:.0f} µs, server {server:.0f} µs per call")
+    finally:
+        pg.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="postgres")
@@ -149,7 +186,11 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--scope", default="offline")
     ap.add_argument("--logged", type=int, default=200, help="refreshes with statements logged")
+    ap.add_argument("--round-trips", action="store_true", help="the cost of one round trip")
     args = ap.parse_args()
+    if args.round_trips:
+        round_trips()
+        return
     common.require_wrk()
 
     with (
