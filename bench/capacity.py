@@ -178,6 +178,22 @@ def round_trips(calls: int = 5000) -> None:
         pg.stop()
 
 
+def seed(url: str, env: dict[str, str], client_id: str, count: int) -> None:
+    """``count`` more families through tokend's store, as bench/scale.py seeds them."""
+    from bench.scale import seed_families
+    from tokend.config import Settings
+    from tokend.runtime import build_runtime
+
+    rt = build_runtime(
+        Settings(database_url=url, secret_key=env["TOKEND_SECRET_KEY"]), prepare=True
+    )
+    try:
+        took = seed_families(rt, client_id, count)
+        print(f"# seeded {count:,} families in {took:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        rt.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="postgres")
@@ -186,6 +202,14 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--scope", default="offline")
     ap.add_argument("--logged", type=int, default=200, help="refreshes with statements logged")
+    ap.add_argument(
+        "--families", type=int, default=0, help="seed this many families first (bench/scale.py)"
+    )
+    ap.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="PostgreSQL: CHECKPOINT just before the measured run (full-page images: worst case)",
+    )
     ap.add_argument("--round-trips", action="store_true", help="the cost of one round trip")
     args = ap.parse_args()
     if args.round_trips:
@@ -213,14 +237,22 @@ def main() -> None:
         warm.write_text("".join(t["refresh_token"] + "\n" for t in issued[:c]))
         run.write_text("".join(t["refresh_token"] + "\n" for t in issued[c : 2 * c]))
         wenv = {"TOKENS_FILE": str(run), "BASIC": basic}
+        if args.families:
+            seed(db.url, env, client["client_id"], args.families)
         server = common.start_tokend(env, args.workers, tmp / "server.log")
         pg = Pg(db) if db.kind == "postgres" else None
         try:
             common.run_wrk(
                 server.base, common.BENCH / "refresh.lua", c, 3, {**wenv, "TOKENS_FILE": str(warm)}
             )
-            result: dict[str, Any] = {"db": db.kind, "workers": args.workers,
-                                      "conns": args.conns, "scope": args.scope}  # fmt: skip
+            result: dict[str, Any] = {
+                "db": db.kind,
+                "workers": args.workers,
+                "conns": args.conns,
+                "scope": args.scope,
+                "families": args.families,
+                "checkpoint": args.checkpoint,
+            }
             if pg is not None:
                 n, seen = pg.statements(
                     lambda: chain(server.base, basic, issued[-1]["refresh_token"], args.logged)
@@ -229,6 +261,8 @@ def main() -> None:
                 result["statements_per_refresh"] = round(sum(seen.values()) / n, 2)
                 result["statements"] = {k: round(v / n, 3) for k, v in seen.most_common(20)}
                 time.sleep(1.5)  # the statistics collector catches up
+            if pg is not None and args.checkpoint:
+                pg.sql("CHECKPOINT")
             size0 = db.size_bytes()
             before = pg.counters() if pg else {}
             cpu0 = common.cpu_seconds(server.proc.pid)
