@@ -106,6 +106,11 @@ class Pg:
              "tup_returned", "tup_fetched"), dbs.split("|"), strict=True,
         ):  # fmt: skip
             c[k] = float(v)
+        (upd,) = self.sql(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+            "WHERE relname = 'refresh_tokens'"
+        )
+        c["refresh_tokens_updates"], c["refresh_tokens_hot_updates"] = map(float, upd.split("|"))
         c["pg_cpu_s"] = common.cpu_seconds(self.postmaster)
         c["pg_write_bytes"] = float(write_bytes(self.postmaster))
         return c
