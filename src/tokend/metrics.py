@@ -10,6 +10,11 @@ mode: each process writes its values to memory-mapped files there, a scrape on a
 reads them all, and a worker's live gauges are dropped when it stops). One process without
 that variable uses the normal in-memory registry. ``exposition()`` serves both.
 
+Cost (measured, issue 12): per request, the app's timing and the token counter are ~15 µs
+of CPU in multiprocess mode (each ``inc``/``observe`` writes a memory-mapped file under a
+lock), ~8 µs with the normal registry: under 1% of a refresh (~2.2 ms of CPU). Children
+are bound once per label set; nothing is built per request.
+
 Labels are bounded: fixed sets chosen in code (grant types the server knows, OAuth error
 codes, route templates, event kinds, revocation reasons), never a client id, username,
 token or address; anything outside a set is ``other``.

@@ -4,6 +4,8 @@ workers is tests/integration/test_metrics_workers.py's."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,9 +13,10 @@ from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER
 from tests.support.family import first_family
-from tests.web.helpers import TOKEN, refresh
+from tests.web.helpers import TOKEN, refresh, unreachable_engine
 from tokend.core.events import EventKind
 from tokend.core.models import SecurityEvent
+from tokend.store.connections import _retry_busy
 from tokend.web.app import create_app
 
 
@@ -109,3 +112,25 @@ def test_metrics_token(rt):
         ok = http.get("/metrics", headers={"Authorization": f"Bearer {secret}"})
         assert ok.status_code == 200
         assert "tokend_http_request_duration_seconds" in ok.text
+
+
+def test_database_errors_and_busy_retries_are_counted(rt, http, monkeypatch, tmp_path):
+    engine = unreachable_engine(rt, tmp_path)
+    monkeypatch.setattr(rt.store, "engine", engine)
+    before = value("tokend_database_errors_total", operation="read")
+    assert http.get("/healthz").status_code == 503
+    assert value("tokend_database_errors_total", operation="read") == before + 1
+
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    answers = iter([busy, busy, None])
+
+    def flaky() -> str:
+        exc = next(answers)
+        if exc is not None:
+            raise exc
+        return "done"
+
+    before = value("tokend_sqlite_busy_retries_total")
+    assert _retry_busy(flaky) == "done"
+    assert value("tokend_sqlite_busy_retries_total") == before + 2
