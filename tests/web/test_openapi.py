@@ -299,8 +299,8 @@ def test_get_endpoints_match_document(doc, registry, http, path) -> None:
 
 def test_metrics_refusal_matches_document(doc, registry, rt) -> None:
     settings = rt.settings.model_copy(update={"metrics_token": "m" * 32})
-    with TestClient(create_app(settings, runtime=rt), base_url=ISSUER) as client:
-        r = client.get("/metrics")
+    # No lifespan (no `with`): its end would close the module's shared runtime.
+    r = TestClient(create_app(settings, runtime=rt), base_url=ISSUER).get("/metrics")
     assert r.status_code == 401
     assert_documented(doc, registry, "/metrics", r)
 
