@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # Argon2id password checks running at once per process (64 MiB each): a flood of
     # sign-ins queues for these instead of exhausting memory. Default: the CPU count.
     password_hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # GET /metrics asks for this bearer token when set (401 without it); unset: open.
+    metrics_token: str | None = None
 
     @field_validator("signing_alg")
     @classmethod
@@ -134,7 +136,7 @@ class Settings(BaseSettings):
             login_address=Limit(LOGIN_ADDRESS, self.login_address_failure_limit, w),
         )
 
-    @field_validator("secret_key", "secret_key_file", mode="before")
+    @field_validator("secret_key", "secret_key_file", "metrics_token", mode="before")
     @classmethod
     def _unset_if_empty(cls, v: object) -> object:
         return None if v == "" else v  # `TOKEND_SECRET_KEY_FILE=` is no file, not "."

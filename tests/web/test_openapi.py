@@ -16,7 +16,9 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from starlette.testclient import TestClient
 
+from tests.conftest import ISSUER
 from tests.web.conftest import shared_runtime_fixtures
 from tests.web.helpers import (
     FORM,
@@ -32,6 +34,7 @@ from tests.web.helpers import (
 )
 from tokend.core.errors import InvalidRequest, TemporarilyUnavailable
 from tokend.core.secrets import new_refresh_token
+from tokend.web.app import create_app
 from tokend.web.parsing import MAX_FIELDS, parse_params
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -104,7 +107,8 @@ def assert_documented(
         media = r.headers["content-type"].split(";")[0].strip()
         assert media in documented["content"], (media, list(documented["content"]))
         schema = documented["content"][media]["schema"]
-        errors = list(_validator(schema, registry).iter_errors(r.json()))
+        body = r.json() if media.endswith("json") else r.text  # text/plain: /metrics
+        errors = list(_validator(schema, registry).iter_errors(body))
         assert not errors, [e.message for e in errors]
     for name, header in documented.get("headers", {}).items():
         if header.get("required") is False and name.lower() not in r.headers:
@@ -285,12 +289,20 @@ def test_server_errors_match_document(doc, registry, http, tokens, rt, monkeypat
 @pytest.mark.parametrize(
     "path",
     ["/auth/jwks", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
-     "/healthz", "/openapi.json"],
+     "/healthz", "/openapi.json", "/metrics"],
 )  # fmt: skip
 def test_get_endpoints_match_document(doc, registry, http, path) -> None:
     r = http.get(path)
     assert r.status_code == 200
     assert_documented(doc, registry, path, r)
+
+
+def test_metrics_refusal_matches_document(doc, registry, rt) -> None:
+    settings = rt.settings.model_copy(update={"metrics_token": "m" * 32})
+    # No lifespan (no `with`): its end would close the module's shared runtime.
+    r = TestClient(create_app(settings, runtime=rt), base_url=ISSUER).get("/metrics")
+    assert r.status_code == 401
+    assert_documented(doc, registry, "/metrics", r)
 
 
 def test_healthz_unavailable_matches_document(doc, registry, http, rt, monkeypatch, tmp_path):

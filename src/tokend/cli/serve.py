@@ -3,9 +3,12 @@ database without clients, first print the four steps to a first refresh."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 
 import click
 from pydantic import ValidationError
@@ -57,6 +60,7 @@ def serve(
         TOKEND_ISSUER=issuer_url,
     )
     say(f"tokend: serving {issuer_url} with {workers} worker(s)")
+    _metrics_directory(workers)
     uvicorn.run(
         "tokend.web.app:create_app",
         factory=True,
@@ -71,6 +75,21 @@ def serve(
         server_header=False,
         date_header=True,
     )
+
+
+def _metrics_directory(workers: int) -> None:
+    """With several workers, /metrics sums them: each writes its values into a fresh private
+    directory (0700, a name nobody chose) that prometheus_client's multiprocess mode reads
+    at a scrape. Made before uvicorn starts the workers (they inherit the variable; one
+    left in the environment is replaced: its files could be another server's or stale),
+    removed when this process exits. One worker serves in this process, with the normal
+    registry (or with the directory the environment named before prometheus_client was
+    imported: the library's own rule)."""
+    if workers == 1:
+        return
+    path = tempfile.mkdtemp(prefix="tokend-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
 
 
 def _cli_prefix(database_url: str) -> str:

@@ -118,6 +118,8 @@ class KeyRing:
         self.access_token_alg = access_token_alg
         self.retention = retention
         self._current: dict[str, _SigningKey] = {}
+        # When the current key of access_token_alg was made (tokend_signing_key_age_seconds).
+        self.current_created_at: float | None = None
         self._version: tuple[int, float] | None = None
         self._unpublish_at: float | None = None  # when the next retired key leaves the JWKS
         self.jwks: dict[str, Any] = {"keys": []}
@@ -164,6 +166,7 @@ class KeyRing:
         records = self._store.list_keys()
         now = self._clock.now()
         current: dict[str, _SigningKey] = {}
+        created: dict[str, float] = {}
         published = []
         unpublish_at: float | None = None
         for rec in records:
@@ -174,6 +177,7 @@ class KeyRing:
                     pkcs8, password=None, unsafe_skip_rsa_key_validation=True
                 )
                 current[rec.alg] = _SigningKey(rec.kid, rec.alg, key)  # newest wins (ordered)
+                created[rec.alg] = rec.created_at
                 published.append(json.loads(rec.public_jwk))
             elif rec.retired_at > now - self.retention:
                 published.append(json.loads(rec.public_jwk))
@@ -181,6 +185,7 @@ class KeyRing:
                 unpublish_at = until if unpublish_at is None else min(unpublish_at, until)
         published.reverse()  # newest first
         self._current = current
+        self.current_created_at = created.get(self.access_token_alg)
         self.jwks = {"keys": published}
         self.jwks_json = json.dumps(self.jwks, separators=(",", ":")).encode()
         self._verification_keys = MappingProxyType({k["kid"]: jwt.PyJWK(k) for k in published})

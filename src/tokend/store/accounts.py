@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from tokend import metrics
 from tokend.core.accounts import BrowserSession, ConsentView, FamilyView
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.store.schema import (
@@ -68,6 +69,7 @@ class AccountStore:
                 with self.engine.connect().execution_options(tokend_read=True) as conn:
                     yield conn
         except OperationalError as exc:
+            metrics.database_error("transaction" if write else "read")
             raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
 
     # -- sessions --------------------------------------------------------------------------
@@ -183,13 +185,14 @@ class AccountStore:
             ).rowcount
             if not deleted:
                 return False
-            conn.execute(
+            revoked = conn.execute(
                 update(token_families)
                 .where(f.user_id == user_id, f.client_id == client_id, f.revoked_at.is_(None))
                 .values(revoked_at=now, revoked_reason="user")
-            )
+            ).rowcount
             _expire_codes(conn, user_id, now=now, client_id=client_id)
-            return True
+        metrics.families_revoked("user", revoked)  # committed
+        return True
 
     # -- the account page ------------------------------------------------------------------
 
@@ -235,4 +238,5 @@ class AccountStore:
                 )
             )
             _expire_codes(conn, user_id, now=now, client_id=client_id)
-            return result.rowcount == 1
+        metrics.families_revoked("user", result.rowcount)  # committed
+        return result.rowcount == 1

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
+from tokend import metrics
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.dburl import sqlite_path
 from tokend.store import engine as engine_mod
@@ -72,6 +73,7 @@ def _retry_busy(fn: Callable[[], T]) -> T:
     delay = 50e-6
     while True:
         time.sleep(delay)
+        metrics.busy_retry()
         try:
             return fn()
         except sqlite3.OperationalError as exc:
@@ -142,6 +144,7 @@ class Database:
                 if self._checkpointer is not None:
                     conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
             except (OperationalError, self._operational_error) as exc:
+                metrics.database_error("connect")
                 raise TemporarilyUnavailable(debug=str(exc)) from exc
             held = _Held(conn)
             with self._thread_conns_lock:
@@ -177,6 +180,7 @@ class Database:
             cur.close()
             if not _is_busy(exc):
                 self._drop_sqlite_conn(conn)
+            metrics.database_error("transaction")
             raise TemporarilyUnavailable(debug=str(exc)) from exc
         finally:
             with suppress(sqlite3.ProgrammingError):  # closed above
@@ -192,16 +196,19 @@ class Database:
         if self._sqlite:
             with self._sqlite_transaction() as tx:
                 yield tx
+            tx.committed()
             return
         try:
             conn = self.engine.raw_connection()
         except (OperationalError, self._operational_error) as exc:
+            metrics.database_error("connect")
             raise TemporarilyUnavailable(debug=str(exc)) from exc
         try:
             cur = conn.cursor()
             try:
+                tx = SqlTransaction(cur, self._q)
                 try:
-                    yield SqlTransaction(cur, self._q)
+                    yield tx
                 except BaseException:
                     conn.rollback()
                     raise
@@ -211,9 +218,11 @@ class Database:
         except self._operational_error as exc:
             # Connection lost, server shutting down: retryable, and never shown raw.
             conn.invalidate()  # a broken server connection must not go back to the pool
+            metrics.database_error("transaction")
             raise TemporarilyUnavailable(debug=str(exc)) from exc
         finally:
             conn.close()  # back to the pool
+        tx.committed()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -222,6 +231,7 @@ class Database:
             with self.engine.connect().execution_options(tokend_read=True) as conn:
                 yield conn
         except OperationalError as exc:
+            metrics.database_error("read")
             raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
 
     def _read_row(self, q: Compiled, params: dict[str, Any], *, all_rows: bool = False) -> Any:
@@ -237,6 +247,7 @@ class Database:
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     self._drop_sqlite_conn(conn)
+                metrics.database_error("read")
                 raise TemporarilyUnavailable(debug=str(exc)) from exc
         try:
             conn = self.engine.raw_connection()
@@ -249,5 +260,6 @@ class Database:
             finally:
                 conn.close()
         except (OperationalError, self._operational_error) as exc:
+            metrics.database_error("read")
             raise TemporarilyUnavailable(debug=str(exc)) from exc
         return row

@@ -7,9 +7,11 @@ endpoint's whole write path, at driver level."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from tokend import metrics
+from tokend.core.events import EventKind
 from tokend.core.models import (
     Family,
     SecurityEvent,
@@ -18,6 +20,8 @@ from tokend.core.models import (
 )
 from tokend.core.throttle import Counter
 from tokend.store.statements import Compiled, Statements, code_from_row, token_from_row
+
+_KINDS = frozenset(EventKind)
 
 
 class Cursor(Protocol):
@@ -33,11 +37,25 @@ class Cursor(Protocol):
 class SqlTransaction:
     """``tokend.core.ports.Transaction`` over one DBAPI cursor inside an open transaction."""
 
-    __slots__ = ("_cur", "_q")
+    __slots__ = ("_cur", "_on_commit", "_q")
 
     def __init__(self, cursor: Cursor, statements: Statements) -> None:
         self._cur = cursor
         self._q = statements
+        # What to count once this transaction has committed (tokend.metrics): events and
+        # revocations that a rollback undoes are never counted.
+        self._on_commit: list[Callable[[], None]] | None = None
+
+    def _after_commit(self, count: Callable[[], None]) -> None:
+        if self._on_commit is None:
+            self._on_commit = []
+        self._on_commit.append(count)
+
+    def committed(self) -> None:
+        """Called by ``Database.transaction`` after the commit: count what it made durable."""
+        if self._on_commit is not None:
+            for count in self._on_commit:
+                count()
 
     def _run(self, stmt: Compiled, params: dict[str, Any]) -> Cursor:
         cur = self._cur
@@ -100,12 +118,17 @@ class SqlTransaction:
 
     def revoke_family(self, family_id: str, *, at: float, reason: str) -> bool:
         cur = self._run(self._q.revoke_family, {"fid": family_id, "at": at, "reason": reason})
-        return cur.rowcount == 1
+        if cur.rowcount != 1:
+            return False
+        self._after_commit(metrics.family_revoked(reason))
+        return True
 
     def record_event(self, event: SecurityEvent) -> None:
         self._run(self._q.insert_event, _event_params(event))
+        self._after_commit(metrics.event_committed(event.kind, _KINDS))
 
     def count_event(self, event: SecurityEvent, *, key: bytes, window: float) -> None:
+        self._after_commit(metrics.event_committed(event.kind, _KINDS))
         [(_, hits, _, event_id)] = self._upsert_counters({key: window}, now=event.at)
         if event_id is None:  # the first occurrence of a window: a row of its own
             cur = self._run(self._q.insert_event_returning_id, _event_params(event))

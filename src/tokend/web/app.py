@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tokend import metrics
 from tokend.config import Settings
 from tokend.core.errors import OAuthError
 from tokend.logs import bind_request
@@ -27,6 +28,7 @@ from tokend.runtime import Runtime, build_runtime
 from tokend.web.discovery import discovery_document
 from tokend.web.dpop import DPoPHeaders
 from tokend.web.introspection import INTROSPECTION_PATH, IntrospectionEndpoint
+from tokend.web.metrics import METRICS_PATH, MetricsEndpoint, RequestObserver
 from tokend.web.offload import Call, offloader
 from tokend.web.openapi import openapi_document
 from tokend.web.pages import page_routes
@@ -140,6 +142,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         _route("/.well-known/oauth-authorization-server", discovery, "GET"),
         _route("/openapi.json", Document(openapi_document(rt.policy.issuer)), "GET"),
         _route("/healthz", Health(rt.store.ping, call), "GET"),
+        _route(METRICS_PATH, MetricsEndpoint(rt.keys, rt.clock, settings.metrics_token), "GET"),
         *page_routes(rt, call),
     ]
     app = _TokendApp(
@@ -154,6 +157,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         },
         lifespan=_lifespan(rt, settings.key_refresh_interval),
         hsts=rt.policy.issuer.startswith("https://"),
+        observer=RequestObserver(routes),
     )
     # Starlette would answer `/account/` with a 307 to an absolute URL built from the
     # request's Host header (and a 307 re-sends a POST's body and credentials): redirects
@@ -179,6 +183,7 @@ def _lifespan(rt: Runtime, key_refresh_interval: float) -> Callable[[Starlette],
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             rt.close()
+            metrics.process_stopped()  # this worker's live gauges leave the shared directory
 
     return lifespan
 
@@ -198,8 +203,9 @@ class _TokendApp(Starlette):
     ASGI middleware from outside (uvicorn's proxy headers) is unaffected."""
 
     def __init__(self, *, direct_routes: dict[tuple[str, str], Endpoint], hsts: bool = False,
-                 **kwargs: Any) -> None:  # fmt: skip
+                 observer: RequestObserver | None = None, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
+        self._observer = observer
         # (method, path) -> endpoint; empty: every request goes through the router.
         self.direct_routes = direct_routes
         self._hsts = hsts
@@ -220,6 +226,8 @@ class _TokendApp(Starlette):
             send = _with_header(send, bind_request(scope["headers"]))
             if self._hsts:
                 send = _with_hsts(send)
+            if self._observer is not None:  # timed from here to the answer's last byte
+                send = self._observer.wrap(scope, send)
             endpoint = self.direct_routes.get((scope["method"], scope["path"]))
             if endpoint is not None:
                 scope["app"] = self

@@ -98,6 +98,11 @@ def _error(description: str, extra_headers: dict[str, Any] | None = None) -> dic
     }
 
 
+_BEARER_CHALLENGE = {
+    "description": "The Bearer challenge (RFC 6750 §3).",
+    "schema": {"type": "string", "pattern": "^Bearer"},
+}
+
 # RFC 9110 §10.2.3 (RFC 6585 §4): delay-seconds.
 _RETRY_AFTER = {
     "Retry-After": {
@@ -313,6 +318,25 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                     "responses": {"200": _metadata_response()},
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics, summed over every worker of the server",
+                    "description": "The Prometheus text format (0.0.4). With "
+                    "TOKEND_METRICS_TOKEN set, only with that bearer token.",
+                    "operationId": "metrics",
+                    "security": [{}, {"metricsToken": []}],
+                    "responses": {
+                        "200": {
+                            "description": "Every metric (tokend.metrics lists them).",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": _error(
+                            "TOKEND_METRICS_TOKEN is set and the request does not carry it.",
+                            {"WWW-Authenticate": _BEARER_CHALLENGE},
+                        ),
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -356,6 +380,11 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "basic",
                     "description": "client_id:client_secret, form-urlencoded (RFC 6749 §2.3.1)",
+                },
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "TOKEND_METRICS_TOKEN, when set (GET /metrics only).",
                 },
                 "bearer": {
                     "type": "http",

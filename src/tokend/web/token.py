@@ -17,6 +17,7 @@ from tokend.core.client_auth import credentials_from
 from tokend.core.errors import OAuthError
 from tokend.core.models import ClientCredentials, TokenRequest, TokenResponse
 from tokend.core.service import TokenService
+from tokend.metrics import TokenRequests
 from tokend.web.dpop import DPoPHeaders
 from tokend.web.offload import Call
 from tokend.web.parsing import parse_basic, parse_params, read_body
@@ -30,7 +31,7 @@ class TokenEndpoint:
     """The route handler. ``guard``: the abuse limits on client authentication
     (``tokend.web.throttling``); ``dpop``: the DPoP headers of ``TOKEN_PATHS``."""
 
-    __slots__ = ("_call", "_dpop", "_guard", "_max_body", "_service")
+    __slots__ = ("_call", "_count", "_dpop", "_guard", "_max_body", "_service")
 
     def __init__(
         self,
@@ -40,8 +41,11 @@ class TokenEndpoint:
         guard: ClientAuthGuard,
         call: Call,
         max_body: int,
+        counter: TokenRequests | None = None,
     ) -> None:
         self._service = service
+        # tokend_token_requests_total, by grant type and outcome
+        self._count = (counter or TokenRequests(service.grant_types)).count
         self._dpop = dpop
         self._guard = guard
         self._call = call
@@ -49,9 +53,11 @@ class TokenEndpoint:
 
     async def __call__(self, request: Request) -> Response:
         dpop = self._dpop
+        grant_type = None
         try:
             body = await read_body(request, self._max_body)
             params = parse_params(request.headers.get("content-type"), body)
+            grant_type = params.get("grant_type")
 
             def credentials() -> ClientCredentials:
                 return credentials_from(parse_basic(request.headers.get("authorization")), params)
@@ -62,5 +68,10 @@ class TokenEndpoint:
 
             result = await self._guard.run(request, credentials, work)
         except OAuthError as exc:
+            self._count(grant_type, exc.error)
             return dpop.with_nonce(request, error_response(exc))
+        except Exception:  # answered as server_error by the app's dispatcher
+            self._count(grant_type, "server_error")
+            raise
+        self._count(grant_type, "success")
         return dpop.with_nonce(request, json_response(result.to_dict()))
