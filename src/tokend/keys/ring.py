@@ -27,7 +27,9 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from tokend.core import jose
 from tokend.core.bearer import InvalidToken
 from tokend.core.clock import Clock
+from tokend.core.events import EventKind
 from tokend.core.jose import b64url_encode_raw
+from tokend.core.models import SecurityEvent
 from tokend.keys.material import Sealer
 from tokend.keys.storage import KeyRecord, KeyStorage
 
@@ -154,7 +156,15 @@ class KeyRing:
             created_at=self._clock.now(),
             retired_at=None,
         )
-        self._store.insert_key(record, retire_alg=alg)
+        self._store.insert_key(
+            record,
+            retire_alg=alg,
+            event=SecurityEvent(
+                EventKind.SIGNING_KEY_ROTATED,
+                record.created_at,
+                detail={"kid": record.kid, "alg": alg},  # the public key's id, no secret
+            ),
+        )
         return record
 
     # -- loading ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
 from tokend.core.errors import TemporarilyUnavailable
+from tokend.core.events import log_events
 from tokend.dburl import sqlite_path
 from tokend.store import engine as engine_mod
 from tokend.store.checkpoint import WalCheckpointer
@@ -191,6 +192,7 @@ class Database:
         if self._sqlite:
             with self._sqlite_transaction() as tx:
                 yield tx
+            log_events(tx.events)  # committed: now, and only now, they are facts
             return
         try:
             conn = self.engine.raw_connection()
@@ -199,8 +201,9 @@ class Database:
         try:
             cur = conn.cursor()
             try:
+                tx = SqlTransaction(cur, self._q)
                 try:
-                    yield SqlTransaction(cur, self._q)
+                    yield tx
                 except BaseException:
                     conn.rollback()
                     raise
@@ -213,6 +216,7 @@ class Database:
             raise TemporarilyUnavailable(debug=str(exc)) from exc
         finally:
             conn.close()  # back to the pool
+        log_events(tx.events)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

@@ -33,11 +33,14 @@ class Cursor(Protocol):
 class SqlTransaction:
     """``tokend.core.ports.Transaction`` over one DBAPI cursor inside an open transaction."""
 
-    __slots__ = ("_cur", "_q")
+    __slots__ = ("_cur", "_q", "events")
 
     def __init__(self, cursor: Cursor, statements: Statements) -> None:
         self._cur = cursor
         self._q = statements
+        # The events this transaction inserted (a new row each), for ``Database.transaction``
+        # to log once it has committed: a rolled-back decision leaves no log line.
+        self.events: list[SecurityEvent] = []
 
     def _run(self, stmt: Compiled, params: dict[str, Any]) -> Cursor:
         cur = self._cur
@@ -103,14 +106,16 @@ class SqlTransaction:
         return cur.rowcount == 1
 
     def record_event(self, event: SecurityEvent) -> None:
-        self._run(self._q.insert_event, _event_params(event))
+        self._run(self._q.insert_event, event_params(event))
+        self.events.append(event)
 
     def count_event(self, event: SecurityEvent, *, key: bytes, window: float) -> None:
         [(_, hits, _, event_id)] = self._upsert_counters({key: window}, now=event.at)
         if event_id is None:  # the first occurrence of a window: a row of its own
-            cur = self._run(self._q.insert_event_returning_id, _event_params(event))
+            cur = self._run(self._q.insert_event_returning_id, event_params(event))
             new_id = cur.fetchone()[0]
             self._run(self._q.set_counter_event, {"k": key, "eid": new_id})
+            self.events.append(event)  # logged once per window too: a flood adds no lines
         else:  # a repeat: that row's count, no new row
             self._run(self._q.set_event_count, {"eid": event_id, "n": hits})
 
@@ -142,13 +147,15 @@ class SqlTransaction:
         return cur.rowcount == 1
 
 
-def _event_params(event: SecurityEvent) -> dict[str, Any]:
-    """The parameters of ``statements._INSERT_EVENT`` (the detail as sorted JSON)."""
+def event_params(event: SecurityEvent) -> dict[str, Any]:
+    """The values of a ``security_events`` row (the detail as sorted JSON), for
+    ``statements._INSERT_EVENT`` and ``tokend.store.events``."""
     return {
         "at": event.at,
-        "kind": event.kind,
+        "kind": str(event.kind),
         "client_id": event.client_id,
         "family_id": event.family_id,
         "user_id": event.user_id,
-        "detail": json.dumps(dict(event.detail), sort_keys=True),
+        "detail": json.dumps(dict(event.detail), sort_keys=True, default=str),
+        "address": event.address,
     }
