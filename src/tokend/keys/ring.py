@@ -132,7 +132,7 @@ class KeyRing:
         """Create a key for each algorithm the service signs with that has none (first start)."""
         active = {k.alg for k in self._store.list_keys() if k.retired_at is None}
         made = [
-            self.rotate(alg)
+            self._new_key(alg, recorded=False)  # a first key, not a rotation: no event
             for alg in dict.fromkeys((self.access_token_alg, "RS256"))
             if alg not in active
         ]
@@ -140,7 +140,11 @@ class KeyRing:
         return made
 
     def rotate(self, alg: str) -> KeyRecord:
-        """A new current key for ``alg``; the previous one is retired (still published)."""
+        """A new current key for ``alg``; the previous one is retired (still published).
+        Recorded as a security event (``signing_key_rotated``) in the same transaction."""
+        return self._new_key(alg, recorded=True)
+
+    def _new_key(self, alg: str, *, recorded: bool) -> KeyRecord:
         private = generate_private_key(alg)
         jwk = public_jwk(private, alg)
         pkcs8 = private.private_bytes(
@@ -163,7 +167,9 @@ class KeyRing:
                 EventKind.SIGNING_KEY_ROTATED,
                 record.created_at,
                 detail={"kid": record.kid, "alg": alg},  # the public key's id, no secret
-            ),
+            )
+            if recorded
+            else None,
         )
         return record
 
