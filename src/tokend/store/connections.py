@@ -192,7 +192,8 @@ class Database:
         if self._sqlite:
             with self._sqlite_transaction() as tx:
                 yield tx
-            log_events(tx.events)  # committed: now, and only now, they are facts
+            if tx.events:  # committed: now, and only now, they are facts
+                log_events(tx.events)
             return
         try:
             conn = self.engine.raw_connection()
@@ -216,7 +217,8 @@ class Database:
             raise TemporarilyUnavailable(debug=str(exc)) from exc
         finally:
             conn.close()  # back to the pool
-        log_events(tx.events)
+        if tx.events:
+            log_events(tx.events)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
