@@ -9,6 +9,7 @@ typed by Protocols: each service declares the storage it needs (``core.ports.Sto
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,7 +28,7 @@ from tokend.core.grants.refresh_token import RefreshTokenGrant
 from tokend.core.introspection import IntrospectionService
 from tokend.core.issuance import FamilyIssuer
 from tokend.core.minting import TokenMinter
-from tokend.core.models import Client, Policy, User
+from tokend.core.models import Client, Policy, SecurityEvent, User
 from tokend.core.ports import Store
 from tokend.core.revocation import RevocationService
 from tokend.core.service import TokenService
@@ -59,7 +60,14 @@ class AdminStore(Store, KeyStorage, Protocol):
     def list_clients(self) -> list[Client]: ...
     def count_clients(self) -> int: ...
     def delete_client(self, client_id: str) -> bool: ...
-    def set_client_secret(self, client_id: str, secret_hash: bytes, *, now: float) -> bool: ...
+    def set_client_secret(
+        self,
+        client_id: str,
+        secret_hash: bytes,
+        *,
+        now: float,
+        event: SecurityEvent | None = None,
+    ) -> bool: ...
     def update_client(
         self, client_id: str, changes: dict[str, Any], *, now: float
     ) -> Client | None: ...
@@ -74,16 +82,27 @@ class AdminStore(Store, KeyStorage, Protocol):
         user_id: str | None = None,
         client_id: str | None = None,
         family_id: str | None = None,
+        event: SecurityEvent | None = None,
     ) -> int: ...
+    def list_events(
+        self,
+        kind: str | None = None,
+        *,
+        kinds: Sequence[str] = (),
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, object]]: ...
     def gc(
         self, *, now: float, retention: float, event_retention: float | None = None
     ) -> dict[str, int]: ...
 
 
 class UserRevocation(Protocol):
-    def revoke_user(self, user_id: str, *, now: float, reason: str) -> tuple[int, int]:
-        """Revoke every family of the user and end their browser sessions (one transaction);
-        returns (families revoked, sessions ended)."""
+    def revoke_user(
+        self, user_id: str, *, now: float, reason: str, event: SecurityEvent | None = None
+    ) -> tuple[int, int]:
+        """Revoke every family of the user and end their browser sessions (one transaction,
+        with ``event``); returns (families revoked, sessions ended)."""
         ...
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from tokend.core.accounts import BrowserSession, ConsentView, FamilyView
-from tokend.core.models import User
+from tokend.core.models import SecurityEvent, User
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class MemoryAccounts:
         self.consents: dict[tuple[str, str], ConsentView] = {}
         self.families: dict[str, FamilyRow] = {}
         self.expired_codes: list[tuple[str, str | None, float]] = []
+        self.events: list[SecurityEvent] = []  # recorded with the change they describe
 
     # -- set-up helpers for tests ----------------------------------------------------------
 
@@ -75,11 +76,15 @@ class MemoryAccounts:
     def delete_session(self, id_hash: bytes) -> None:
         self.sessions.pop(id_hash, None)
 
-    def end_user_sessions(self, user_id: str, *, now: float) -> int:
+    def end_user_sessions(
+        self, user_id: str, *, now: float, event: SecurityEvent | None = None
+    ) -> int:
         self.expired_codes.append((user_id, None, now))
         ended = [h for h, row in self.sessions.items() if row.user_id == user_id]
         for h in ended:
             del self.sessions[h]
+        if event is not None:
+            self.events.append(replace(event, detail={**event.detail, "sessions": len(ended)}))
         return len(ended)
 
     def get_consent(self, user_id: str, client_id: str) -> frozenset[str] | None:
@@ -98,13 +103,19 @@ class MemoryAccounts:
         mine = [c for (uid, _), c in self.consents.items() if uid == user_id]
         return sorted(mine, key=lambda c: (-c.granted_at, c.client_id))
 
-    def withdraw_consent(self, user_id: str, client_id: str, *, now: float) -> bool:
+    def withdraw_consent(
+        self, user_id: str, client_id: str, *, now: float, event: SecurityEvent | None = None
+    ) -> bool:
         if self.consents.pop((user_id, client_id), None) is None:
             return False
+        revoked = 0
         for f in list(self.families.values()):
             if f.user_id == user_id and f.client_id == client_id and f.revoked_at is None:
                 self.families[f.family_id] = replace(f, revoked_at=now)
+                revoked += 1
         self.expired_codes.append((user_id, client_id, now))
+        if event is not None:
+            self.events.append(replace(event, detail={**event.detail, "families": revoked}))
         return True
 
     def active_families(self, user_id: str, *, now: float) -> list[FamilyView]:
@@ -127,7 +138,9 @@ class MemoryAccounts:
             for f in live
         ]
 
-    def revoke_user_family(self, user_id: str, family_id: str, *, now: float) -> bool:
+    def revoke_user_family(
+        self, user_id: str, family_id: str, *, now: float, event: SecurityEvent | None = None
+    ) -> bool:
         f = self.families.get(family_id)
         if f is None or f.user_id != user_id:
             return False
@@ -136,4 +149,6 @@ class MemoryAccounts:
         if f.revoked_at is not None:
             return False
         self.families[family_id] = replace(f, revoked_at=now)
+        if event is not None:
+            self.events.append(replace(event, client_id=f.client_id))
         return True

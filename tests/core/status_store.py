@@ -14,7 +14,7 @@ import jwt
 
 from tests.core.memory_store import FakeSigner, MemoryStore, MemoryTransaction
 from tokend.core.bearer import InvalidToken
-from tokend.core.models import Client, Family, StoredRefreshToken
+from tokend.core.models import Client, Family, SecurityEvent, StoredRefreshToken
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,19 @@ class StatusStore:
         return jti in self.denied
 
     def revoke_access_token(
-        self, jti: str, *, client_id: str, at: float, expires_at: float
+        self,
+        jti: str,
+        *,
+        client_id: str,
+        at: float,
+        expires_at: float,
+        event: SecurityEvent | None = None,
     ) -> bool:
         if jti in self.denied:
             return False
         self.denied[jti] = Denied(client_id, at, expires_at)
+        if event is not None:
+            self.inner.state.events.append(event)
         return True
 
 

@@ -135,7 +135,7 @@ def test_one_event_per_decision_never_per_refusal(throttle, store, clock) -> Non
             throttle.check(keys)
     assert store.writes == writes  # refusals are not counted: no write
     [event] = store.events(EventKind.THROTTLED)
-    assert event.detail["limit"] == "login" and event.detail["address"] == "192.0.2.1"
+    assert event.detail["limit"] == "login" and event.address == "192.0.2.1"
     assert event.detail["username"] == "alice" and event.detail["failures"] == 3
     assert event.at == clock.now()
 

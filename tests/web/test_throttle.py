@@ -132,7 +132,7 @@ def test_a_throttled_address_gets_429_everywhere_and_another_address_gets_in(
     # One decision, one event (not one per refused request), and no secret in it.
     [event] = events(rt, EventKind.THROTTLED)
     assert event["client_id"] == client_id
-    assert event["detail"]["address"] == "127.0.0.1" and event["detail"]["limit"] == "client"
+    assert event["address"] == "127.0.0.1" and event["detail"]["limit"] == "client"
     assert secret not in str(event) and "tkd_cs_wrong" not in str(event)
 
 

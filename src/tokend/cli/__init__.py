@@ -2,7 +2,8 @@
 line; messages go to stderr. The only package that imports click.
 
 One module per command group: ``serve`` (and its first-run hints), ``clients``, ``users``,
-``tokens``, ``keys``, ``maintenance`` (migrate, gc); ``output`` prints, ``database`` opens
+``tokens``, ``keys``, ``maintenance`` (migrate, gc), ``events`` (the security event trail);
+``output`` prints, ``database`` opens
 the database through ``tokend.runtime`` (the CLI imports no store).
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 import click
 
 from tokend.cli.clients import clients
+from tokend.cli.events import events
 from tokend.cli.keys import keys
 from tokend.cli.maintenance import gc, migrate_cmd
 from tokend.cli.serve import serve
@@ -40,7 +42,7 @@ def main() -> None:
     """tokend: OpenID Connect / OAuth 2.0 token service."""
 
 
-for command in (serve, migrate_cmd, clients, users, tokens, keys, gc):
+for command in (serve, migrate_cmd, clients, users, tokens, keys, gc, events):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -11,7 +11,8 @@ import click
 from tokend.cli.database import database_option, storage
 from tokend.cli.output import SECRET_SHOWN_ONCE, emit, emit_fields, found, say
 from tokend.core.clock import SystemClock
-from tokend.core.models import Client
+from tokend.core.events import EventKind
+from tokend.core.models import Client, SecurityEvent
 from tokend.core.registration import (
     DEFAULT_SCOPE,
     GRANT_TYPES,
@@ -215,6 +216,12 @@ def clients_rotate_secret(database_url: str, client_id: str) -> None:
             secret, secret_hash = new_secret(client)
         except RegistrationError as exc:
             raise click.ClickException(str(exc)) from None
-        db.store.set_client_secret(client_id, secret_hash, now=SystemClock().now())
+        now = SystemClock().now()
+        db.store.set_client_secret(
+            client_id,
+            secret_hash,
+            now=now,
+            event=SecurityEvent(EventKind.CLIENT_SECRET_ROTATED, now, client_id=client_id),
+        )
     emit({"client_id": client_id, "client_secret": secret})
     say(SECRET_SHOWN_ONCE)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
 from tokend.cli.database import database_option, runtime, storage
 from tokend.cli.output import emit, found, say
 from tokend.core.clock import SystemClock
 from tokend.core.errors import InvalidScope
+from tokend.core.events import EventKind
+from tokend.core.models import SecurityEvent
 from tokend.core.scopes import parse_scope
 
 
@@ -61,15 +65,27 @@ def tokens_revoke(
     if sum(x is not None for x in (username, client_id, family_id)) != 1:
         raise click.UsageError("give exactly one of --user, --client-id, --family")
     now = SystemClock().now()
+    # The security event, recorded in the revocation's transaction with how many it ended;
+    # the CLI has no source address.
+    selector = {"user": username} if username is not None else {}
+    event = SecurityEvent(
+        EventKind.TOKENS_REVOKED_BY_ADMIN,
+        now,
+        client_id=client_id,
+        family_id=family_id,
+        detail=selector,
+    )
     with storage(database_url) as db:
         if username is not None:
             user = found(db.store.get_user_by_username(username), f"no user {username!r}")
             # Everything the user holds: their families and their browser sessions, at once (a
             # stolen session cookie would otherwise mint a new family a second later).
-            n, sessions = db.accounts.revoke_user(user.id, now=now, reason="admin")
+            n, sessions = db.accounts.revoke_user(
+                user.id, now=now, reason="admin", event=replace(event, user_id=user.id)
+            )
             say(f"ended {sessions} browser session(s) of {username!r}")
         else:
             n = db.store.revoke_families(
-                now=now, reason="admin", client_id=client_id, family_id=family_id
+                now=now, reason="admin", client_id=client_id, family_id=family_id, event=event
             )
     emit({"revoked_families": n})

@@ -31,7 +31,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from tokend.core.clock import Clock
-from tokend.core.models import User
+from tokend.core.events import EventKind
+from tokend.core.models import SecurityEvent, User
 from tokend.core.secrets import hash_secret
 
 # Verifying against this when the username is unknown costs what a real check costs: the
@@ -95,9 +96,12 @@ class AccountStorage(Protocol):
         """Forget the session (nothing if there is none)."""
         ...
 
-    def end_user_sessions(self, user_id: str, *, now: float) -> int:
+    def end_user_sessions(
+        self, user_id: str, *, now: float, event: SecurityEvent | None = None
+    ) -> int:
         """Delete every session of the user and expire the authorization codes they were
-        given that no client has exchanged yet; the number of sessions ended."""
+        given that no client has exchanged yet; the number of sessions ended. ``event`` is
+        recorded in the same transaction (its detail given the number of sessions)."""
         ...
 
     def get_consent(self, user_id: str, client_id: str) -> frozenset[str] | None:
@@ -114,20 +118,26 @@ class AccountStorage(Protocol):
         """The user's consents, newest first."""
         ...
 
-    def withdraw_consent(self, user_id: str, client_id: str, *, now: float) -> bool:
+    def withdraw_consent(
+        self, user_id: str, client_id: str, *, now: float, event: SecurityEvent | None = None
+    ) -> bool:
         """Forget the consent and, in the same transaction, revoke every family of the
-        client for this user and expire its codes not yet exchanged. False (and nothing
-        changed) if there was no such consent."""
+        client for this user, expire its codes not yet exchanged and record ``event`` (its
+        detail given the number of families). False (and nothing changed, no event) if
+        there was no such consent."""
         ...
 
     def active_families(self, user_id: str, *, now: float) -> list[FamilyView]:
         """The user's families neither revoked nor expired at ``now``, newest first."""
         ...
 
-    def revoke_user_family(self, user_id: str, family_id: str, *, now: float) -> bool:
+    def revoke_user_family(
+        self, user_id: str, family_id: str, *, now: float, event: SecurityEvent | None = None
+    ) -> bool:
         """Revoke the family if it is this user's (never another user's) and, in the same
         transaction, forget the consent of its client and expire that client's codes not
-        yet exchanged. True if the family was live and is now revoked."""
+        yet exchanged, and record ``event`` (with the family's client) if it was live.
+        True if the family was live and is now revoked."""
         ...
 
 
@@ -192,11 +202,16 @@ class Accounts:
         """Sign this browser out."""
         self._storage.delete_session(hash_secret(sid))
 
-    def sign_out_everywhere(self, user_id: str) -> int:
+    def sign_out_everywhere(self, user_id: str, *, address: str | None = None) -> int:
         """End every browser session of the user (and the codes they were given that no
         client has exchanged yet); the number of sessions ended. The applications keep the
-        access the user gave them (OIDC Core §11): see ``revoke_family``."""
-        return self._storage.end_user_sessions(user_id, now=self._clock.now())
+        access the user gave them (OIDC Core §11): see ``revoke_family``. ``address``: the
+        request's source address, for the security event."""
+        now = self._clock.now()
+        event = SecurityEvent(
+            EventKind.USER_SIGNED_OUT_EVERYWHERE, now, user_id=user_id, address=address
+        )
+        return self._storage.end_user_sessions(user_id, now=now, event=event)
 
     # -- consent ---------------------------------------------------------------------------
 
@@ -212,9 +227,13 @@ class Accounts:
         """What the user has allowed which application, newest first."""
         return self._storage.list_consents(user_id)
 
-    def withdraw_consent(self, user_id: str, client_id: str) -> bool:
+    def withdraw_consent(self, user_id: str, client_id: str, *, address: str | None = None) -> bool:
         """Forget the consent and revoke what the client holds for the user."""
-        return self._storage.withdraw_consent(user_id, client_id, now=self._clock.now())
+        now = self._clock.now()
+        event = SecurityEvent(
+            EventKind.CONSENT_WITHDRAWN, now, client_id=client_id, user_id=user_id, address=address
+        )
+        return self._storage.withdraw_consent(user_id, client_id, now=now, event=event)
 
     # -- the applications with access ------------------------------------------------------
 
@@ -222,6 +241,14 @@ class Accounts:
         """The grants (token families) of the user still live now, newest first."""
         return self._storage.active_families(user_id, now=self._clock.now())
 
-    def revoke_family(self, user_id: str, family_id: str) -> bool:
+    def revoke_family(self, user_id: str, family_id: str, *, address: str | None = None) -> bool:
         """Revoke one of the user's grants; its client must ask for consent again."""
-        return self._storage.revoke_user_family(user_id, family_id, now=self._clock.now())
+        now = self._clock.now()
+        event = SecurityEvent(
+            EventKind.FAMILY_REVOKED_BY_USER,
+            now,
+            family_id=family_id,
+            user_id=user_id,
+            address=address,
+        )
+        return self._storage.revoke_user_family(user_id, family_id, now=now, event=event)

@@ -13,7 +13,18 @@ block, so that its transaction rolls back and nothing changes.
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokend.core.models import SecurityEvent
+
+# One line per committed event (the store logs it once its transaction has committed, so a
+# rolled-back decision leaves no line): ``extra={"event": fields}`` for JSON log lines.
+security_log = logging.getLogger("tokend.security")
 
 
 class EventKind(StrEnum):
@@ -29,3 +40,68 @@ class EventKind(StrEnum):
     REVOCATION_WRONG_CLIENT = "revocation_wrong_client"
     # A failure filled an abuse-limit window (once per window, not per refused request).
     THROTTLED = "throttled"
+    # A client revoked one of its own tokens (RFC 7009): a family, or an access token.
+    TOKEN_REVOKED_BY_CLIENT = "token_revoked_by_client"
+    # A user revoked one application's grant on /account (its consent goes with it).
+    FAMILY_REVOKED_BY_USER = "family_revoked_by_user"
+    # A user withdrew an application's consent on /account (its families are revoked).
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+    # A user ended every browser session of theirs on /account ("sign out everywhere").
+    USER_SIGNED_OUT_EVERYWHERE = "user_signed_out_everywhere"
+    # An administrator revoked families (`tokend tokens revoke`): detail says which, how many.
+    TOKENS_REVOKED_BY_ADMIN = "tokens_revoked_by_admin"
+    # A new signing key became current (`tokend keys rotate`); the previous one is retired.
+    SIGNING_KEY_ROTATED = "signing_key_rotated"
+    # A confidential client's secret was replaced (`tokend clients rotate-secret`).
+    CLIENT_SECRET_ROTATED = "client_secret_rotated"
+
+
+EVENT_KINDS: tuple[str, ...] = tuple(k.value for k in EventKind)
+
+
+def event_fields(event: SecurityEvent, *, count: int = 1) -> dict[str, object]:
+    """An event as the trail shows it (DESIGN.md's ``tokend events`` fields, the time as
+    Unix seconds here): what a log line carries. ``subject`` is the user's id (tokend's
+    own subject identifier; a pairwise client sees another ``sub`` for the same user)."""
+    return {
+        "at": event.at,
+        "type": str(event.kind),
+        "client_id": event.client_id,
+        "subject": event.user_id,
+        "family_id": event.family_id,
+        "address": event.address,
+        "detail": dict(event.detail),
+        "count": count,
+    }
+
+
+def log_events(events: Iterable[SecurityEvent]) -> None:
+    """One log line per committed event, on ``tokend.security``: WARNING for the kinds
+    that mean a token leaked or someone is attacking, INFO for the others."""
+    for event in events:
+        fields = event_fields(event)
+        level = logging.WARNING if event.kind in ALARMING else logging.INFO
+        if security_log.isEnabledFor(level):
+            security_log.log(level, "security event %s", _summary(fields), extra={"event": fields})
+
+
+ALARMING = frozenset(
+    {
+        EventKind.REFRESH_TOKEN_REUSE,
+        EventKind.REFRESH_TOKEN_WRONG_CLIENT,
+        EventKind.AUTHORIZATION_CODE_REPLAY,
+        EventKind.REVOCATION_WRONG_CLIENT,
+        EventKind.THROTTLED,
+    }
+)
+
+
+def _summary(fields: Mapping[str, object]) -> str:
+    """``type key=value ...`` for a text log line (the detail as compact JSON)."""
+    parts = [str(fields["type"])]
+    for name in ("client_id", "subject", "family_id", "address"):
+        if fields[name] is not None:
+            parts.append(f"{name}={fields[name]}")
+    if fields["detail"]:
+        parts.append("detail=" + json.dumps(fields["detail"], sort_keys=True, default=str))
+    return " ".join(parts)

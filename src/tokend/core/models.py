@@ -155,6 +155,8 @@ class TokenRequest:
     params: Mapping[str, str]
     credentials: ClientCredentials
     dpop: DPoPProof | None = None
+    # The request's source address as the web layer judged it (for the security events).
+    address: str | None = None
 
 
 @dataclass(slots=True)
@@ -192,6 +194,9 @@ class SecurityEvent:
     family_id: str | None = None
     user_id: str | None = None
     detail: Mapping[str, object] = field(default_factory=dict)
+    # The source address of the request that caused it (``TOKEND_TRUSTED_PROXIES`` applied
+    # by the web layer); None for the CLI.
+    address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

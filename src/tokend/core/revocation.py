@@ -63,9 +63,16 @@ class RevocationStore(Protocol):
         ...
 
     def revoke_access_token(
-        self, jti: str, *, client_id: str, at: float, expires_at: float
+        self,
+        jti: str,
+        *,
+        client_id: str,
+        at: float,
+        expires_at: float,
+        event: SecurityEvent | None = None,
     ) -> bool:
-        """Deny-list the access token until ``expires_at``; False if it already was."""
+        """Deny-list the access token until ``expires_at``; False if it already was. With
+        ``event``, record it in the same transaction when the token is newly deny-listed."""
         ...
 
 
@@ -111,7 +118,18 @@ class RevocationService:
         if family.revoked_at is not None:
             return  # already revoked: nothing to do, and nothing to say (§2.2)
         with self._store.transaction() as tx:
-            tx.revoke_family(family.id, at=now, reason=REVOKED_BY_CLIENT)
+            if tx.revoke_family(family.id, at=now, reason=REVOKED_BY_CLIENT):
+                tx.record_event(
+                    SecurityEvent(
+                        EventKind.TOKEN_REVOKED_BY_CLIENT,
+                        now,
+                        client_id=client.client_id,
+                        family_id=family.id,
+                        user_id=family.user_id,
+                        detail={"token_type": "refresh_token"},
+                        address=address or None,
+                    )
+                )
 
     def _revoke_access_token(self, client: Client, token: str, now: float, address: str) -> None:
         try:
@@ -127,7 +145,19 @@ class RevocationService:
         if not (isinstance(jti, str) and 0 < len(jti) <= MAX_JTI_LENGTH):
             return  # every token we mint has one; a token without it cannot be deny-listed
         self._store.revoke_access_token(
-            jti, client_id=client.client_id, at=now, expires_at=access.expires_at
+            jti,
+            client_id=client.client_id,
+            at=now,
+            expires_at=access.expires_at,
+            event=SecurityEvent(
+                EventKind.TOKEN_REVOKED_BY_CLIENT,
+                now,
+                client_id=client.client_id,
+                family_id=access.family_id,
+                # The token's ``sub`` (pairwise for some clients): not a user id.
+                detail={"token_type": "access_token", "sub": access.subject},
+                address=address or None,
+            ),
         )
 
     def _record_wrong_client(
@@ -149,7 +179,8 @@ class RevocationService:
                     now,
                     client_id=client.client_id,
                     family_id=family_id,
-                    detail={"owner_client_id": owner_client_id, "address": address},
+                    detail={"owner_client_id": owner_client_id},
+                    address=address or None,
                 ),
                 key=event_key(EventKind.REVOCATION_WRONG_CLIENT, client.client_id, network),
                 window=self._event_window,

@@ -283,14 +283,19 @@ def past_limit(keys: Iterable[Key], counters: Mapping[bytes, Counter], now: floa
 def _throttled_event(key: Key, counter: Counter, attempt: Attempt, now: float) -> SecurityEvent:
     detail: dict[str, object] = {
         "limit": key.limit.name,
-        "address": attempt.address,
         "failures": counter.hits,
         "window": key.limit.window,
         "until": counter.window_end,
     }
     if attempt.username is not None:
         detail["username"] = attempt.username[:255]
-    return SecurityEvent(EventKind.THROTTLED, now, client_id=attempt.client_id, detail=detail)
+    return SecurityEvent(
+        EventKind.THROTTLED,
+        now,
+        client_id=attempt.client_id,
+        detail=detail,
+        address=attempt.address or None,
+    )
 
 
 def event_key(kind: str, *parts: str | None) -> bytes:

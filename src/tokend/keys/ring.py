@@ -27,7 +27,9 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from tokend.core import jose
 from tokend.core.bearer import InvalidToken
 from tokend.core.clock import Clock
+from tokend.core.events import EventKind
 from tokend.core.jose import b64url_encode_raw
+from tokend.core.models import SecurityEvent
 from tokend.keys.material import Sealer
 from tokend.keys.storage import KeyRecord, KeyStorage
 
@@ -132,7 +134,7 @@ class KeyRing:
         """Create a key for each algorithm the service signs with that has none (first start)."""
         active = {k.alg for k in self._store.list_keys() if k.retired_at is None}
         made = [
-            self.rotate(alg)
+            self._new_key(alg, recorded=False)  # a first key, not a rotation: no event
             for alg in dict.fromkeys((self.access_token_alg, "RS256"))
             if alg not in active
         ]
@@ -140,7 +142,11 @@ class KeyRing:
         return made
 
     def rotate(self, alg: str) -> KeyRecord:
-        """A new current key for ``alg``; the previous one is retired (still published)."""
+        """A new current key for ``alg``; the previous one is retired (still published).
+        Recorded as a security event (``signing_key_rotated``) in the same transaction."""
+        return self._new_key(alg, recorded=True)
+
+    def _new_key(self, alg: str, *, recorded: bool) -> KeyRecord:
         private = generate_private_key(alg)
         jwk = public_jwk(private, alg)
         pkcs8 = private.private_bytes(
@@ -156,7 +162,17 @@ class KeyRing:
             created_at=self._clock.now(),
             retired_at=None,
         )
-        self._store.insert_key(record, retire_alg=alg)
+        self._store.insert_key(
+            record,
+            retire_alg=alg,
+            event=SecurityEvent(
+                EventKind.SIGNING_KEY_ROTATED,
+                record.created_at,
+                detail={"kid": record.kid, "alg": alg},  # the public key's id, no secret
+            )
+            if recorded
+            else None,
+        )
         return record
 
     # -- loading ---------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from tokend.core.models import SecurityEvent
+
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
@@ -24,9 +26,16 @@ class KeyRecord:
 
 
 class KeyStorage(Protocol):
-    def insert_key(self, record: KeyRecord, *, retire_alg: str | None = None) -> None:
+    def insert_key(
+        self,
+        record: KeyRecord,
+        *,
+        retire_alg: str | None = None,
+        event: SecurityEvent | None = None,
+    ) -> None:
         """Store a new key; with ``retire_alg``, retire the active keys of that algorithm in
-        the same transaction (so at most one key per algorithm signs at any time)."""
+        the same transaction (so at most one key per algorithm signs at any time); with
+        ``event``, record that security event in the same transaction too."""
         ...
 
     def list_keys(self) -> list[KeyRecord]:

@@ -25,6 +25,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from tokend import metrics
 from tokend.core.accounts import BrowserSession, ConsentView, FamilyView
 from tokend.core.errors import TemporarilyUnavailable
+from tokend.core.models import SecurityEvent
+from tokend.store.events import recording
 from tokend.store.schema import (
     authorization_codes,
     browser_sessions,
@@ -103,22 +105,30 @@ class AccountStore:
         with self._conn(write=True) as conn:
             conn.execute(delete(browser_sessions).where(browser_sessions.c.id_hash == id_hash))
 
-    def end_user_sessions(self, user_id: str, *, now: float) -> int:
-        """Sign the user out everywhere (see ``end_sessions``)."""
-        with self._conn(write=True) as conn:
-            return end_sessions(conn, user_id, now=now)
+    def end_user_sessions(
+        self, user_id: str, *, now: float, event: SecurityEvent | None = None
+    ) -> int:
+        """Sign the user out everywhere (see ``end_sessions``); ``event`` recorded with it."""
+        with recording(self._conn(write=True)) as trail:
+            ended = end_sessions(trail.conn, user_id, now=now)
+            trail.record(event, detail={"sessions": ended})
+            return ended
 
-    def revoke_user(self, user_id: str, *, now: float, reason: str) -> tuple[int, int]:
+    def revoke_user(
+        self, user_id: str, *, now: float, reason: str, event: SecurityEvent | None = None
+    ) -> tuple[int, int]:
         """Everything the user holds, at once: their token families and browser sessions;
-        (families revoked, sessions ended)."""
+        (families revoked, sessions ended). ``event`` is recorded with the counts."""
         f = token_families.c
-        with self._conn(write=True) as conn:
-            families = conn.execute(
+        with recording(self._conn(write=True)) as trail:
+            families = trail.conn.execute(
                 update(token_families)
                 .where(f.user_id == user_id, f.revoked_at.is_(None))
                 .values(revoked_at=now, revoked_reason=reason)
             ).rowcount
-            return families, end_sessions(conn, user_id, now=now)
+            sessions = end_sessions(trail.conn, user_id, now=now)
+            trail.record(event, detail={"families": families, "sessions": sessions})
+            return families, sessions
 
     def delete_expired_sessions(self, *, now: float) -> int:
         with self._conn(write=True) as conn:
@@ -174,24 +184,28 @@ class AccountStore:
             ).all()
         return [ConsentView(cid, name, tuple(scope.split()), at) for cid, name, scope, at in rows]
 
-    def withdraw_consent(self, user_id: str, client_id: str, *, now: float) -> bool:
+    def withdraw_consent(
+        self, user_id: str, client_id: str, *, now: float, event: SecurityEvent | None = None
+    ) -> bool:
         """Forget what the user allowed the client, and take back what it was given: every
         family of the client for this user, and the codes not yet exchanged. False if there
-        was no such consent (nothing is changed then)."""
+        was no such consent (nothing is changed, nor ``event`` recorded, then)."""
         c, f = consents.c, token_families.c
-        with self._conn(write=True) as conn:
+        with recording(self._conn(write=True)) as trail:
+            conn = trail.conn
             deleted = conn.execute(
                 delete(consents).where(c.user_id == user_id, c.client_id == client_id)
             ).rowcount
             if not deleted:
                 return False
-            revoked = conn.execute(
+            families = conn.execute(
                 update(token_families)
                 .where(f.user_id == user_id, f.client_id == client_id, f.revoked_at.is_(None))
                 .values(revoked_at=now, revoked_reason="user")
             ).rowcount
             _expire_codes(conn, user_id, now=now, client_id=client_id)
-        metrics.families_revoked("user", revoked)  # committed
+            trail.record(event, detail={"families": families})
+        metrics.families_revoked("user", families)  # committed
         return True
 
     # -- the account page ------------------------------------------------------------------
@@ -216,12 +230,16 @@ class AccountStore:
             ).all()
         return [FamilyView(*r) for r in rows]
 
-    def revoke_user_family(self, user_id: str, family_id: str, *, now: float) -> bool:
+    def revoke_user_family(
+        self, user_id: str, family_id: str, *, now: float, event: SecurityEvent | None = None
+    ) -> bool:
         """Revoke one of *this user's* families (never another user's), and withdraw the
         consent of its client: the application signed out must ask again before it gets
-        another code (OIDC Core §11: offline access rests on that consent)."""
+        another code (OIDC Core §11: offline access rests on that consent). ``event`` (with
+        the family's client filled in) is recorded if the family was live."""
         f = token_families.c
-        with self._conn(write=True) as conn:
+        with recording(self._conn(write=True)) as trail:
+            conn = trail.conn
             client_id = conn.execute(
                 select(f.client_id).where(f.id == family_id, f.user_id == user_id)
             ).scalar()
@@ -238,5 +256,7 @@ class AccountStore:
                 )
             )
             _expire_codes(conn, user_id, now=now, client_id=client_id)
+            if result.rowcount == 1:
+                trail.record(event, client_id=client_id)
         metrics.families_revoked("user", result.rowcount)  # committed
         return result.rowcount == 1

@@ -10,8 +10,9 @@ from sqlalchemy import Engine, String, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tokend.core.errors import AlreadyExists
-from tokend.core.models import Client
+from tokend.core.models import Client, SecurityEvent
 from tokend.store.connections import Database
+from tokend.store.events import recording
 from tokend.store.schema import clients
 from tokend.store.statements import CLIENT_COLUMNS, client_from_row
 
@@ -156,14 +157,25 @@ class Clients(Database):
         finally:
             self.invalidate_client_cache()
 
-    def set_client_secret(self, client_id: str, secret_hash: bytes, *, now: float) -> bool:
+    def set_client_secret(
+        self,
+        client_id: str,
+        secret_hash: bytes,
+        *,
+        now: float,
+        event: SecurityEvent | None = None,
+    ) -> bool:
+        """Replace a confidential client's secret (its hash); ``event`` is recorded in the
+        same transaction if it was replaced."""
         try:
-            with self.engine.begin() as conn:
-                result = conn.execute(
+            with recording(self.engine.begin()) as trail:
+                result = trail.conn.execute(
                     update(clients)
                     .where(cl.client_id == client_id, cl.public.is_(False))
                     .values(secret_hash=secret_hash, secret_rotated_at=now, updated_at=now)
                 )
+                if result.rowcount == 1:
+                    trail.record(event)
                 return result.rowcount == 1
         finally:
             self.invalidate_client_cache()

@@ -4,33 +4,45 @@ from __future__ import annotations
 
 from sqlalchemy import delete, func, insert, select, update
 
+from tokend.core.models import SecurityEvent
 from tokend.keys.storage import KeyRecord
 from tokend.store.connections import Database
+from tokend.store.events import recording
 from tokend.store.schema import signing_keys
 
 sk = signing_keys.c
 
 
 class Keys(Database):
-    def insert_key(self, record: KeyRecord, *, retire_alg: str | None = None) -> None:
+    def insert_key(
+        self,
+        record: KeyRecord,
+        *,
+        retire_alg: str | None = None,
+        event: SecurityEvent | None = None,
+    ) -> None:
         """Store a new key; retire the previous active keys of ``retire_alg`` in the same
-        transaction so that exactly one key per algorithm is current."""
-        with self.engine.begin() as conn:
+        transaction so that exactly one key per algorithm is current; ``event`` recorded
+        with it (the number of keys retired added to its detail)."""
+        with recording(self.engine.begin()) as trail:
+            conn = trail.conn
+            retired = 0
             if conn.dialect.name == "postgresql":
                 # Serialise key writers (SQLite: BEGIN IMMEDIATE already does), so that the
                 # UPDATE below sees a key another process has just inserted: without it two
                 # concurrent first starts leave two current keys of one algorithm.
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7424052)")
             if retire_alg is not None:
-                conn.execute(
+                retired = conn.execute(
                     update(signing_keys)
                     .where(sk.alg == retire_alg, sk.retired_at.is_(None))
                     .values(retired_at=record.created_at)
-                )
+                ).rowcount
             conn.execute(
                 insert(signing_keys),
                 {f: getattr(record, f) for f in KeyRecord.__slots__},
             )
+            trail.record(event, detail={"keys_retired": retired})
 
     def list_keys(self) -> list[KeyRecord]:
         with self._read() as conn:

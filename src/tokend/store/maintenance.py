@@ -4,13 +4,14 @@ counters of ``tokend.core.throttle`` (``CounterStore``), which gc also clears.""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, delete, update
 
+from tokend.core.models import SecurityEvent
 from tokend.core.throttle import Counter
 from tokend.store.connections import Database
+from tokend.store.events import event_row, recording, select_events
 from tokend.store.schema import (
     abuse_counters,
     authorization_codes,
@@ -51,8 +52,10 @@ class Maintenance(Database):
         user_id: str | None = None,
         client_id: str | None = None,
         family_id: str | None = None,
+        event: SecurityEvent | None = None,
     ) -> int:
-        """Set-based revocation: one UPDATE however many families match."""
+        """Set-based revocation: one UPDATE however many families match. With ``event``,
+        it is recorded in the same transaction, with the number of families revoked."""
         conds: list[ColumnElement[bool]] = [fam.revoked_at.is_(None)]
         if user_id is not None:
             conds.append(fam.user_id == user_id)
@@ -62,23 +65,33 @@ class Maintenance(Database):
             conds.append(fam.id == family_id)
         if len(conds) == 1:
             raise ValueError("revoke_families needs a user, client or family")
-        with self.engine.begin() as conn:
-            result = conn.execute(
+        with recording(self.engine.begin()) as trail:
+            result = trail.conn.execute(
                 update(token_families).where(*conds).values(revoked_at=now, revoked_reason=reason)
             )
+            trail.record(event, detail={"families": result.rowcount})
             return result.rowcount
 
     # -- security events -------------------------------------------------------------------
 
-    def list_events(self, kind: str | None = None) -> list[dict[str, object]]:
-        stmt = select(security_events).order_by(security_events.c.id)
+    def list_events(
+        self,
+        kind: str | None = None,
+        *,
+        kinds: Sequence[str] = (),
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, object]]:
+        """Security events, oldest first: of ``kind`` (or any of ``kinds``; all if neither),
+        at or after ``since``, the newest ``limit`` of them. The filters and the limit are
+        SQL (the (kind, at) index), never a scan in Python."""
         if kind is not None:
-            stmt = stmt.where(security_events.c.kind == kind)
+            kinds = (kind, *kinds)
+        stmt = select_events(kinds=kinds, since=since, limit=limit)
         with self._read() as conn:
-            return [
-                {**row._asdict(), "detail": json.loads(row.detail)}
-                for row in conn.execute(stmt).all()
-            ]
+            rows = [event_row(row) for row in conn.execute(stmt).all()]
+        rows.reverse()
+        return rows
 
     # -- garbage collection ----------------------------------------------------------------
 

@@ -215,7 +215,10 @@ def family_and_user_from_row(row: Sequence[Any]) -> tuple[Family, User | None]:
 # -- security events, the access-token deny list, DPoP proofs ------------------------------
 
 _INSERT_EVENT = insert(security_events).values(
-    {c: bindparam(c) for c in ("at", "kind", "client_id", "family_id", "user_id", "detail")}
+    {
+        c: bindparam(c)
+        for c in ("at", "kind", "client_id", "family_id", "user_id", "detail", "address")
+    }
 )
 _INSERT_EVENT_RETURNING_ID = _INSERT_EVENT.returning(security_events.c.id)
 _SET_EVENT_COUNT = (

@@ -4,7 +4,7 @@ records a DPoP proof (RFC 9449). Each is one statement of ``tokend.store.stateme
 
 from __future__ import annotations
 
-from tokend.core.models import Family, StoredRefreshToken
+from tokend.core.models import Family, SecurityEvent, StoredRefreshToken
 from tokend.store.connections import Database
 from tokend.store.statements import family_from_row, token_from_row
 
@@ -26,12 +26,22 @@ class Tokens(Database):
         return self._read_row(self._q.is_access_token_revoked, {"jti": jti}) is not None
 
     def revoke_access_token(
-        self, jti: str, *, client_id: str, at: float, expires_at: float
+        self,
+        jti: str,
+        *,
+        client_id: str,
+        at: float,
+        expires_at: float,
+        event: SecurityEvent | None = None,
     ) -> bool:
         """Put the access token on the deny list until ``expires_at``; False if it already
-        was (concurrent revocations of one token are fine: the second does nothing)."""
+        was (concurrent revocations of one token are fine: the second does nothing). With
+        ``event``, it is recorded in the same transaction if the token is newly denied."""
         with self.transaction() as tx:
-            return tx.revoke_access_token(jti, client_id=client_id, at=at, expires_at=expires_at)
+            denied = tx.revoke_access_token(jti, client_id=client_id, at=at, expires_at=expires_at)
+            if denied and event is not None:
+                tx.record_event(event)
+            return denied
 
     def record_dpop_proof(self, replay_hash: bytes, *, expires_at: float) -> bool:
         """A DPoP proof's replay check outside a grant (at a protected resource), in a

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tokend import metrics
-from tokend.core.events import EventKind
+from tokend.core.events import EventKind, log_events
 from tokend.core.models import (
     Family,
     SecurityEvent,
@@ -37,13 +37,15 @@ class Cursor(Protocol):
 class SqlTransaction:
     """``tokend.core.ports.Transaction`` over one DBAPI cursor inside an open transaction."""
 
-    __slots__ = ("_cur", "_on_commit", "_q")
+    __slots__ = ("_cur", "_on_commit", "_q", "events")
 
     def __init__(self, cursor: Cursor, statements: Statements) -> None:
         self._cur = cursor
         self._q = statements
-        # What to count once this transaction has committed (tokend.metrics): events and
-        # revocations that a rollback undoes are never counted.
+        # The events this transaction inserted (a new row each), and what to count
+        # (tokend.metrics), for ``committed``: a rolled-back decision leaves no log line and
+        # counts nothing.
+        self.events: list[SecurityEvent] = []
         self._on_commit: list[Callable[[], None]] | None = None
 
     def _after_commit(self, count: Callable[[], None]) -> None:
@@ -52,10 +54,13 @@ class SqlTransaction:
         self._on_commit.append(count)
 
     def committed(self) -> None:
-        """Called by ``Database.transaction`` after the commit: count what it made durable."""
+        """Called by ``Database.transaction`` after the commit: log the events it made
+        durable, and count them and its revocations."""
         if self._on_commit is not None:
             for count in self._on_commit:
                 count()
+        if self.events:  # committed: now, and only now, they are facts
+            log_events(self.events)
 
     def _run(self, stmt: Compiled, params: dict[str, Any]) -> Cursor:
         cur = self._cur
@@ -124,16 +129,18 @@ class SqlTransaction:
         return True
 
     def record_event(self, event: SecurityEvent) -> None:
-        self._run(self._q.insert_event, _event_params(event))
+        self._run(self._q.insert_event, event_params(event))
+        self.events.append(event)
         self._after_commit(metrics.event_committed(event.kind, _KINDS))
 
     def count_event(self, event: SecurityEvent, *, key: bytes, window: float) -> None:
         self._after_commit(metrics.event_committed(event.kind, _KINDS))
         [(_, hits, _, event_id)] = self._upsert_counters({key: window}, now=event.at)
         if event_id is None:  # the first occurrence of a window: a row of its own
-            cur = self._run(self._q.insert_event_returning_id, _event_params(event))
+            cur = self._run(self._q.insert_event_returning_id, event_params(event))
             new_id = cur.fetchone()[0]
             self._run(self._q.set_counter_event, {"k": key, "eid": new_id})
+            self.events.append(event)  # logged once per window too: a flood adds no lines
         else:  # a repeat: that row's count, no new row
             self._run(self._q.set_event_count, {"eid": event_id, "n": hits})
 
@@ -165,13 +172,15 @@ class SqlTransaction:
         return cur.rowcount == 1
 
 
-def _event_params(event: SecurityEvent) -> dict[str, Any]:
-    """The parameters of ``statements._INSERT_EVENT`` (the detail as sorted JSON)."""
+def event_params(event: SecurityEvent) -> dict[str, Any]:
+    """The values of a ``security_events`` row (the detail as sorted JSON), for
+    ``statements._INSERT_EVENT`` and ``tokend.store.events``."""
     return {
         "at": event.at,
-        "kind": event.kind,
+        "kind": str(event.kind),
         "client_id": event.client_id,
         "family_id": event.family_id,
         "user_id": event.user_id,
-        "detail": json.dumps(dict(event.detail), sort_keys=True),
+        "detail": json.dumps(dict(event.detail), sort_keys=True, default=str),
+        "address": event.address,
     }

@@ -64,7 +64,9 @@ class TokenEndpoint:
 
             async def work(creds: ClientCredentials, address: str) -> TokenResponse:
                 proof = dpop.proof(request)  # RFC 9449 §5; None without a DPoP header
-                return await self._call(self._service.token, TokenRequest(params, creds, proof))
+                return await self._call(
+                    self._service.token, TokenRequest(params, creds, proof, address)
+                )
 
             result = await self._guard.run(request, credentials, work)
         except OAuthError as exc:

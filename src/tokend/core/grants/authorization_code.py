@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import ClassVar
 
 from tokend.core import pkce
@@ -27,8 +26,6 @@ from tokend.core.issuance import FamilyIssuer
 from tokend.core.models import Client, SecurityEvent, TokenRequest, TokenResponse
 from tokend.core.ports import Store
 from tokend.core.secrets import hash_secret, new_id
-
-log = logging.getLogger("tokend.security")
 
 _INVALID = "The authorization code is invalid, expired or already used."
 
@@ -71,9 +68,9 @@ class AuthorizationCodeGrant:
                         family_id=stored.family_id,
                         user_id=stored.user_id,
                         detail={"consumed_at": stored.consumed_at},
+                        address=request.address,
                     )
                 )
-                log.warning("authorization code replay: client %s", client.client_id)
                 rejection = InvalidGrant(_INVALID)
             elif now >= stored.expires_at:
                 raise InvalidGrant(_INVALID)

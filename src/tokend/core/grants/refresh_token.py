@@ -91,6 +91,7 @@ class RefreshTokenGrant:
                         now,
                         client,
                         family,
+                        request.address,
                         owner_client_id=family.client_id,
                     ),
                     key=event_key(
@@ -138,11 +139,11 @@ class RefreshTokenGrant:
                         and not tx.bind_family_dpop(family.id, jkt)
                     ):
                         raise InvalidGrant(_OTHER_KEY)
-                elif self._is_grace_retry(tx, client, stored, successor_hash, now):
+                elif self._is_grace_retry(tx, client, stored, successor_hash, now, request.address):
                     scopes = narrow(family.scopes, requested)
                 else:
                     # A spent token: reuse, whatever proof (or none) comes with it.
-                    self._revoke_for_reuse(tx, client, stored, now, jkt)
+                    self._revoke_for_reuse(tx, client, stored, now, jkt, request.address)
                     rejection = InvalidGrant()
         if rejection is not None:
             raise rejection
@@ -166,6 +167,7 @@ class RefreshTokenGrant:
         stored: StoredRefreshToken,
         successor_hash: bytes,
         now: float,
+        address: str | None,
     ) -> bool:
         """A just-spent token presented again inside the grace window by the same client with
         the same DPoP key (or none, as when it was rotated), whose successor is still
@@ -191,6 +193,7 @@ class RefreshTokenGrant:
                 now,
                 client,
                 family,
+                address,
                 seconds_since_spent=now - stored.spent_at,
             )
         )
@@ -203,6 +206,7 @@ class RefreshTokenGrant:
         stored: StoredRefreshToken,
         now: float,
         jkt: str | None,
+        address: str | None,
     ) -> None:
         """RFC 9700 §4.14.2: a spent token used again means it leaked; end the family."""
         family = stored.family
@@ -213,21 +217,25 @@ class RefreshTokenGrant:
                 now,
                 client,
                 family,
+                address,
                 spent_at=stored.spent_at,
                 seconds_since_spent=now - (stored.spent_at or now),
                 dpop=jkt is not None,
                 family_dpop_bound=family.dpop_jkt is not None,
             )
         )
-        log.warning(
-            "refresh token reuse: family %s of client %s revoked", family.id, client.client_id
-        )
 
 
 def _event(
-    kind: EventKind, now: float, client: Client, family: Family, **detail: object
+    kind: EventKind,
+    now: float,
+    client: Client,
+    family: Family,
+    address: str | None,
+    **detail: object,
 ) -> SecurityEvent:
-    """A security event about ``family``, caused by a request of ``client``."""
+    """A security event about ``family``, caused by a request of ``client`` from
+    ``address``."""
     return SecurityEvent(
         kind,
         now,
@@ -235,6 +243,7 @@ def _event(
         family_id=family.id,
         user_id=family.user_id,
         detail=detail,
+        address=address,
     )
 
 

@@ -46,7 +46,7 @@ def page_routes(rt: Runtime, call: Call) -> list[Route]:
         csrf_key=derive(rt.settings.resolve_secret_key(), "csrf"),
         session_ttl=rt.accounts.session_ttl,
     )
-    kit = PageKit(render, cookies, rt.accounts, call)
+    kit = PageKit(render, cookies, rt.accounts, call, rt.settings.trusted_proxy_networks)
     return [
         *AuthorizeFlow(rt, kit).routes(),
         *AccountPages(kit).routes(),

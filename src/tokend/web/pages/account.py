@@ -80,12 +80,14 @@ class AccountPages:
             return self.kit.forbidden()
         session = await self.kit.current_session(request)
         if session is not None:
-            await self.kit.call(self.kit.accounts.sign_out_everywhere, session.user_id)
+            await self.kit.call(
+                self.kit.accounts.sign_out_everywhere,
+                session.user_id,
+                address=self.kit.address(request),
+            )
         return self._signed_out()
 
-    async def _act_on(
-        self, request: Request, field: str, action: Callable[[str, str], Any]
-    ) -> Response:
+    async def _act_on(self, request: Request, field: str, action: Callable[..., Any]) -> Response:
         """A form that acts on one of the signed-in user's things by its id:
         ``action(user_id, id)``; back to /account."""
         form = await self.kit.cookies.read_form(request)
@@ -96,7 +98,7 @@ class AccountPages:
             return self.kit.render.redirect(ACCOUNT, 303)
         value = form.get(field, "")
         if _is_id(value):  # else nothing has it (and no NUL reaches the database)
-            await self.kit.call(action, session.user_id, value)
+            await self.kit.call(action, session.user_id, value, address=self.kit.address(request))
         return self.kit.render.redirect(ACCOUNT, 303)
 
     def _signed_out(self) -> Response:

@@ -3,7 +3,7 @@ the refusal of a bad form, the browser's session, the sign-in form)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from tokend.core.accounts import Accounts, BrowserSession
 from tokend.core.authorization import AuthorizationRequest
 from tokend.web.pages.csrf import Cookies
 from tokend.web.pages.render import Renderer, origin
+from tokend.web.throttling import Network, source_address
 
 AUTHORIZE = "/auth/v2/authorize"
 LOGIN = "/auth/v2/authorize/login"
@@ -35,6 +36,11 @@ class PageKit:
     cookies: Cookies
     accounts: Accounts
     call: Call
+    trusted: Sequence[Network] = ()  # TOKEND_TRUSTED_PROXIES
+
+    def address(self, request: Request) -> str:
+        """The request's source address (``tokend.web.throttling.source_address``)."""
+        return source_address(request, self.trusted)
 
     def form_page(self, request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
         """A page with a form: its CSRF token, and the CSRF cookie the token is bound to."""
