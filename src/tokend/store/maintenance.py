@@ -5,9 +5,10 @@ counters of ``tokend.core.throttle`` (``CounterStore``), which gc also clears.""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, Table, delete, select, update
 
 from tokend.core.throttle import Counter
 from tokend.store.connections import Database
@@ -23,6 +24,9 @@ from tokend.store.schema import (
 )
 
 fam = token_families.c
+
+# Rows per gc statement (``Maintenance.gc``): a batch is a few milliseconds of work.
+GC_BATCH = 1000
 
 
 class Maintenance(Database):
@@ -83,7 +87,13 @@ class Maintenance(Database):
     # -- garbage collection ----------------------------------------------------------------
 
     def gc(
-        self, *, now: float, retention: float, event_retention: float | None = None
+        self,
+        *,
+        now: float,
+        retention: float,
+        event_retention: float | None = None,
+        batch: int = GC_BATCH,
+        keep_going: Callable[[], bool] | None = None,
     ) -> dict[str, int]:
         """Delete what can never be valid again, once it is older than ``retention`` seconds:
         expired or revoked families (with their tokens), expired refresh tokens, expired
@@ -92,29 +102,88 @@ class Maintenance(Database):
         ``retention``: an expired token is refused for its ``exp``), DPoP replay-cache
         rows past theirs (likewise: such a proof is refused for its ``iat``), abuse counters
         whose window has ended (they count nothing any more); and security
-        events older than ``event_retention`` (the audit trail; defaults to ``retention``)."""
+        events older than ``event_retention`` (the audit trail; defaults to ``retention``).
+
+        In batches, each its own short transaction, so that gc never holds a lock for long
+        (SQLite has one writer; a refresh waits for the batch in progress, not for the
+        whole gc): a set-based DELETE of at most ``batch`` rows (a family's refresh tokens
+        go with it, by cascade). Where the condition has an index, each batch is
+        ``DELETE ... WHERE key IN (SELECT key ... WHERE cond LIMIT :batch)``; where it has
+        none (a family's ``revoked_at``, a refresh token's ``expires_at``), the table is
+        walked in primary-key windows of ``batch`` rows, each window one read and one
+        ranged DELETE, so no statement scans more than ``batch`` rows. ``keep_going`` is
+        called after each batch (the sweep renews its lease there): False stops gc, and
+        the counts so far are returned."""
+        if batch < 1:
+            raise ValueError("gc batch must be at least 1")
         cutoff = now - retention
         event_cutoff = now - (retention if event_retention is None else event_retention)
+        go = keep_going or (lambda: True)
         # What goes, run in this order (a family's refresh tokens go with it, by cascade,
         # before the expired tokens of live families are counted), and reported so.
-        doomed = {
-            "families": delete(token_families).where(
-                (fam.expires_at < cutoff) | (fam.revoked_at < cutoff)
-            ),
-            "refresh_tokens": delete(refresh_tokens).where(refresh_tokens.c.expires_at < cutoff),
-            "authorization_codes": delete(authorization_codes).where(
-                authorization_codes.c.expires_at < cutoff
-            ),
-            "browser_sessions": delete(browser_sessions).where(browser_sessions.c.expires_at < now),
-            "security_events": delete(security_events).where(security_events.c.at < event_cutoff),
+        # (name, table, key column, condition, indexed)
+        rt_ = refresh_tokens.c
+        doomed: list[tuple[str, Table, ColumnElement[Any], ColumnElement[bool], bool]] = [
+            ("families", token_families, fam.id, fam.expires_at < cutoff, True),
+            ("families", token_families, fam.id, fam.revoked_at < cutoff, False),
+            ("refresh_tokens", refresh_tokens, rt_.token_hash, rt_.expires_at < cutoff, False),
+            ("authorization_codes", authorization_codes, authorization_codes.c.code_hash,
+             authorization_codes.c.expires_at < cutoff, True),
+            ("browser_sessions", browser_sessions, browser_sessions.c.id_hash,
+             browser_sessions.c.expires_at < now, True),
+            ("security_events", security_events, security_events.c.id,
+             security_events.c.at < event_cutoff, True),
             # A deny-listed access token past its exp is refused for its expiry anyway.
-            "revoked_access_tokens": delete(revoked_access_tokens).where(
-                revoked_access_tokens.c.expires_at < now
-            ),
+            ("revoked_access_tokens", revoked_access_tokens, revoked_access_tokens.c.jti,
+             revoked_access_tokens.c.expires_at < now, True),
             # RFC 9449 §11.1: a proof past its acceptance window is refused for its iat.
-            "dpop_proofs": delete(dpop_proofs).where(dpop_proofs.c.expires_at < now),
+            ("dpop_proofs", dpop_proofs, dpop_proofs.c.jti_hash, dpop_proofs.c.expires_at < now,
+             True),
             # An abuse counter whose window has ended counts nothing any more.
-            "abuse_counters": delete(abuse_counters).where(abuse_counters.c.window_end < now),
-        }
-        with self.engine.begin() as conn:
-            return {name: conn.execute(stmt).rowcount for name, stmt in doomed.items()}
+            ("abuse_counters", abuse_counters, abuse_counters.c.key_hash,
+             abuse_counters.c.window_end < now, True),
+        ]  # fmt: skip
+        out = dict.fromkeys((name for name, *_ in doomed), 0)
+        for name, table, key, cond, indexed in doomed:
+            sweep = self._delete_indexed if indexed else self._delete_by_windows
+            for deleted in sweep(table, key, cond, batch):
+                out[name] += deleted
+                if not go():
+                    return out
+        return out
+
+    def _delete_indexed(
+        self, table: Table, key: ColumnElement[Any], cond: ColumnElement[bool], batch: int
+    ) -> Iterator[int]:
+        """Batches of ``DELETE ... WHERE key IN (SELECT key ... WHERE cond LIMIT batch)``
+        (``cond`` has an index), until one deletes fewer than ``batch`` rows."""
+        stmt = delete(table).where(key.in_(select(key).where(cond).limit(batch)))
+        while True:
+            with self.engine.begin() as conn:
+                n = conn.execute(stmt).rowcount
+            yield n
+            if n < batch:
+                return
+
+    def _delete_by_windows(
+        self, table: Table, key: ColumnElement[Any], cond: ColumnElement[bool], batch: int
+    ) -> Iterator[int]:
+        """Walk the table in windows of ``batch`` primary keys (``cond`` has no index): the
+        window's last key, read without a lock, then one DELETE of the rows in the window
+        that meet ``cond``. One pass over the table, never more than ``batch`` rows per
+        statement."""
+        after: Any = None
+        while True:
+            window = [] if after is None else [key > after]
+            # The batch-th key from here (PostgreSQL has no max() of bytea); None: fewer
+            # than ``batch`` rows are left, and this window is the last.
+            last = select(key).where(*window).order_by(key).offset(batch - 1).limit(1)
+            with self._read() as conn:
+                end = conn.execute(last).scalar()
+            if end is not None:
+                window.append(key <= end)
+            with self.engine.begin() as conn:
+                yield conn.execute(delete(table).where(*window, cond)).rowcount
+            if end is None:
+                return
+            after = end
