@@ -78,8 +78,14 @@ def seed(db: common.Database, client_id: str, user_id: str, families: int, token
 
 
 def wrk_run(server: common.Server, env: dict[str, str], args: argparse.Namespace,
-            **meta: Any) -> dict[str, Any]:  # fmt: skip
-    r = common.measure(server, BENCH / "refresh.lua", args.conns, args.chunk, env, path="")
+            client: dict[str, str], tmp: Path, **meta: Any) -> dict[str, Any]:  # fmt: skip
+    """One wrk run of refreshes on ``--conns`` fresh families (a run leaves its chains'
+    last tokens in wrk: the next run needs new families)."""
+    issued = common.issue_tokens(env, client["client_id"], "bench", "offline", args.conns)
+    tokens_file = tmp / "refresh.txt"
+    tokens_file.write_text("".join(t["refresh_token"] + "\n" for t in issued))
+    wenv = {**env, "TOKENS_FILE": str(tokens_file), "BASIC": common.basic(client)}
+    r = common.measure(server, BENCH / "refresh.lua", args.conns, args.chunk, wenv, path="")
     r = {**meta, "conns": args.conns, "workers": args.workers, **r}
     print(json.dumps(r), flush=True)
     if r["non200"] or r["missing"] or r["errors"]:
@@ -114,14 +120,10 @@ def main() -> None:
         print(f"# seeded {args.families:,} expired families x {args.tokens} tokens in "
               f"{seeded:.1f} s; database {db.size_bytes() / 1e6:,.0f} MB",
               file=sys.stderr, flush=True)  # fmt: skip
-        issued = common.issue_tokens(env, client["client_id"], "bench", "offline", args.conns)
-        tokens_file = tmp / "refresh.txt"
-        tokens_file.write_text("".join(t["refresh_token"] + "\n" for t in issued))
-        wenv = {**env, "TOKENS_FILE": str(tokens_file), "BASIC": common.basic(client)}
         server = common.start_tokend(env, args.workers, tmp / "tokend.log")
         try:
-            wrk_run(server, wenv, args, phase="warmup", db=db.kind)
-            base = wrk_run(server, wenv, args, phase="baseline", db=db.kind)
+            wrk_run(server, env, args, client, tmp, phase="warmup", db=db.kind)
+            base = wrk_run(server, env, args, client, tmp, phase="baseline", db=db.kind)
             started = time.monotonic()
             gc = subprocess.Popen(
                 [sys.executable, "-m", "tokend.cli", "gc"],
@@ -129,12 +131,12 @@ def main() -> None:
             )  # fmt: skip
             during = []
             while gc.poll() is None:
-                during.append(wrk_run(server, wenv, args, phase="gc", db=db.kind))
+                during.append(wrk_run(server, env, args, client, tmp, phase="gc", db=db.kind))
             out, err = gc.communicate()
             took = time.monotonic() - started
             if gc.returncode != 0:
                 raise SystemExit(f"tokend gc failed: {err}")
-            after = wrk_run(server, wenv, args, phase="after", db=db.kind)
+            after = wrk_run(server, env, args, client, tmp, phase="after", db=db.kind)
         finally:
             server.stop()
         p99s = [r["p99_ms"] for r in during]

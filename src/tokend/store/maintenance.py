@@ -5,6 +5,7 @@ counters of ``tokend.core.throttle`` (``CounterStore``), which gc also clears.""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -25,8 +26,10 @@ from tokend.store.schema import (
 
 fam = token_families.c
 
-# Rows per gc statement (``Maintenance.gc``): a batch is a few milliseconds of work.
-GC_BATCH = 1000
+# Rows per gc statement (``Maintenance.gc``; a family's refresh tokens go with it): a batch
+# is a few milliseconds of work. After each, gc rests as long again (GC_REST times as long).
+GC_BATCH = 200
+GC_REST = 1.0
 
 
 class Maintenance(Database):
@@ -93,6 +96,7 @@ class Maintenance(Database):
         retention: float,
         event_retention: float | None = None,
         batch: int = GC_BATCH,
+        rest: float = GC_REST,
         keep_going: Callable[[], bool] | None = None,
     ) -> dict[str, int]:
         """Delete what can never be valid again, once it is older than ``retention`` seconds:
@@ -111,9 +115,12 @@ class Maintenance(Database):
         ``DELETE ... WHERE key IN (SELECT key ... WHERE cond LIMIT :batch)``; where it has
         none (a family's ``revoked_at``, a refresh token's ``expires_at``), the table is
         walked in primary-key windows of ``batch`` rows, each window one read and one
-        ranged DELETE, so no statement scans more than ``batch`` rows. ``keep_going`` is
-        called after each batch (the sweep renews its lease there): False stops gc, and
-        the counts so far are returned."""
+        ranged DELETE, so no statement scans more than ``batch`` rows. After each batch gc
+        rests ``rest`` times as long as the batch took, leaving the database's writer (SQLite)
+        or its CPU and disk to the requests in between: without it, back-to-back batches
+        take the write lock again the moment it is free, ahead of refreshes that are backing
+        off. ``keep_going`` is called after each batch (the sweep renews its lease there):
+        False stops gc, and the counts so far are returned."""
         if batch < 1:
             raise ValueError("gc batch must be at least 1")
         cutoff = now - retention
@@ -146,10 +153,14 @@ class Maintenance(Database):
         out = dict.fromkeys((name for name, *_ in doomed), 0)
         for name, table, key, cond, indexed in doomed:
             sweep = self._delete_indexed if indexed else self._delete_by_windows
+            started = time.monotonic()
             for deleted in sweep(table, key, cond, batch):
                 out[name] += deleted
                 if not go():
                     return out
+                if rest > 0:
+                    time.sleep(rest * (time.monotonic() - started))
+                started = time.monotonic()
         return out
 
     def _delete_indexed(
