@@ -17,7 +17,7 @@ baseline p99, and the p99 of each run during gc (the worst and the median).
 Measured (issue 12; 2 cores shared with other jobs, load average ~8; --conns 8 --workers 2,
 5 s runs, 2 tokens per family, batches of 200 with a rest as long after each):
 
-| database | families | gc wall time | refresh p99 baseline | during gc: median / worst | req/s baseline / during |
+| db | families | gc time | p99 baseline | p99 during gc: median, worst | req/s before, during |
 |---|---|---|---|---|---|
 | PostgreSQL | 10^6 | 311 s | 123 ms | 111 / 176 ms | 205 / 225 |
 | SQLite | 10^6 | 350 s | 32 ms | 84 / 152 ms | 966 / 611 |
