@@ -40,6 +40,7 @@ def test_defaults_match_design() -> None:
     ) == (3600, 86400, 2592000, 1209600, 10)
     assert s.signing_alg == "RS256"
     assert s.secret_key is None
+    assert s.gc_interval == 0  # no sweep unless asked for
 
 
 def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,6 +57,7 @@ def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         "TOKEND_HOST": "0.0.0.0",
         "TOKEND_PORT": "9000",
         "TOKEND_ACCESS_TOKEN_AUDIENCE": "https://api.example.com",
+        "TOKEND_GC_INTERVAL": "300",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -65,6 +67,7 @@ def test_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.database_url == "postgresql://u@db:5432/tokend"
     assert s.signing_alg == "EdDSA"
     assert (s.host, s.port) == ("0.0.0.0", 9000)
+    assert s.gc_interval == 300
     assert s.resolve_secret_key() == "s" * 40
     p = s.policy()
     assert p.issuer == "https://auth.example.com"
@@ -134,6 +137,7 @@ def test_explicit_arguments_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("TOKEND_REFRESH_REUSE_GRACE", "301"),
         ("TOKEND_REFRESH_GRACE_RETRIES", "0"),
         ("TOKEND_PORT", "70000"),
+        ("TOKEND_GC_INTERVAL", "-1"),
     ],
 )
 def test_invalid_env_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     header_timeout: float = Field(10.0, gt=0, le=300)
     session_ttl: int = Field(43200, ge=60)  # browser sign-in session, seconds
     key_refresh_interval: float = Field(2.0, gt=0)
+    # Seconds between the server's gc sweeps (what `tokend gc` deletes, with its default
+    # retention), run by one worker of all the servers at a time; 0: no sweep.
+    gc_interval: float = Field(0, ge=0)
     # RFC 9449: how far a DPoP proof's iat may be from now (seconds, either way), and
     # whether every proof must carry a server nonce (DPoP-Nonce, §8), for all clients ("off":
     # only for the clients registered with dpop_nonce_required).
@@ -217,6 +220,10 @@ class Settings(BaseSettings):
 
 
 MIN_SECRET_CHARS = 32
+# What gc keeps (`tokend gc` and the TOKEND_GC_INTERVAL sweep): expired and revoked data for
+# a day (a consumed code stays that long to catch its replay), security events 90 days.
+GC_RETENTION = 86400
+GC_EVENT_RETENTION = 90 * 86400
 MAX_SECRET_FILE_BYTES = 4096
 
 

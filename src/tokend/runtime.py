@@ -9,13 +9,13 @@ typed by Protocols: each service declares the storage it needs (``core.ports.Sto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy.exc import OperationalError
 
-from tokend.config import Settings
+from tokend.config import GC_EVENT_RETENTION, GC_RETENTION, Settings
 from tokend.core.accounts import Accounts
 from tokend.core.authorization import CodeIssuer
 from tokend.core.clock import Clock, SystemClock
@@ -42,6 +42,10 @@ from tokend.keys.storage import KeyStorage
 from tokend.store import SqlStore
 from tokend.store.accounts import AccountStore
 from tokend.store.engine import create_db_engine, migrate
+
+# Re-exported for the server's sweep (tokend.web.sweep), which may not import store/.
+from tokend.store.leases import new_holder_id as new_holder_id
+from tokend.store.maintenance import GC_BATCH as GC_BATCH
 
 
 class AdminStore(Store, KeyStorage, Protocol):
@@ -93,8 +97,16 @@ class AdminStore(Store, KeyStorage, Protocol):
         limit: int | None = None,
     ) -> list[dict[str, object]]: ...
     def gc(
-        self, *, now: float, retention: float, event_retention: float | None = None
+        self,
+        *,
+        now: float,
+        retention: float,
+        event_retention: float | None = None,
+        batch: int = ...,
+        keep_going: Callable[[], bool] | None = None,
     ) -> dict[str, int]: ...
+    def take_lease(self, name: str, holder: str, *, now: float, ttl: float) -> bool: ...
+    def release_lease(self, name: str, holder: str) -> bool: ...
 
 
 class UserRevocation(Protocol):
@@ -198,6 +210,28 @@ def build_runtime(
         ),
         userinfo=UserInfoService(verifier=keys, store=store, policy=policy, clock=clock),
     )
+
+
+def collect_garbage(
+    rt: Runtime,
+    *,
+    retention: float = GC_RETENTION,
+    event_retention: float = GC_EVENT_RETENTION,
+    batch: int = GC_BATCH,
+    keep_going: Callable[[], bool] | None = None,
+) -> dict[str, int]:
+    """What `tokend gc` and the server's sweep (``TOKEND_GC_INTERVAL``) delete, in batches
+    (``SqlStore.gc``), and the signing keys retired past their retention."""
+    now = rt.clock.now()
+    out = rt.store.gc(
+        now=now,
+        retention=retention,
+        event_retention=event_retention,
+        batch=batch,
+        keep_going=keep_going,
+    )
+    out["signing_keys"] = rt.store.delete_keys_retired_before(now - rt.keys.retention)
+    return out
 
 
 # -- for the CLI's commands that need no secret key ----------------------------------------

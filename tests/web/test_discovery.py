@@ -257,25 +257,46 @@ def test_healthz_ok(http) -> None:
     assert r.status_code == 200
     assert r.headers["content-type"] == JSON
     assert_no_store(r)
-    assert r.json() == {"status": "ok", "database": "ok"}
+    assert r.json() == {"status": "ok", "database": "ok", "keys": "ok"}
+    live = http.get("/healthz/live")
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
+    assert_no_store(live)
 
 
-def test_healthz_database_unreachable_is_503(http, rt, monkeypatch, tmp_path) -> None:
+def test_healthz_database_unreachable_is_503_while_live_answers(
+    http, rt, monkeypatch, tmp_path
+) -> None:
     engine = unreachable_engine(rt, tmp_path)
     monkeypatch.setattr(rt.store, "engine", engine)
     try:
         r = http.get("/healthz")
+        live = http.get("/healthz/live")  # liveness never asks the database
     finally:
         engine.dispose()
     assert r.status_code == 503
     assert r.headers["content-type"] == JSON
     assert_no_store(r)
-    assert r.json() == {"status": "unavailable", "database": "unreachable"}
+    assert r.json() == {"status": "unavailable", "database": "unreachable", "keys": "ok"}
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
     monkeypatch.undo()
     assert http.get("/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/auth/jwks", *WELL_KNOWN, "/openapi.json"])
+def test_healthz_without_a_current_signing_key_is_503(http, rt, monkeypatch) -> None:
+    """Readiness also needs the key ring: a ring loaded from a database whose keys were all
+    retired (or never made) can sign nothing."""
+    monkeypatch.setattr(rt.keys, "_current", {})
+    r = http.get("/healthz")
+    assert r.status_code == 503
+    assert r.json() == {"status": "unavailable", "database": "ok", "keys": "missing"}
+    assert http.get("/healthz/live").status_code == 200
+    monkeypatch.undo()
+    assert http.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/healthz/live", "/auth/jwks", *WELL_KNOWN, "/openapi.json"]
+)
 def test_get_endpoints_refuse_post_with_405_json(http, path: str) -> None:
     r = http.post(path, data={"a": "b"})
     assert r.status_code == 405

@@ -289,7 +289,7 @@ def test_server_errors_match_document(doc, registry, http, tokens, rt, monkeypat
 @pytest.mark.parametrize(
     "path",
     ["/auth/jwks", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
-     "/healthz", "/openapi.json", "/metrics"],
+     "/healthz", "/healthz/live", "/openapi.json", "/metrics"],
 )  # fmt: skip
 def test_get_endpoints_match_document(doc, registry, http, path) -> None:
     r = http.get(path)
@@ -310,10 +310,13 @@ def test_healthz_unavailable_matches_document(doc, registry, http, rt, monkeypat
     monkeypatch.setattr(rt.store, "engine", engine)
     try:
         r = http.get("/healthz")
+        live = http.get("/healthz/live")
     finally:
         engine.dispose()
     assert r.status_code == 503
     assert_documented(doc, registry, "/healthz", r)
+    assert live.status_code == 200
+    assert_documented(doc, registry, "/healthz/live", live)
 
 
 def test_validation_is_not_vacuous(doc, registry) -> None:

@@ -6,7 +6,8 @@ import click
 
 from tokend.cli.database import database_option, runtime
 from tokend.cli.output import emit, say
-from tokend.runtime import migrate_database
+from tokend.config import GC_EVENT_RETENTION, GC_RETENTION
+from tokend.runtime import collect_garbage, migrate_database
 
 
 @click.command("migrate")
@@ -21,14 +22,14 @@ def migrate_cmd(database_url: str) -> None:
 @database_option
 @click.option(
     "--retention",
-    default=86400,
+    default=GC_RETENTION,
     show_default=True,
     type=click.IntRange(0),
     help="Seconds to keep expired/revoked data.",
 )
 @click.option(
     "--event-retention",
-    default=90 * 86400,
+    default=GC_EVENT_RETENTION,
     show_default=True,
     type=click.IntRange(0),
     help="Seconds to keep security events (the audit trail).",
@@ -36,7 +37,5 @@ def migrate_cmd(database_url: str) -> None:
 def gc(database_url: str, retention: int, event_retention: int) -> None:
     """Delete expired and revoked data older than the retention period."""
     with runtime(database_url) as rt:
-        now = rt.clock.now()
-        out = rt.store.gc(now=now, retention=retention, event_retention=event_retention)
-        out["signing_keys"] = rt.store.delete_keys_retired_before(now - rt.keys.retention)
+        out = collect_garbage(rt, retention=retention, event_retention=event_retention)
     emit(out)

@@ -232,6 +232,11 @@ class KeyRing:
     def sign_id_token(self, claims: Mapping[str, Any]) -> str:
         return self._key("RS256").sign(claims, "JWT")
 
+    def ready(self) -> bool:
+        """Whether the ring can sign what the service issues: a current key for access
+        tokens and one for ID tokens (RS256). What the readiness probe (``/healthz``) asks."""
+        return self.access_token_alg in self._current and "RS256" in self._current
+
     def current_kid(self, alg: str | None = None) -> str:
         return self._key(alg or self.access_token_alg).kid
 

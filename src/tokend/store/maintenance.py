@@ -4,9 +4,11 @@ counters of ``tokend.core.throttle`` (``CounterStore``), which gc also clears.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, update
+from sqlalchemy import ColumnElement, Table, delete, select, update
 
 from tokend.core.models import SecurityEvent
 from tokend.core.throttle import Counter
@@ -24,6 +26,11 @@ from tokend.store.schema import (
 )
 
 fam = token_families.c
+
+# Rows per gc statement (``Maintenance.gc``; a family's refresh tokens go with it): a batch
+# is a few milliseconds of work. After each, gc rests as long again (GC_REST times as long).
+GC_BATCH = 200
+GC_REST = 1.0
 
 
 class Maintenance(Database):
@@ -96,7 +103,14 @@ class Maintenance(Database):
     # -- garbage collection ----------------------------------------------------------------
 
     def gc(
-        self, *, now: float, retention: float, event_retention: float | None = None
+        self,
+        *,
+        now: float,
+        retention: float,
+        event_retention: float | None = None,
+        batch: int = GC_BATCH,
+        rest: float = GC_REST,
+        keep_going: Callable[[], bool] | None = None,
     ) -> dict[str, int]:
         """Delete what can never be valid again, once it is older than ``retention`` seconds:
         expired or revoked families (with their tokens), expired refresh tokens, expired
@@ -105,29 +119,111 @@ class Maintenance(Database):
         ``retention``: an expired token is refused for its ``exp``), DPoP replay-cache
         rows past theirs (likewise: such a proof is refused for its ``iat``), abuse counters
         whose window has ended (they count nothing any more); and security
-        events older than ``event_retention`` (the audit trail; defaults to ``retention``)."""
+        events older than ``event_retention`` (the audit trail; defaults to ``retention``).
+
+        In batches, each its own short transaction, so that gc never holds a lock for long
+        (SQLite has one writer; a refresh waits for the batch in progress, not for the
+        whole gc): a set-based DELETE of at most ``batch`` rows (a family's refresh tokens
+        go with it, by cascade). Where the condition has an index, each batch is
+        ``DELETE ... WHERE key IN (SELECT key ... WHERE cond LIMIT :batch)``; where it has
+        none (a family's ``revoked_at``, a refresh token's ``expires_at``), the table is
+        walked in primary-key windows of ``batch`` rows, each window one read and one
+        ranged DELETE, so no statement scans more than ``batch`` rows. After each batch gc
+        rests ``rest`` times as long as the batch took, leaving the database's writer (SQLite)
+        or its CPU and disk to the requests in between: without it, back-to-back batches
+        take the write lock again the moment it is free, ahead of refreshes that are backing
+        off. ``keep_going`` is called after each batch (the sweep renews its lease there):
+        False stops gc, and the counts so far are returned."""
+        if batch < 1:
+            raise ValueError("gc batch must be at least 1")
         cutoff = now - retention
         event_cutoff = now - (retention if event_retention is None else event_retention)
+        go = keep_going or (lambda: True)
         # What goes, run in this order (a family's refresh tokens go with it, by cascade,
         # before the expired tokens of live families are counted), and reported so.
-        doomed = {
-            "families": delete(token_families).where(
-                (fam.expires_at < cutoff) | (fam.revoked_at < cutoff)
-            ),
-            "refresh_tokens": delete(refresh_tokens).where(refresh_tokens.c.expires_at < cutoff),
-            "authorization_codes": delete(authorization_codes).where(
-                authorization_codes.c.expires_at < cutoff
-            ),
-            "browser_sessions": delete(browser_sessions).where(browser_sessions.c.expires_at < now),
-            "security_events": delete(security_events).where(security_events.c.at < event_cutoff),
+        # (name, table, key column, condition, its indexed column or None)
+        rt_ = refresh_tokens.c
+        codes, sessions = authorization_codes.c, browser_sessions.c
+        events, denied = security_events.c, revoked_access_tokens.c
+        doomed: list[
+            tuple[str, Table, ColumnElement[Any], ColumnElement[bool], ColumnElement[Any] | None]
+        ] = [
+            ("families", token_families, fam.id, fam.expires_at < cutoff, fam.expires_at),
+            ("families", token_families, fam.id, fam.revoked_at < cutoff, None),
+            ("refresh_tokens", refresh_tokens, rt_.token_hash, rt_.expires_at < cutoff, None),
+            ("authorization_codes", authorization_codes, codes.code_hash,
+             codes.expires_at < cutoff, codes.expires_at),
+            ("browser_sessions", browser_sessions, sessions.id_hash, sessions.expires_at < now,
+             sessions.expires_at),
+            ("security_events", security_events, events.id, events.at < event_cutoff,
+             events.at),
             # A deny-listed access token past its exp is refused for its expiry anyway.
-            "revoked_access_tokens": delete(revoked_access_tokens).where(
-                revoked_access_tokens.c.expires_at < now
-            ),
+            ("revoked_access_tokens", revoked_access_tokens, denied.jti, denied.expires_at < now,
+             denied.expires_at),
             # RFC 9449 §11.1: a proof past its acceptance window is refused for its iat.
-            "dpop_proofs": delete(dpop_proofs).where(dpop_proofs.c.expires_at < now),
+            ("dpop_proofs", dpop_proofs, dpop_proofs.c.jti_hash, dpop_proofs.c.expires_at < now,
+             dpop_proofs.c.expires_at),
             # An abuse counter whose window has ended counts nothing any more.
-            "abuse_counters": delete(abuse_counters).where(abuse_counters.c.window_end < now),
-        }
-        with self.engine.begin() as conn:
-            return {name: conn.execute(stmt).rowcount for name, stmt in doomed.items()}
+            ("abuse_counters", abuse_counters, abuse_counters.c.key_hash,
+             abuse_counters.c.window_end < now, abuse_counters.c.window_end),
+        ]  # fmt: skip
+        out = dict.fromkeys((name for name, *_ in doomed), 0)
+        for name, table, key, cond, index in doomed:
+            if index is None:
+                batches = self._delete_by_windows(table, key, cond, batch)
+            else:
+                batches = self._delete_indexed(table, key, cond, index, batch)
+            started = time.monotonic()
+            for deleted in batches:
+                out[name] += deleted
+                if not go():
+                    return out
+                if rest > 0:
+                    time.sleep(rest * (time.monotonic() - started))
+                started = time.monotonic()
+        return out
+
+    def _delete_indexed(
+        self,
+        table: Table,
+        key: ColumnElement[Any],
+        cond: ColumnElement[bool],
+        index: ColumnElement[Any],
+        batch: int,
+    ) -> Iterator[int]:
+        """Batches of ``DELETE ... WHERE key IN (SELECT key ... WHERE cond ORDER BY index
+        LIMIT batch)`` (``cond`` is a range of the indexed column ``index``), until one
+        deletes fewer than ``batch`` rows. The ORDER BY holds PostgreSQL's planner to the
+        index: where most rows match, a sequential scan looks as cheap, but it would read
+        again, from the table's first page, the dead rows of every batch before."""
+        doomed = select(key).where(cond).order_by(index).limit(batch)
+        stmt = delete(table).where(key.in_(doomed))
+        while True:
+            with self.engine.begin() as conn:
+                n = conn.execute(stmt).rowcount
+            yield n
+            if n < batch:
+                return
+
+    def _delete_by_windows(
+        self, table: Table, key: ColumnElement[Any], cond: ColumnElement[bool], batch: int
+    ) -> Iterator[int]:
+        """Walk the table in windows of ``batch`` primary keys (``cond`` has no index): the
+        window's last key, read without a lock, then one DELETE of the rows in the window
+        that meet ``cond``. One pass over the table, never more than ``batch`` rows per
+        statement."""
+        after: Any = None
+        while True:
+            window = [] if after is None else [key > after]
+            # The batch-th key from here (PostgreSQL has no max() of bytea); None: fewer
+            # than ``batch`` rows are left, and this window is the last.
+            last = select(key).where(*window).order_by(key).offset(batch - 1).limit(1)
+            with self._read() as conn:
+                end = conn.execute(last).scalar()
+            if end is not None:
+                window.append(key <= end)
+            with self.engine.begin() as conn:
+                yield conn.execute(delete(table).where(*window, cond)).rowcount
+            if end is None:
+                return
+            after = end

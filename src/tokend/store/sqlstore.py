@@ -14,7 +14,8 @@ statements, the connections: the only state they share):
 - ``tokens.Tokens``: refresh tokens and families read outside a grant, the access-token
   deny list, DPoP proofs at a resource;
 - ``keys.Keys``: signing keys;
-- ``maintenance.Maintenance``: bulk revocation, events, gc, abuse counters.
+- ``maintenance.Maintenance``: bulk revocation, events, gc (in batches), abuse counters;
+- ``leases.Leases``: one process of many at a time (the gc sweep, event delivery).
 
 Why one class made of parts (mixins) rather than a facade holding part objects: the store's
 methods are called on every request (``transaction``, ``get_client``, the peeks), and
@@ -27,11 +28,12 @@ from __future__ import annotations
 
 from tokend.store.clients import Clients
 from tokend.store.keys import Keys
+from tokend.store.leases import Leases
 from tokend.store.maintenance import Maintenance
 from tokend.store.tokens import Tokens
 from tokend.store.users import Users
 
 
-class SqlStore(Clients, Users, Tokens, Keys, Maintenance):
+class SqlStore(Clients, Users, Tokens, Keys, Maintenance, Leases):
     """``tokend.core.ports.Store`` and the admin operations over one engine (see the
     module's docstring for where each part lives)."""

@@ -34,6 +34,7 @@ from tokend.web.openapi import openapi_document
 from tokend.web.pages import page_routes
 from tokend.web.responses import JSON, handle_error, json_response
 from tokend.web.revocation import REVOCATION_PATH, RevocationEndpoint
+from tokend.web.sweep import GcSweep
 from tokend.web.throttling import ClientAuthGuard
 from tokend.web.token import TOKEN_PATHS, TokenEndpoint
 from tokend.web.userinfo import USERINFO_PATH, UserInfoEndpoint
@@ -84,21 +85,35 @@ class Document:
 
 
 class Health:
-    """``GET /healthz``: 200 when the database answers, else 503."""
+    """``GET /healthz``, readiness (a Kubernetes readiness probe): 200 when the database
+    answers and the key ring has a current signing key, else 503 with what is wrong."""
 
-    __slots__ = ("_call", "_ping")
+    __slots__ = ("_call", "_keys_ready", "_ping")
 
-    def __init__(self, ping: Callable[[], object], call: Call) -> None:
+    def __init__(
+        self, ping: Callable[[], object], keys_ready: Callable[[], bool], call: Call
+    ) -> None:
         self._ping = ping
+        self._keys_ready = keys_ready
         self._call = call
 
     async def __call__(self, request: Request) -> Response:
+        database = "ok"
         try:
             await self._call(self._ping)
         except Exception:
             log.exception("health check failed")
-            return json_response({"status": "unavailable", "database": "unreachable"}, 503)
-        return json_response({"status": "ok", "database": "ok"})
+            database = "unreachable"
+        keys = "ok" if self._keys_ready() else "missing"
+        ok = database == "ok" and keys == "ok"
+        body = {"status": "ok" if ok else "unavailable", "database": database, "keys": keys}
+        return json_response(body, 200 if ok else 503)
+
+
+async def live(request: Request) -> Response:
+    """``GET /healthz/live``, liveness (a Kubernetes liveness probe): the process answers.
+    Nothing else is checked, the database least of all: a restart would not bring it back."""
+    return json_response({"status": "ok"})
 
 
 def _route(path: str, endpoint: Endpoint, method: str, *more: str) -> Route:
@@ -141,7 +156,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         _route("/.well-known/openid-configuration", discovery, "GET"),
         _route("/.well-known/oauth-authorization-server", discovery, "GET"),
         _route("/openapi.json", Document(openapi_document(rt.policy.issuer)), "GET"),
-        _route("/healthz", Health(rt.store.ping, call), "GET"),
+        _route("/healthz", Health(rt.store.ping, rt.keys.ready, call), "GET"),
+        Route("/healthz/live", live, methods=["GET"]),
         _route(METRICS_PATH, MetricsEndpoint(rt.keys, rt.clock, settings.metrics_token), "GET"),
         *page_routes(rt, call),
     ]
@@ -155,7 +171,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             OAuthError: handle_error,
             Exception: handle_error,
         },
-        lifespan=_lifespan(rt, settings.key_refresh_interval),
+        lifespan=_lifespan(rt, settings.key_refresh_interval, settings.gc_interval),
         hsts=rt.policy.issuer.startswith("https://"),
         observer=RequestObserver(routes),
     )
@@ -167,7 +183,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     return app
 
 
-def _lifespan(rt: Runtime, key_refresh_interval: float) -> Callable[[Starlette], Any]:
+def _lifespan(
+    rt: Runtime, key_refresh_interval: float, gc_interval: float
+) -> Callable[[Starlette], Any]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt.store.start_checkpointer()  # SQLite: WAL checkpoints off the event loop
@@ -175,13 +193,16 @@ def _lifespan(rt: Runtime, key_refresh_interval: float) -> Callable[[Starlette],
             await run_in_threadpool(rt.store.enable_client_cache)
         except Exception:  # the database is not reachable yet: serve without the cache
             log.exception("could not read the clients; client cache disabled")
-        task = asyncio.create_task(_refresh_shared_state(rt, key_refresh_interval))
+        tasks = [asyncio.create_task(_refresh_shared_state(rt, key_refresh_interval))]
+        if gc_interval > 0:  # one worker of all the servers sweeps at a time (its lease)
+            tasks.append(asyncio.create_task(GcSweep(rt, gc_interval).run()))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             rt.close()
             metrics.process_stopped()  # this worker's live gauges leave the shared directory
 

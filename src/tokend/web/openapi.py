@@ -351,11 +351,12 @@ def openapi_document(issuer: str) -> dict[str, Any]:
             },
             "/healthz": {
                 "get": {
-                    "summary": "Liveness and readiness (the database is reachable)",
+                    "summary": "Readiness: the database is reachable and the signing keys "
+                    "are loaded (a Kubernetes readiness probe)",
                     "operationId": "healthz",
                     "responses": {
                         "200": {
-                            "description": "Healthy.",
+                            "description": "Ready.",
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/Health"}
@@ -363,10 +364,32 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                             },
                         },
                         "503": {
-                            "description": "The database is unreachable.",
+                            "description": "Not ready: the body says what is wrong.",
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/Health"}
+                                }
+                            },
+                        },
+                    },
+                }
+            },
+            "/healthz/live": {
+                "get": {
+                    "summary": "Liveness: the process answers (no database is involved; "
+                    "a Kubernetes liveness probe)",
+                    "operationId": "healthzLive",
+                    "responses": {
+                        "200": {
+                            "description": "Alive.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["status"],
+                                        "properties": {"status": {"const": "ok"}},
+                                        "additionalProperties": False,
+                                    }
                                 }
                             },
                         },
@@ -476,10 +499,11 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                 "Introspection": _INTROSPECTION_SCHEMA,
                 "Health": {
                     "type": "object",
-                    "required": ["status"],
+                    "required": ["status", "database", "keys"],
                     "properties": {
                         "status": {"type": "string", "enum": ["ok", "unavailable"]},
-                        "database": {"type": "string"},
+                        "database": {"type": "string", "enum": ["ok", "unreachable"]},
+                        "keys": {"type": "string", "enum": ["ok", "missing"]},
                     },
                 },
             },
