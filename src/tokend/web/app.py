@@ -243,10 +243,10 @@ class _TokendApp(Starlette):
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
         if scope["type"] == "http":
-            # The request id (tokend.logs): set for this request's log lines, and returned.
-            send = _with_header(send, bind_request(scope["headers"]))
-            if self._hsts:
-                send = _with_hsts(send)
+            # The headers every answer carries, in one wrapper: HSTS on an https issuer, and
+            # the request id (tokend.logs), set here for this request's log lines.
+            rid = bind_request(scope["headers"])
+            send = _with_headers(send, [HSTS, rid] if self._hsts else [rid])
             if self._observer is not None:  # timed from here to the answer's last byte
                 send = self._observer.wrap(scope, send)
             endpoint = self.direct_routes.get((scope["method"], scope["path"]))
@@ -262,22 +262,15 @@ class _TokendApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def _with_hsts(send: Send) -> Send:
-    async def send_with_hsts(message: Message) -> None:
+def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """``send``, adding ``headers`` to the response's start message."""
+
+    async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), HSTS]}
+            message = {**message, "headers": [*message.get("headers", ()), *headers]}
         await send(message)
 
-    return send_with_hsts
-
-
-def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
-    async def send_with_header(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), header]}
-        await send(message)
-
-    return send_with_header
+    return send_with_headers
 
 
 async def _refresh_shared_state(rt: Runtime, interval: float) -> None:
