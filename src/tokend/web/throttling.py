@@ -13,6 +13,7 @@ so nobody picks his own address by sending it.
 from __future__ import annotations
 
 import ipaddress
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
@@ -125,7 +126,7 @@ class ClientAuthGuard:
         await self._call(self._throttle.failed, keys, attempt, checked=checked)
 
 
-class GuardedEndpoint(Generic[S, T]):
+class GuardedEndpoint(ABC, Generic[S, T]):
     """A route handler that authenticates the client as the token endpoint does and answers
     from one call to its service: the body parameters first, then ``_serve`` under
     ``guard``, whose result ``_respond`` turns into the answer. Errors go to the app's
@@ -147,9 +148,10 @@ class GuardedEndpoint(Generic[S, T]):
 
         return self._respond(await self._guard.run(request, credentials, work))
 
+    @abstractmethod
     async def _serve(self, creds: ClientCredentials, params: Mapping[str, str], address: str) -> T:
         """The service call, for the authenticated ``creds`` from ``address``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _respond(self, result: T) -> Response:
-        raise NotImplementedError
+        """The answer for the service's ``result``."""
