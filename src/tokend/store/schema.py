@@ -255,3 +255,38 @@ leases = Table(
     Column("holder", String(64), nullable=False),
     Column("expires_at", Time, nullable=False),
 )
+
+# RFC 8628 device authorizations, and Didit's cross-device sign-in on the same rows
+# (``kind`` = "device" for a device that polls the token endpoint, "browser" for a pending
+# browser authorization that a second device completes). Both codes are stored only as
+# hashes: ``device_code_hash`` is SHA-256 of a 256-bit secret (the device's, or the waiting
+# browser's cookie); ``user_code_hash`` is keyed (the user code has ~35 bits, too few for a
+# plain digest). ``request_hash`` binds a "browser" row to the one authorization request it
+# was made for. ``status``: pending, approved, denied, redeemed.
+device_authorizations = Table(
+    "device_authorizations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("device_code_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("user_code_hash", LargeBinary(32), nullable=False, unique=True),
+    Column(
+        "client_id",
+        String(64),
+        ForeignKey("clients.client_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("kind", String(16), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("request_hash", LargeBinary(32)),
+    Column("address", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("interval", Integer, nullable=False),
+    Column("last_polled_at", Time),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), index=True),
+    Column("auth_time", Time),
+    Column("decided_at", Time),
+    Column("family_id", String(32)),  # no FK: the family may be gone, the replay rule stays
+    Column("created_at", Time, nullable=False),
+    Column("expires_at", Time, nullable=False, index=True),
+)
