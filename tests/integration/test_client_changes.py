@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SECRET_KEY
-from tests.integration.test_key_rotation import connect_to_every_worker
+from tests.integration.test_key_rotation import connect_to_every_worker, reconnect
 from tests.support.server import running_server
 from tokend.core.models import Client
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret
@@ -81,6 +81,7 @@ def test_rotated_secret_and_deleted_client_reach_every_worker(live_rt, db_url, s
         rotated = cli(db_url, "clients", "rotate-secret", client_id)
         new_secret = rotated["client_secret"]
         assert new_secret != secret
+        workers = reconnect(base, workers)
         took = _until_every_worker(
             workers,
             lambda w: w.request("POST", "/auth/v2/token", CC, (client_id, secret))[0] == 401,
@@ -93,6 +94,7 @@ def test_rotated_secret_and_deleted_client_reach_every_worker(live_rt, db_url, s
             assert (status, body["error"]) == (401, "invalid_client")
 
         cli(db_url, "clients", "delete", client_id)
+        workers = reconnect(base, workers)
         took = _until_every_worker(
             workers,
             lambda w: w.request("POST", "/auth/v2/token", CC, (client_id, new_secret))[0] == 401,
