@@ -243,12 +243,15 @@ class _TokendApp(Starlette):
         if self.middleware_stack is None:
             self.middleware_stack = self.build_middleware_stack()
         if scope["type"] == "http":
-            # The headers every answer carries, in one wrapper: HSTS on an https issuer, and
-            # the request id (tokend.logs), set here for this request's log lines.
+            # The headers every answer carries (HSTS on an https issuer, the request id of
+            # tokend.logs, set here for this request's log lines), added by the same one
+            # send wrapper that times and counts the answer.
             rid = bind_request(scope["headers"])
-            send = _with_headers(send, [HSTS, rid] if self._hsts else [rid])
+            headers = [HSTS, rid] if self._hsts else [rid]
             if self._observer is not None:  # timed from here to the answer's last byte
-                send = self._observer.wrap(scope, send)
+                send = self._observer.wrap(scope, send, headers)
+            else:
+                send = _with_headers(send, headers)
             endpoint = self.direct_routes.get((scope["method"], scope["path"]))
             if endpoint is not None:
                 scope["app"] = self

@@ -2,11 +2,12 @@
 per-request observation that the app's outermost layer (``tokend.web.app._TokendApp``)
 wraps around every HTTP request, the direct token route included.
 
-``RequestObserver.wrap(scope, send)`` reads the clock when the request reaches the app and
-when the last byte of its answer has been handed to the server, and counts the answer by
-endpoint and status: the endpoint is the route's path template, bound to its histogram child
-once at start-up (a dict lookup per request), or ``other`` for any path tokend does not
-serve (nothing a client sends becomes a label).
+``RequestObserver.wrap(scope, send, headers)`` reads the clock when the request reaches the
+app and when the last byte of its answer has been handed to the server, and counts the answer
+by endpoint and status (and adds ``headers`` to it, see ``tokend.web.app``): the endpoint is
+the route's path template, bound to its histogram child once at start-up (a dict lookup per
+request), or ``other`` for any path tokend does not serve (nothing a client sends becomes a
+label).
 
 ``TOKEND_METRICS_TOKEN``: when set, ``/metrics`` asks for it as a bearer token (compared in
 constant time) and answers 401 without it.
@@ -80,18 +81,24 @@ class RequestObserver:
                 return endpoint
         return self._other
 
-    def wrap(self, scope: Scope, send: Send) -> Send:
-        """``send``, observing the request of ``scope`` when its answer is complete."""
+    def wrap(self, scope: Scope, send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+        """``send``, adding ``headers`` to the answer's start and observing the request of
+        ``scope`` when its answer is complete: one wrapper, so each message the app sends
+        passes through one extra coroutine, not one per concern."""
         start = perf_counter()
         endpoint = self.endpoint(scope["path"])
         status = 0
 
         async def send_observed(message: Message) -> None:
             nonlocal status
-            await send(message)
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+                await send(message)
+                return
+            await send(message)
+            if kind == "http.response.body" and not message.get("more_body"):
                 endpoint.done(status, perf_counter() - start)
 
         return send_observed
