@@ -346,3 +346,37 @@ def test_failed_client_authentication_is_throttled(strict: tuple[Runtime, TestCl
     assert r.status_code == 429 and r.json()["error"] == "temporarily_unavailable"
     # the right secret is refused too while the window lasts (it is never compared)
     assert client.post(DEVICE, data={"scope": "openid"}, auth=reg.basic).status_code == 429
+
+
+# -- the OpenAPI document ---------------------------------------------------------------------
+
+
+def test_answers_match_the_openapi_document(
+    rt: Runtime, http: TestClient, tv: RegisteredClient, person: User
+) -> None:
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    from tests.web.test_openapi import _validator, assert_documented
+
+    doc = http.get("/openapi.json").json()
+    registry = Registry().with_resource(
+        "urn:tokend:openapi", Resource(contents=doc, specification=DRAFT202012)
+    )
+    ok = authorize(http, tv)
+    assert_documented(doc, registry, DEVICE, ok)
+    for r in (
+        authorize(http, tv, "admin"),
+        http.post(DEVICE, data={"client_id": "nobody"}),
+        authorize(http, register_client(rt, grant_types=("authorization_code",)), "openid"),
+    ):
+        assert_documented(doc, registry, DEVICE, r)
+    code = ok.json()["device_code"]
+    params = {"grant_type": DEVICE_CODE_GRANT, "device_code": code, "client_id": tv.client_id}
+    request_schema = doc["paths"][TOKEN]["post"]["requestBody"]["content"][
+        "application/x-www-form-urlencoded"
+    ]["schema"]
+    assert not list(_validator(request_schema, registry).iter_errors(params))
+    assert_documented(doc, registry, TOKEN, poll(http, tv, code))  # authorization_pending
+    approve(rt, ok.json()["user_code"], person)
+    assert_documented(doc, registry, TOKEN, poll(http, tv, code))  # tokens
