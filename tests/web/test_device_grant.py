@@ -380,3 +380,17 @@ def test_answers_match_the_openapi_document(
     assert_documented(doc, registry, TOKEN, poll(http, tv, code))  # authorization_pending
     approve(rt, ok.json()["user_code"], person)
     assert_documented(doc, registry, TOKEN, poll(http, tv, code))  # tokens
+
+
+def test_metrics_count_the_grant_and_its_outcomes(http: TestClient, tv: RegisteredClient) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(outcome: str) -> float:
+        labels = {"grant_type": DEVICE_CODE_GRANT, "outcome": outcome}
+        return REGISTRY.get_sample_value("tokend_token_requests_total", labels) or 0.0
+
+    before = value("authorization_pending"), value("slow_down")
+    code = started(http, tv)["device_code"]
+    poll(http, tv, code)
+    poll(http, tv, code)
+    assert (value("authorization_pending"), value("slow_down")) == (before[0] + 1, before[1] + 1)
