@@ -482,8 +482,9 @@ ERROR_CASES: list[tuple[str, str, Send]] = [
         ),
     ),
     (
-        "device-code-urn",
-        "unsupported_grant_type",
+        # RFC 8628's grant is served, to the clients registered with it only.
+        "device-code-unregistered-client",
+        "unauthorized_client",
         lambda http, w: http.post(
             TOKEN,
             data={"grant_type": "urn:ietf:params:oauth:grant-type:device_code"},
