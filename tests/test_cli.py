@@ -673,6 +673,7 @@ def test_gc(cli: Cli, crt: Runtime) -> None:
         "families",
         "refresh_tokens",
         "authorization_codes",
+        "device_authorizations",
         "browser_sessions",
         "security_events",
         "revoked_access_tokens",
