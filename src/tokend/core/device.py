@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from tokend.core.client_auth import authenticate_client
 from tokend.core.clock import Clock
 from tokend.core.errors import InvalidScope, UnauthorizedClient
 from tokend.core.events import EventKind
-from tokend.core.models import Client, SecurityEvent
+from tokend.core.models import Client, ClientCredentials, SecurityEvent
 from tokend.core.scopes import parse_scope
 from tokend.core.secrets import DEVICE_CODE_PREFIX, hash_secret, new_device_code, new_id
 
@@ -363,3 +365,33 @@ class DeviceFlow:
         ):
             return expired
         return BrowserOutcome("approved", user_id=row.user_id, auth_time=row.auth_time)
+
+
+class DeviceAuthorization:
+    """``POST /auth/v2/device/authorize`` free of HTTP (RFC 8628 §3.1-3.2): the client
+    authenticated exactly as at the token endpoint (``tokend.core.client_auth``: basic,
+    post, or ``none`` for a public client), then ``DeviceFlow.authorize``."""
+
+    __slots__ = ("_clients", "_flow", "verification_uri")
+
+    def __init__(
+        self, flow: DeviceFlow, clients: Callable[[str], Client | None], *, issuer: str
+    ) -> None:
+        self._flow = flow
+        self._clients = clients
+        self.verification_uri = f"{issuer}/device"
+
+    def authorize(
+        self, credentials: ClientCredentials, params: Mapping[str, str], *, address: str | None
+    ) -> dict[str, str | int]:
+        """The §3.2 response, or ``OAuthError``."""
+        client = authenticate_client(credentials, self._clients)
+        start = self._flow.authorize(client, params.get("scope"), address=address)
+        return {
+            "device_code": start.device_code,
+            "user_code": start.user_code,
+            "verification_uri": self.verification_uri,
+            "verification_uri_complete": f"{self.verification_uri}?user_code={start.user_code}",
+            "expires_in": start.expires_in,
+            "interval": start.interval,
+        }

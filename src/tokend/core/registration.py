@@ -178,12 +178,20 @@ def check_redirect_uri(uri: str) -> str:
     return uri
 
 
-def client_changes(*, dpop_nonce_required: bool | None = None) -> dict[str, object]:
+def client_changes(
+    *,
+    dpop_nonce_required: bool | None = None,
+    grant_types: Collection[str] = (),
+    public: bool = False,
+) -> dict[str, object]:
     """The settings to change on a registered client (the given ones only), or
-    ``NothingToChange`` if none is given."""
+    ``NothingToChange`` if none is given. ``grant_types`` (if any) replace the client's, by
+    the registration rules (``public``: the client's kind)."""
     changes: dict[str, object] = {}
     if dpop_nonce_required is not None:
         changes["dpop_nonce_required"] = dpop_nonce_required
+    if grant_types:
+        changes["grant_types"] = check_grant_types(grant_types, public=public)
     if not changes:
         raise NothingToChange("nothing to update: give at least one setting to change")
     return changes
