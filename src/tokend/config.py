@@ -18,8 +18,10 @@ from tokend.core.models import Policy
 from tokend.core.throttle import (
     CLIENT,
     CLIENT_ADDRESS,
+    DEVICE_START_ADDRESS,
     LOGIN,
     LOGIN_ADDRESS,
+    USER_CODE_ADDRESS,
     Limit,
     ThrottlePolicy,
 )
@@ -87,6 +89,10 @@ class Settings(BaseSettings):
     client_auth_address_failure_limit: int = Field(100, ge=0)
     login_failure_limit: int = Field(10, ge=0)
     login_address_failure_limit: int = Field(50, ge=0)
+    # /device: user codes that match nothing, per address (RFC 8628 §5.1); and cross-device
+    # sign-ins (a QR on the login page, one stored row each) started per address.
+    user_code_failure_limit: int = Field(20, ge=0)
+    cross_device_start_limit: int = Field(60, ge=0)
     # Security events that anyone can trigger (another client's token revoked with a public
     # client id): at most one row per kind, client and address per this many seconds, with
     # a count of the occurrences.
@@ -139,6 +145,8 @@ class Settings(BaseSettings):
             client_address=Limit(CLIENT_ADDRESS, self.client_auth_address_failure_limit, w),
             login=Limit(LOGIN, self.login_failure_limit, w),
             login_address=Limit(LOGIN_ADDRESS, self.login_address_failure_limit, w),
+            user_code=Limit(USER_CODE_ADDRESS, self.user_code_failure_limit, w),
+            device_start=Limit(DEVICE_START_ADDRESS, self.cross_device_start_limit, w),
         )
 
     @field_validator("secret_key", "secret_key_file", "metrics_token", mode="before")

@@ -211,3 +211,40 @@ def test_what_a_process_knows_is_bounded(store: MemoryCounters, clock: FrozenClo
     assert len(t._known) <= 8
     with pytest.raises(TooManyAttempts):  # the newest are kept
         t.check_known(t.policy.client_keys("c49", "192.0.2.1"))
+
+
+def test_user_code_entry_counts_per_address_only() -> None:
+    """RFC 8628 §5.1: wrong user codes are limited per address (an IPv6 /64 as one), never
+    per code or account, and apart from the sign-in counters of the same address."""
+    p = ThrottlePolicy(
+        client=Limit("client", 3, WINDOW),
+        client_address=Limit("client_address", 10, WINDOW),
+        login=Limit("login", 3, WINDOW),
+        login_address=Limit("login_address", 10, WINDOW),
+        user_code=Limit("user_code_address", 5, WINDOW),
+    )
+    (key,) = p.user_code_keys("2001:db8:1:2::1")
+    assert key.limit.name == "user_code_address" and key.limit.max_failures == 5
+    assert p.user_code_keys("2001:db8:1:2:ffff::9") == (key,)
+    assert p.user_code_keys("2001:db8:1:3::1") != (key,)
+    assert key.digest not in {k.digest for k in p.login_keys("", "2001:db8:1:2::1")}
+    assert key.digest not in {k.digest for k in p.device_start_keys("2001:db8:1:2::1")}
+    off = ThrottlePolicy(p.client, p.client_address, p.login, p.login_address,
+                         user_code=Limit("user_code_address", 0, WINDOW))  # fmt: skip
+    assert off.user_code_keys("192.0.2.7") == ()
+
+
+def test_user_code_guesses_are_refused_once_the_window_is_full(
+    store: MemoryCounters, clock: FrozenClock
+) -> None:
+    base = policy()
+    p = ThrottlePolicy(base.client, base.client_address, base.login, base.login_address,
+                       user_code=Limit("user_code_address", 3, WINDOW))  # fmt: skip
+    throttle = Throttle(store=store, policy=p, clock=clock)
+    keys = p.user_code_keys("192.0.2.7")
+    fail(throttle, keys, Attempt("192.0.2.7"), 3)
+    with pytest.raises(TooManyAttempts):
+        throttle.check(keys)
+    throttle.check(p.user_code_keys("192.0.2.8"))  # another address is not affected
+    clock.advance(WINDOW)
+    throttle.check(keys)

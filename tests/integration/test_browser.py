@@ -435,3 +435,65 @@ def test_phone_layout_has_no_horizontal_scroll(
         assert problems == [], problems
     finally:
         context.close()
+
+
+def test_cross_device_sign_in_with_a_phone(
+    chromium: Any, live: Live, callback: Callback, shots: Path
+) -> None:
+    """Didit's flow: the desktop's login page shows a QR code; a phone already signed in
+    opens its link, confirms the code and allows; the desktop page, reloading itself without
+    script, goes on to the client's redirect URI with a code that exchanges for tokens."""
+    party = register(live, callback, "Acme Notes")
+    auth = authorization(live, party, callback, "openid offline email")
+    desktop, page, problems = new_page(chromium, DESKTOP)
+    phone, mobile, phone_problems = new_page(chromium, PHONE, is_mobile=True, has_touch=True)
+    try:
+        # The phone is signed in already (here through /device's own sign-in).
+        mobile.goto(f"{live.base}/device")
+        mobile.get_by_label("Username").fill(party.username)
+        mobile.get_by_label("Password").fill(party.password)
+        submit(mobile, mobile.get_by_role("button", name="Sign in").click)
+        assert mobile.get_by_role("heading", level=1).inner_text() == "Connect a device"
+
+        page.goto(auth.url)
+        qr = page.get_by_role("img", name="QR code of the link below")
+        assert qr.locator("svg").is_visible()
+        assert page.get_by_label("Password").is_visible()  # beside the password form
+        link = page.locator('a[href^="/device?user_code="]')
+        user_code = link.get_attribute("href").split("=", 1)[1]
+        assert user_code in page.inner_text("main")
+        page.screenshot(path=str(shots / "device-login-qr.png"))
+        (waiting,) = [c for c in desktop.cookies() if c["name"].startswith("tokend_xd_")]
+        assert waiting["httpOnly"] and waiting["sameSite"] == "Lax"
+        assert waiting["path"] == "/auth/v2/authorize"
+
+        # The phone follows the QR's link: confirm the code, then the consent that warns.
+        mobile.goto(f"{live.base}/device?user_code={user_code}")
+        assert mobile.get_by_role("heading", level=1).inner_text() == "Confirm the code"
+        assert user_code in mobile.inner_text("main")
+        no_horizontal_scroll(mobile)
+        mobile.screenshot(path=str(shots / "device-code.png"))
+        submit(mobile, mobile.get_by_role("button", name="Continue").click)
+        heading = mobile.get_by_role("heading", level=1).inner_text()
+        assert heading == "Acme Notes on another device wants to access your account"
+        assert "Only allow this if you started it yourself" in mobile.inner_text("main")
+        no_horizontal_scroll(mobile)
+        mobile.screenshot(path=str(shots / "device-consent.png"), full_page=True)
+        submit(mobile, mobile.get_by_role("button", name="Allow").click)
+        heading = mobile.get_by_role("heading", level=1).inner_text()
+        assert heading == "You can go back to your device"
+        mobile.screenshot(path=str(shots / "device-done.png"))
+
+        # The desktop page, untouched, reloads itself and lands on the redirect URI.
+        page.wait_for_url(re.compile("^" + re.escape(callback.uri) + r"\?"), timeout=30_000)
+        code = landed(page, callback, auth, live.base)
+        r = exchange(live, party, code, auth)
+        assert r.status_code == 200, r.text
+        tokens = r.json()
+        assert tokens["id_token"] and tokens["refresh_token"].startswith("tkd_rt_")
+        assert not [c for c in desktop.cookies() if c["name"].startswith("tokend_xd_")]
+        assert problems == [], problems
+        assert phone_problems == [], phone_problems
+    finally:
+        desktop.close()
+        phone.close()

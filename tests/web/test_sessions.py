@@ -170,9 +170,15 @@ def test_cookies_are_host_prefixed_on_an_https_issuer(browser: Browser, party: P
     url = authorize_url(party)
     r = browser.get(url)
     cookies = set_cookies(r)
-    assert set(cookies) == {CSRF}, cookies
+    # The CSRF cookie, and the cross-device sign-in's (tokend.web.pages.crossdevice): scoped
+    # to the authorize path, so __Secure- (Secure, no Domain) rather than __Host-.
+    (waiting,) = set(cookies) - {CSRF}
+    assert waiting.startswith("__Secure-tokend_xd_"), cookies
     _, attrs = cookie_attributes(cookies[CSRF])
     assert {"secure", "path=/", "httponly", "samesite=lax"} <= attrs
+    assert not any(a.startswith("domain") for a in attrs)
+    _, attrs = cookie_attributes(cookies[waiting])
+    assert {"secure", "path=/auth/v2/authorize", "httponly", "samesite=lax"} <= attrs
     assert not any(a.startswith("domain") for a in attrs)
     r = browser.submit_login(Page(r.text).form(LOGIN), party.user.username, party.password)
     assert r.status_code == 303
@@ -193,7 +199,8 @@ def test_plain_cookies_keep_their_names_on_a_plain_http_issuer(
 ) -> None:
     b = Browser(plain)
     r = b.get(authorize_url(party))
-    assert set(set_cookies(r)) == {"tokend_csrf"}
+    (waiting,) = set(set_cookies(r)) - {"tokend_csrf"}
+    assert waiting.startswith("tokend_xd_")  # the cross-device sign-in's
     r = b.submit_login(Page(r.text).form(LOGIN), party.user.username, party.password)
     assert r.status_code == 303
     assert set(set_cookies(r)) == {"tokend_session", "tokend_csrf"}

@@ -15,6 +15,8 @@ challenge and the nonce; only their hash is stored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -169,6 +171,32 @@ def _redirector(redirect_uri: str, state: str | None) -> Callable[[str, str], Re
         return RedirectableError(error, description, redirect_uri, state)
 
     return make
+
+
+def request_digest(request: AuthorizationRequest) -> bytes:
+    """SHA-256 of the request as validated (canonical: every field that shapes the code, in
+    a fixed order, whatever the order or encoding of the query it came from). A cross-device
+    sign-in is bound to it (``tokend.core.device``): its approval completes this request and
+    no other, even in the same browser."""
+    canonical = [
+        request.client.client_id,
+        request.redirect_uri,
+        list(request.scopes),
+        request.state,
+        request.nonce,
+        request.code_challenge,
+        sorted(request.prompt),
+        request.max_age,
+    ]
+    data = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass")).digest()
+
+
+def cross_device_allowed(request: AuthorizationRequest) -> bool:
+    """Whether the login page may offer sign-in from another device: not when the client
+    asks for a fresh sign-in (``prompt=login``, ``max_age``), which an approval by a phone
+    signed in earlier would not be (OIDC Core §3.1.2.1)."""
+    return "login" not in request.prompt and request.max_age is None
 
 
 def needs_login(request: AuthorizationRequest, auth_time: float | None, now: float) -> bool:

@@ -3,7 +3,9 @@
 The rule:
 
 - Failed **client authentications** count per (client_id, source address) and per source
-  address; failed **sign-ins** per (username, source address) and per source address. No
+  address; failed **sign-ins** per (username, source address) and per source address;
+  **user codes** typed or followed on ``/device`` that match no pending authorization (RFC
+  8628 §5.1: ~34.6 bits, guessable without a limit) per source address. No
   limit keys on the client or the account alone: an attacker elsewhere can exhaust only his
   own address's allowance, never lock the real client or user out from theirs.
 - An IPv6 address counts as its /64 (what one subscriber usually holds, RFC 6177), an
@@ -50,6 +52,8 @@ CLIENT = "client"  # (client_id, address)
 CLIENT_ADDRESS = "client_address"  # (address) for client authentication
 LOGIN = "login"  # (username, address)
 LOGIN_ADDRESS = "login_address"  # (address) for sign-ins
+USER_CODE_ADDRESS = "user_code_address"  # (address) for user codes typed on /device
+DEVICE_START_ADDRESS = "device_start_address"  # (address) for cross-device sign-ins started
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,11 @@ class ThrottlePolicy:
     client_address: Limit
     login: Limit
     login_address: Limit
+    # RFC 8628 §5.1: wrong user codes per address (a user code is not tied to an account).
+    user_code: Limit = Limit(USER_CODE_ADDRESS, 20, 900.0)
+    # Not a failure: each cross-device sign-in the login page starts (a stored row) counts,
+    # so one address cannot make rows without bound by loading login pages.
+    device_start: Limit = Limit(DEVICE_START_ADDRESS, 60, 900.0)
 
     def client_keys(self, client_id: str | None, address: str) -> tuple[Key, ...]:
         """The counters of a client authentication attempt."""
@@ -142,6 +151,15 @@ class ThrottlePolicy:
             (Key(self.login, _digest(LOGIN, username, net)),
              Key(self.login_address, _digest(LOGIN_ADDRESS, "", net)))
         )  # fmt: skip
+
+    def user_code_keys(self, address: str) -> tuple[Key, ...]:
+        """The counter of a user code entry (per address only: the code names no account)."""
+        return _active((Key(self.user_code, _digest(USER_CODE_ADDRESS, "", network_of(address))),))
+
+    def device_start_keys(self, address: str) -> tuple[Key, ...]:
+        """The counter of the cross-device sign-ins an address starts."""
+        net = network_of(address)
+        return _active((Key(self.device_start, _digest(DEVICE_START_ADDRESS, "", net)),))
 
 
 def _active(keys: Iterable[Key]) -> tuple[Key, ...]:

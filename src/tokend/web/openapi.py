@@ -914,6 +914,22 @@ PAGE_PATHS: dict[str, Any] = {
         }
     },
     "/auth/v2/authorize/login": {
+        "get": {
+            "summary": "The sign-in form alone, for the same authorization request",
+            "operationId": "loginPasswordOnly",
+            "description": "The authorization request's query, as at /auth/v2/authorize; the "
+            "login page without its cross-device QR code and without reloading itself ("
+            "'Stop checking').",
+            "parameters": [
+                {"name": name, "in": "query", "required": required, "schema": schema}
+                for name, required, schema in _AUTHORIZE_PARAMS
+            ],
+            "responses": {
+                "200": _html("The sign-in page."),
+                "302": _redirect("An invalid request, back to the redirect URI with an error."),
+                "400": _html("Unknown client or unregistered redirect URI: never redirected."),
+            },
+        },
         "post": {
             "summary": "Sign in (username + password), then continue the authorization",
             "operationId": "login",
@@ -922,9 +938,11 @@ PAGE_PATHS: dict[str, Any] = {
                     "username": _required_text(),
                     "password": _required_text(),
                     "next": _required_text(
-                        "Where to go once signed in: /account or an authorization request.",
-                        pattern="^(/account|/auth/v2/authorize\\?[^\\x00-\\x08\\x0a-\\x1f\\x7f"
-                        "\\ufffe\\uffff]*)$",
+                        "Where to go once signed in: /account, /device (with a user code "
+                        "written XXXX-XXXX at most) or an authorization request.",
+                        pattern="^(/account|/device(\\?user_code=[BCDFGHJKLMNPQRSTVWXZ]{4}-"
+                        "[BCDFGHJKLMNPQRSTVWXZ]{4})?|/auth/v2/authorize\\?[^\\x00-\\x08"
+                        "\\x0a-\\x1f\\x7f\\ufffe\\uffff]*)$",
                     ),
                 },
                 ["username", "password", "next"],
@@ -944,7 +962,7 @@ PAGE_PATHS: dict[str, Any] = {
                     "headers": _RETRY_AFTER,
                 },
             },
-        }
+        },
     },
     "/auth/v2/authorize/consent": {
         "post": {
@@ -964,6 +982,56 @@ PAGE_PATHS: dict[str, Any] = {
                 "403": _html("Missing or wrong CSRF token, or a cross-origin POST."),
             },
         }
+    },
+    "/device": {
+        "get": {
+            "summary": "RFC 8628 verification page: enter or confirm a user code",
+            "operationId": "device",
+            "description": "Signed out: the sign-in page, which then comes back here. Signed "
+            "in: a form to type the code, or with user_code a page to confirm it (shown, not "
+            "looked up).",
+            "parameters": [
+                {
+                    "name": "user_code",
+                    "in": "query",
+                    "required": False,
+                    "schema": _text("The user code, any case, dash optional.", maxLength=32),
+                }
+            ],
+            "responses": {
+                "200": _html("The code form, the confirmation, or the sign-in page."),
+                "400": _html("A user_code that cannot be one: the code form with an error."),
+            },
+        },
+        "post": {
+            "summary": "Look up a user code (then the consent page), or allow or deny it",
+            "operationId": "deviceDecide",
+            "description": "Without step: user_code is looked up (case-insensitive, dash "
+            "optional) and the consent page answers. With step=decide: the decision on "
+            "the pending authorization the consent page named.",
+            "requestBody": _form(
+                {
+                    "user_code": _text("The user code, any case, dash optional.", maxLength=32),
+                    "step": {"type": "string", "enum": ["decide"]},
+                    "authorization": _text("The consent page's authorization id.", maxLength=32),
+                    "decision": {"type": "string", "enum": ["allow", "deny"]},
+                },
+                [],
+            ),
+            "responses": {
+                "200": _html("The consent page; after a decision, 'go back to your device'."),
+                "400": _html("A code that is not valid or has expired (one generic message)."),
+                "403": _html("Missing or wrong CSRF token, or a cross-origin POST."),
+                "409": _html("The request is no longer waiting (expired or already decided)."),
+                "429": {
+                    **_html(
+                        "Too many wrong codes from this address; no code is looked up until "
+                        "Retry-After has passed."
+                    ),
+                    "headers": _RETRY_AFTER,
+                },
+            },
+        },
     },
     "/account": {
         "get": {

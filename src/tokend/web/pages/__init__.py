@@ -5,6 +5,8 @@ One module per concern, and ``page_routes`` the one door ``web.app`` calls:
 
 - ``authorize``: authorize, login, consent (the flow that ends with a code);
 - ``account``: ``/account`` and its forms (revoke, withdraw, sign out, sign out everywhere);
+- ``device``: ``/device``, where a person allows another device (RFC 8628 §3.3);
+- ``crossdevice``: the login page's QR code, bound to the browser's authorization request;
 - ``csrf``: the two cookies (``__Host-`` names on an https issuer) and the CSRF rule;
 - ``render``: the Jinja templates under a strict CSP, redirects, the stylesheet;
 - ``shared``: the paths, and what both flows use (the sign-in form, the browser's session).
@@ -34,6 +36,7 @@ from tokend.runtime import Runtime
 from tokend.web.pages.account import AccountPages
 from tokend.web.pages.authorize import AuthorizeFlow
 from tokend.web.pages.csrf import Cookies
+from tokend.web.pages.device import DevicePages
 from tokend.web.pages.render import CSS, Renderer
 from tokend.web.pages.shared import Call, PageKit
 
@@ -50,5 +53,6 @@ def page_routes(rt: Runtime, call: Call) -> list[Route]:
     return [
         *AuthorizeFlow(rt, kit).routes(),
         *AccountPages(kit).routes(),
+        *DevicePages(rt.device, rt.throttle, kit).routes(),
         Route(CSS, render.css, methods=["GET"]),
     ]

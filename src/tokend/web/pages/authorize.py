@@ -9,6 +9,12 @@
   (``tokend.core.throttle``): a throttled (username, address) or address is refused before
   the password is looked at; a failure counts; success adds nothing.
 - Every sign-in starts a new browser session (no fixation) and a new CSRF cookie.
+- Beside the password form, sign-in from another device (``crossdevice``): the login page
+  shows a QR code, reloads itself while it waits, and finishes exactly as a password
+  sign-in does once a phone allowed the request. ``GET`` on the login path shows the
+  password form alone (no QR, no reloads).
+- The login form's ``next`` is an authorization request, the account page, or ``/device``
+  (with a well-formed user code at most): nothing else, so it is no open redirect.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from starlette.routing import Route
 
 from tokend.core import authorization as authz
 from tokend.core.accounts import BrowserSession
+from tokend.core.device import format_user_code, normalize_user_code
 from tokend.core.errors import InvalidRequest, TooManyAttempts
 from tokend.core.throttle import Attempt
 from tokend.runtime import Runtime
+from tokend.web.pages.crossdevice import CrossDevice
 from tokend.web.pages.render import origin, scope_items, with_query
-from tokend.web.pages.shared import ACCOUNT, AUTHORIZE, CONSENT, LOGIN, PageKit
+from tokend.web.pages.shared import ACCOUNT, AUTHORIZE, CONSENT, DEVICE, LOGIN, PageKit
 from tokend.web.parsing import query_pairs
 from tokend.web.throttling import source_address
 
@@ -49,11 +57,13 @@ class AuthorizeFlow:
         # At most this many Argon2id checks (64 MiB each) at once in this process: a flood
         # of sign-ins waits here, as coroutines, instead of exhausting memory and threads.
         self._hash_limiter = anyio.CapacityLimiter(rt.settings.password_hash_concurrency)
+        self._cross = CrossDevice(rt.device, rt.throttle, kit, self.issuer, rt.clock)
 
     def routes(self) -> list[Route]:
         return [
             Route(AUTHORIZE, self.authorize, methods=["GET"]),
             Route(LOGIN, self.login, methods=["POST"]),
+            Route(LOGIN, self.password_only, methods=["GET"]),
             Route(CONSENT, self.consent, methods=["POST"]),
         ]
 
@@ -69,10 +79,17 @@ class AuthorizeFlow:
         if session is None or authz.needs_login(req, session.auth_time, self._clock.now()):
             if "none" in req.prompt:
                 return self._to_client(req.error("login_required", "The user is not signed in."))
-            # The sign-in about to happen satisfies prompt=login and max_age: the request
-            # the form carries must not ask for them again, or signing in would loop.
-            return self.kit.login_page(request, f"{AUTHORIZE}?{_after_sign_in(query)}", req)
+            return await self._login_step(request, req, query)
         return await self._consent_or_finish(request, req, session, query, 302)
+
+    async def password_only(self, request: Request) -> Response:
+        """The login page without the cross-device panel and its reloads ("Stop checking")."""
+        raw_query: bytes = request.scope["query_string"]
+        req = await self._validate(raw_query, 302)
+        if isinstance(req, Response):
+            return req
+        query = raw_query.decode("utf-8")
+        return self.kit.login_page(request, f"{AUTHORIZE}?{_after_sign_in(query)}", req)
 
     async def login(self, request: Request) -> Response:
         form = await self.kit.cookies.read_form(request)
@@ -85,7 +102,7 @@ class AuthorizeFlow:
             if isinstance(pending, Response):
                 return pending
             req = pending
-        elif next_ != ACCOUNT:
+        elif next_ != ACCOUNT and not is_device_next(next_):
             return self.kit.forbidden()
         username = form.get("username", "").strip()
         return await self._sign_in(request, next_, req, username, form.get("password", ""))
@@ -106,9 +123,31 @@ class AuthorizeFlow:
         await self.kit.call(
             self.kit.accounts.save_consent, session.user_id, req.client.client_id, req.scopes
         )
-        return await self._finish(req, session, 303)
+        return await self._finish(req, session.user_id, session.auth_time, 303)
 
     # -- their parts -----------------------------------------------------------------------
+
+    async def _login_step(
+        self, request: Request, req: authz.AuthorizationRequest, query: str
+    ) -> Response:
+        """The login page, with the cross-device panel; or, once another device decided,
+        the end of this authorization request."""
+        step = await self._cross.step(request, req, query)
+        if step.status == "approved" and step.user_id is not None and step.auth_time is not None:
+            response = await self._finish(req, step.user_id, step.auth_time, 302)
+        elif step.status == "denied":
+            err = req.error("access_denied", "The user denied the sign-in on another device.")
+            response = self._to_client(err)
+        else:
+            # The sign-in about to happen satisfies prompt=login and max_age: the request
+            # the form carries must not ask for them again, or signing in would loop.
+            next_ = f"{AUTHORIZE}?{_after_sign_in(query)}"
+            response = self.kit.login_page(request, next_, req, cross=step.panel)
+            if step.cookie is not None:
+                self._cross.set_cookie(response, step.cookie)
+            return response
+        self._cross.clear_cookie(response, req)
+        return response
 
     async def _validate(
         self, query: str | bytes, status: int
@@ -192,7 +231,7 @@ class AuthorizeFlow:
         accounts = self.kit.accounts
         granted = await self.kit.call(accounts.consent, session.user_id, req.client.client_id)
         if not authz.needs_consent(req, granted):
-            return await self._finish(req, session, status)
+            return await self._finish(req, session.user_id, session.auth_time, status)
         if "none" in req.prompt:
             return self._to_client(req.error("consent_required", "Consent is required."), status)
         return self.kit.form_page(
@@ -208,15 +247,16 @@ class AuthorizeFlow:
         )
 
     async def _finish(
-        self, req: authz.AuthorizationRequest, session: BrowserSession, status: int
+        self, req: authz.AuthorizationRequest, user_id: str, auth_time: float, status: int
     ) -> Response:
-        """Issue the code and send the browser back to the client with it."""
+        """Issue the code and send the browser back to the client with it: after a sign-in
+        here (the session's user and auth_time) or on another device (the approver's)."""
         code = await self.kit.call(
             self._codes.issue,
             req,
-            user_id=session.user_id,
-            subject=self._subjects.subject(req.client, session.user_id),
-            auth_time=session.auth_time,
+            user_id=user_id,
+            subject=self._subjects.subject(req.client, user_id),
+            auth_time=auth_time,
             now=self._clock.now(),
         )
         params = {"code": code, "state": req.state, "iss": self.issuer}
@@ -231,6 +271,18 @@ class AuthorizeFlow:
             "iss": self.issuer,
         }
         return self.kit.render.redirect(with_query(err.redirect_uri, params), status)
+
+
+def is_device_next(next_: str) -> bool:
+    """Whether a login form may go on to ``next_`` on the /device side: ``/device`` itself,
+    or ``/device?user_code=`` with a well-formed code written as the pages write it."""
+    if next_ == DEVICE:
+        return True
+    prefix = f"{DEVICE}?user_code="
+    if not next_.startswith(prefix):
+        return False
+    code = normalize_user_code(next_[len(prefix) :])
+    return code is not None and next_[len(prefix) :] == format_user_code(code)
 
 
 def _after_sign_in(query: str) -> str:

@@ -24,6 +24,7 @@ ACCOUNT_REVOKE = "/account/revoke"
 ACCOUNT_WITHDRAW = "/account/consents/withdraw"
 LOGOUT = "/account/logout"
 LOGOUT_EVERYWHERE = "/account/logout/everywhere"
+DEVICE = "/device"  # RFC 8628 verification URI (and the cross-device QR's link)
 
 # Runs a storage call where the app runs them (``web.app``: on the loop for SQLite, else
 # on a bounded thread pool).
@@ -71,9 +72,13 @@ class PageKit:
         status: int = 200,
         error: str | None = None,
         username: str = "",
+        **extra: Any,
     ) -> Response:
         """The sign-in form, which then goes on to ``next_`` (the authorization request
-        ``req``, or the account page when ``req`` is None)."""
+        ``req``; else the account page or ``/device``). ``extra``: the cross-device panel's
+        context (``tokend.web.pages.crossdevice``)."""
+        device = next_ == DEVICE or next_.startswith(f"{DEVICE}?")
+        purpose = "to connect your other device" if device else "to manage your account"
         targets = (origin(req.redirect_uri),) if req is not None else ()
         return self.form_page(
             request,
@@ -82,7 +87,9 @@ class PageKit:
             action=LOGIN,
             next=next_,
             client_name=req.client.name if req is not None else None,
+            purpose=purpose,
             error=error,
             username=username,
             form_targets=targets,
+            **extra,
         )
