@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.client.conftest import USERINFO
-from tests.client.dpop_support import server_key
+from tests.client.dpop_support import nonce_server, server_key
 from tests.client.support import Recorder, SyncASGITransport, register_client
 from tests.conftest import ISSUER, RegisteredClient
 from tokend.client import (
@@ -354,6 +354,25 @@ def test_dpop_binds_the_device_tokens(
         pytest.raises(OAuthError),
     ):
         bare.refresh(refreshed.refresh_token or "")
+
+
+def test_dpop_polls_with_the_server_nonce(rt: Runtime, user: User) -> None:
+    """A server that requires DPoP nonces (TOKEND_DPOP_NONCE=on) answers the first poll
+    use_dpop_nonce; the client retries that poll once with the nonce, and the retry counts
+    as the poll (authorization_pending, then the tokens), not as a poll too fast."""
+    reg = register_client(
+        rt, public=True, grant_types=(DEVICE_GRANT, "refresh_token"), scopes="openid offline"
+    )
+    with (
+        nonce_server(rt) as http,
+        OAuthClient.from_issuer(
+            ISSUER, client_id=reg.client_id, http_client=http, dpop_key=server_key(rt)
+        ) as oauth,
+    ):
+        authorization = oauth.device_authorization(scope="openid offline")
+        sleeps = Sleeps(rt.clock, [nothing, lambda: approve(rt, authorization, user)])
+        tokens = oauth.poll_device_token(authorization, sleep=sleeps, clock=sleeps.clock)
+    assert tokens.token_type == "DPoP" and sleeps.waits == [5.0, 5.0]
 
 
 # -- the async twin -------------------------------------------------------------------------
