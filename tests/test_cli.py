@@ -673,6 +673,7 @@ def test_gc(cli: Cli, crt: Runtime) -> None:
         "families",
         "refresh_tokens",
         "authorization_codes",
+        "device_authorizations",
         "browser_sessions",
         "security_events",
         "revoked_access_tokens",
@@ -964,3 +965,25 @@ def test_userinfo_serves_the_cli_profile(cli: Cli, crt: Runtime) -> None:
     assert body["email"] == {"email": "a@example.com", "is_verified": False, "is_primary": True}
     assert body["given_name"] == "Alice" and body["names"]["full_name"] == "Alice"
     assert body["phone_number"] == "+15555550100" and body["phone_number_verified"] is True
+
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def test_clients_device_grant(cli: Cli, crt: Runtime) -> None:
+    """A device client (RFC 8628): public, no redirect URI; ``clients update --grant-type``
+    replaces a client's grant types by the registration rules."""
+    [tv] = cli.ok(
+        "clients", "create", "--name", "TV", "--public", "--grant-type", DEVICE_GRANT,
+        "--grant-type", "refresh_token", "--json",
+    )  # fmt: skip
+    assert tv["client_secret"] is None and tv["redirect_uris"] == []
+    assert crt.store.get_client(tv["client_id"]).grant_types == {DEVICE_GRANT, "refresh_token"}
+    web = cli.client()
+    [updated] = cli.ok("clients", "update", web["client_id"], "--grant-type", DEVICE_GRANT)
+    assert updated["grant_types"] == [DEVICE_GRANT]
+    assert crt.store.get_client(web["client_id"]).grant_types == {DEVICE_GRANT}
+    r = cli("clients", "update", tv["client_id"], "--grant-type", "client_credentials")
+    assert r.exit_code != 0 and "client_credentials" in r.stderr
+    assert crt.store.get_client(tv["client_id"]).grant_types == {DEVICE_GRANT, "refresh_token"}
+    assert cli("clients", "update", web["client_id"], "--grant-type", "password").exit_code == 2

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(32 * 1024, ge=8 * 1024)
     header_timeout: float = Field(10.0, gt=0, le=300)
     session_ttl: int = Field(43200, ge=60)  # browser sign-in session, seconds
+    # RFC 8628: seconds a device code (and a cross-device sign-in's QR code) lives.
+    device_code_ttl: int = Field(600, ge=60, le=3600)
     key_refresh_interval: float = Field(2.0, gt=0)
     # Seconds between the server's gc sweeps (what `tokend gc` deletes, with its default
     # retention), run by one worker of all the servers at a time; 0: no sweep.

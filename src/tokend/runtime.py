@@ -19,11 +19,13 @@ from tokend.config import GC_EVENT_RETENTION, GC_RETENTION, Settings
 from tokend.core.accounts import Accounts
 from tokend.core.authorization import CodeIssuer
 from tokend.core.clock import Clock, SystemClock
+from tokend.core.device import DeviceFlow
 from tokend.core.dpop import DPoPNonces, ProofVerifier
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.grants import Grant
 from tokend.core.grants.authorization_code import AuthorizationCodeGrant
 from tokend.core.grants.client_credentials import ClientCredentialsGrant
+from tokend.core.grants.device_code import DeviceCodeGrant
 from tokend.core.grants.refresh_token import RefreshTokenGrant
 from tokend.core.introspection import IntrospectionService
 from tokend.core.issuance import FamilyIssuer
@@ -136,6 +138,8 @@ class Runtime:
     introspection: IntrospectionService
     revocation: RevocationService
     userinfo: UserInfoService
+    # RFC 8628 device authorizations and the login page's cross-device sign-in.
+    device: DeviceFlow
 
     @property
     def is_sqlite(self) -> bool:
@@ -180,6 +184,7 @@ def build_runtime(
             derivation_key=derive(secret, "refresh-token-successor"),
         ),
         ClientCredentialsGrant(store=store, minter=minter, policy=policy),
+        DeviceCodeGrant(store=store, issuer=issuer, subjects=subjects),
     ]
     return Runtime(
         settings=settings,
@@ -209,6 +214,12 @@ def build_runtime(
             event_window=settings.event_aggregation_window,
         ),
         userinfo=UserInfoService(verifier=keys, store=store, policy=policy, clock=clock),
+        device=DeviceFlow(
+            store,
+            clock=clock,
+            user_code_key=derive(secret, "device-user-code"),
+            ttl=settings.device_code_ttl,
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import jwt
 
+from tokend.core.device import StoredDevice
 from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
 from tokend.core.secrets import hash_secret
 from tokend.keys.ring import generate_private_key, public_jwk
@@ -49,6 +50,7 @@ class State:
     # count_event: aggregation key -> (window end, index of its event in ``events``)
     event_windows: dict[bytes, tuple[float, int]] = field(default_factory=dict)
     event_counts: dict[int, int] = field(default_factory=dict)  # index in ``events`` -> count
+    devices: dict[str, StoredDevice] = field(default_factory=dict)  # by id
 
     def copy(self) -> State:
         return State(
@@ -60,6 +62,7 @@ class State:
             dpop_proofs=dict(self.dpop_proofs),
             event_windows=dict(self.event_windows),
             event_counts=dict(self.event_counts),
+            devices=dict(self.devices),
         )
 
 
@@ -181,6 +184,27 @@ class MemoryTransaction:
         if code is None or code.consumed_at is not None:
             return False
         state.codes[code_hash] = replace(code, consumed_at=at, family_id=family_id)
+        return True
+
+    def find_device_authorization(self, device_code_hash: bytes) -> StoredDevice | None:
+        return next(
+            (d for d in self._live().devices.values() if d.device_code_hash == device_code_hash),
+            None,
+        )
+
+    def record_device_poll(self, authorization_id: str, *, at: float, interval: int) -> None:
+        state = self._live()
+        row = state.devices[authorization_id]
+        state.devices[authorization_id] = replace(row, last_polled_at=at, interval=interval)
+
+    def redeem_device_authorization(
+        self, authorization_id: str, *, at: float, family_id: str
+    ) -> bool:
+        state = self._live()
+        row = state.devices.get(authorization_id)
+        if row is None or row.status != "approved":
+            return False
+        state.devices[authorization_id] = replace(row, status="redeemed", family_id=family_id)
         return True
 
 

@@ -18,6 +18,10 @@ EXPECTED = [
     ("temporarily_unavailable", errors.TemporarilyUnavailable, 503),
     ("invalid_dpop_proof", errors.InvalidDPoPProof, 400),
     ("use_dpop_nonce", errors.UseDPoPNonce, 400),
+    ("authorization_pending", errors.AuthorizationPending, 400),
+    ("slow_down", errors.SlowDown, 400),
+    ("access_denied", errors.AccessDenied, 400),
+    ("expired_token", errors.ExpiredToken, 400),
 ]
 
 

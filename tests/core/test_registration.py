@@ -203,3 +203,20 @@ def test_a_new_secret_for_a_confidential_client_only() -> None:
     with pytest.raises(RegistrationError) as info:
         new_secret(register_client(req(public=True)).client)
     assert str(info.value) == "public clients have no secret"
+
+
+def test_device_grant_may_be_a_public_clients_without_redirect_uri() -> None:
+    grant = "urn:ietf:params:oauth:grant-type:device_code"
+    tv = register_client(req(public=True, redirect_uris=(), grant_types=(grant,)))
+    assert tv.client.grant_types == frozenset({grant}) and tv.secret is None
+
+
+def test_changing_grant_types_follows_the_registration_rules() -> None:
+    from tokend.core.registration import client_changes
+
+    grant = "urn:ietf:params:oauth:grant-type:device_code"
+    assert client_changes(grant_types=(grant,)) == {"grant_types": frozenset({grant})}
+    with pytest.raises(RegistrationError):
+        client_changes(grant_types=("client_credentials",), public=True)
+    with pytest.raises(RegistrationError):
+        client_changes(grant_types=("implicit",))

@@ -202,9 +202,9 @@ def test_one_sweep_at_a_time_and_a_dead_holder_is_replaced(
 
 def test_collect_garbage_is_what_tokend_gc_prints(rt: Runtime) -> None:
     assert set(collect_garbage(rt)) == {
-        "families", "refresh_tokens", "authorization_codes", "browser_sessions",
-        "security_events", "revoked_access_tokens", "dpop_proofs", "abuse_counters",
-        "signing_keys",
+        "families", "refresh_tokens", "authorization_codes", "device_authorizations",
+        "browser_sessions", "security_events", "revoked_access_tokens", "dpop_proofs",
+        "abuse_counters", "signing_keys",
     }  # fmt: skip
 
 

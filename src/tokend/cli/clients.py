@@ -182,13 +182,25 @@ def clients_show(database_url: str, client_id: str) -> None:
     default=None,
     help="Require (or stop requiring) a server nonce in this client's DPoP proofs.",
 )
-def clients_update(database_url: str, client_id: str, dpop_nonce: bool | None) -> None:
+@click.option(
+    "--grant-type",
+    "grant_types",
+    multiple=True,
+    type=click.Choice(GRANT_TYPES),
+    help="Replace the client's grant types (repeat the option for several).",
+)
+def clients_update(
+    database_url: str, client_id: str, dpop_nonce: bool | None, grant_types: tuple[str, ...]
+) -> None:
     """Change the given settings of a client; prints the client as `clients show` does."""
-    try:
-        changes = client_changes(dpop_nonce_required=dpop_nonce)
-    except RegistrationError as exc:
-        raise _refused(exc) from None
     with storage(database_url) as db:
+        current = found(db.store.get_client(client_id), _no_client(client_id))
+        try:
+            changes = client_changes(
+                dpop_nonce_required=dpop_nonce, grant_types=grant_types, public=current.public
+            )
+        except RegistrationError as exc:
+            raise _refused(exc) from None
         client = db.store.update_client(client_id, changes, now=SystemClock().now())
     emit(_client_json(found(client, _no_client(client_id)), full=True))
 

@@ -13,7 +13,11 @@ Exception tree::
     ├── TemporarilyUnavailable   503  RFC 6749 §4.1.2.1
     ├── TooManyAttempts          429  temporarily_unavailable + Retry-After (core/throttle.py)
     ├── InvalidDPoPProof         400  RFC 9449 §5 (401 + WWW-Authenticate at a resource)
-    └── UseDPoPNonce             400  RFC 9449 §8 (401 at a resource; DPoP-Nonce header)
+    ├── UseDPoPNonce             400  RFC 9449 §8 (401 at a resource; DPoP-Nonce header)
+    ├── AuthorizationPending     400  RFC 8628 §3.5 (device grant polling)
+    ├── SlowDown                 400  RFC 8628 §3.5
+    ├── AccessDenied             400  RFC 8628 §3.5
+    └── ExpiredToken             400  RFC 8628 §3.5
 
 ``description`` is the public ``error_description``: it never contains a secret, a token or
 internal detail. Anything for operators goes to ``debug``, which is logged, never sent.
@@ -136,6 +140,35 @@ class UseDPoPNonce(OAuthError):
     default_description = "Resend the request with a DPoP proof carrying the server nonce."
 
 
+class AuthorizationPending(OAuthError):
+    """RFC 8628 §3.5: the user has not decided yet; poll again after the interval."""
+
+    error = "authorization_pending"
+    default_description = "The authorization request is still pending."
+
+
+class SlowDown(OAuthError):
+    """RFC 8628 §3.5: still pending, and polled too fast: the interval grows by 5 seconds
+    for this and every later request."""
+
+    error = "slow_down"
+    default_description = "Polling too fast: wait 5 seconds more between requests."
+
+
+class AccessDenied(OAuthError):
+    """RFC 8628 §3.5: the user denied the authorization request."""
+
+    error = "access_denied"
+    default_description = "The authorization request was denied."
+
+
+class ExpiredToken(OAuthError):
+    """RFC 8628 §3.5: the device code expired; start a new device authorization."""
+
+    error = "expired_token"
+    default_description = "The device code has expired."
+
+
 ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
     cls.error: cls
     for cls in (
@@ -149,6 +182,10 @@ ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
         TemporarilyUnavailable,
         InvalidDPoPProof,
         UseDPoPNonce,
+        AuthorizationPending,
+        SlowDown,
+        AccessDenied,
+        ExpiredToken,
     )
 }
 

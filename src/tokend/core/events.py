@@ -54,6 +54,12 @@ class EventKind(StrEnum):
     SIGNING_KEY_ROTATED = "signing_key_rotated"
     # A confidential client's secret was replaced (`tokend clients rotate-secret`).
     CLIENT_SECRET_ROTATED = "client_secret_rotated"
+    # A signed-in user allowed a device (RFC 8628) or another browser (cross-device sign-in).
+    DEVICE_AUTHORIZATION_APPROVED = "device_authorization_approved"
+    # A person refused a device (or cross-device) authorization on /device.
+    DEVICE_AUTHORIZATION_DENIED = "device_authorization_denied"
+    # A device code redeemed a second time: the tokens it gave were revoked.
+    DEVICE_CODE_REPLAY = "device_code_replay"
 
 
 EVENT_KINDS: tuple[str, ...] = tuple(k.value for k in EventKind)
@@ -90,6 +96,7 @@ ALARMING = frozenset(
         EventKind.REFRESH_TOKEN_REUSE,
         EventKind.REFRESH_TOKEN_WRONG_CLIENT,
         EventKind.AUTHORIZATION_CODE_REPLAY,
+        EventKind.DEVICE_CODE_REPLAY,
         EventKind.REVOCATION_WRONG_CLIENT,
         EventKind.THROTTLED,
     }

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from tokend.core.device import StoredDevice
 from tokend.core.models import Client, Family, SecurityEvent, StoredCode, StoredRefreshToken
 
 
@@ -85,6 +86,23 @@ class Transaction(Protocol):
     def consume_authorization_code(self, code_hash: bytes, *, at: float, family_id: str) -> bool:
         """Mark the code consumed and remember the family issued from it, only if it is
         still unconsumed. Returns False if it was already consumed (compare-and-set)."""
+        ...
+
+    def find_device_authorization(self, device_code_hash: bytes) -> StoredDevice | None:
+        """The device authorization (RFC 8628) with this device code hash, or None; takes
+        the row's write lock where possible, so concurrent polls of one code queue."""
+        ...
+
+    def record_device_poll(self, authorization_id: str, *, at: float, interval: int) -> None:
+        """Remember a poll of the device code at ``at`` and the interval the client must
+        keep from now on (RFC 8628 §3.5 ``slow_down`` grows it)."""
+        ...
+
+    def redeem_device_authorization(
+        self, authorization_id: str, *, at: float, family_id: str
+    ) -> bool:
+        """Mark an approved authorization redeemed, with the family issued from it, only if
+        it is still approved (compare-and-set). False if another request redeemed it."""
         ...
 
 

@@ -12,6 +12,8 @@ The rules, in the order they are checked:
 - grant types: known ones only (``GRANT_TYPES``; none given means
   ``DEFAULT_GRANT_TYPES``), and a public client cannot use ``client_credentials`` (RFC 6749
   §4.4: that grant is the client authenticating as itself, which a public client cannot);
+  the device grant (RFC 8628) may be a public client's (a TV app, a CLI: §3.1 "public
+  clients [...] identified by client_id") and needs no redirect URI;
 - scope: well-formed (RFC 6749 §3.3, ``core.scopes.parse_scope``);
 - redirect URIs (RFC 6749 §3.1.2): absolute, without a fragment, with a host if the scheme
   is http(s); plain http only on a loopback host (RFC 9700 §2.1, RFC 8252 §7.3); private-use
@@ -28,13 +30,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from tokend.core.device import DEVICE_CODE_GRANT
 from tokend.core.errors import InvalidScope
 from tokend.core.models import Client
 from tokend.core.scopes import parse_scope
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret
 from tokend.core.subjects import PUBLIC, check_subject_type
 
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT)
 DEFAULT_GRANT_TYPES = ("authorization_code", "refresh_token")
 DEFAULT_SCOPE = "openid offline"
 MAX_REFRESH_GRACE = 300  # seconds; TOKEND_REFRESH_REUSE_GRACE's per-client override
@@ -175,12 +178,20 @@ def check_redirect_uri(uri: str) -> str:
     return uri
 
 
-def client_changes(*, dpop_nonce_required: bool | None = None) -> dict[str, object]:
+def client_changes(
+    *,
+    dpop_nonce_required: bool | None = None,
+    grant_types: Collection[str] = (),
+    public: bool = False,
+) -> dict[str, object]:
     """The settings to change on a registered client (the given ones only), or
-    ``NothingToChange`` if none is given."""
+    ``NothingToChange`` if none is given. ``grant_types`` (if any) replace the client's, by
+    the registration rules (``public``: the client's kind)."""
     changes: dict[str, object] = {}
     if dpop_nonce_required is not None:
         changes["dpop_nonce_required"] = dpop_nonce_required
+    if grant_types:
+        changes["grant_types"] = check_grant_types(grant_types, public=public)
     if not changes:
         raise NothingToChange("nothing to update: give at least one setting to change")
     return changes

@@ -32,6 +32,8 @@ _CRC_LEN = 6  # ceil(32 / log2(62))
 
 REFRESH_TOKEN_PREFIX = "tkd_rt_"
 CLIENT_SECRET_PREFIX = "tkd_cs_"
+# RFC 8628 device codes (and a cross-device browser's secret): tokend.core.device.
+DEVICE_CODE_PREFIX = "tkd_dc_"
 _SUCCESSOR_LABEL = b"tokend/v1 refresh-token successor\x00"
 
 
@@ -92,6 +94,10 @@ def derive_successor(derivation_key: bytes, presented: str, dpop_jkt: str | None
 
 def new_client_secret() -> str:
     return _encode(CLIENT_SECRET_PREFIX, secrets.token_bytes(32))
+
+
+def new_device_code() -> str:
+    return _encode(DEVICE_CODE_PREFIX, secrets.token_bytes(32))
 
 
 def new_client_id() -> str:

@@ -19,7 +19,7 @@ from tokend.store.statements import CLIENT_COLUMNS, client_from_row
 cl = clients.c
 
 # The settings of a registered client that ``Clients.update_client`` may change.
-UPDATABLE_CLIENT_FIELDS = frozenset({"dpop_nonce_required"})
+UPDATABLE_CLIENT_FIELDS = frozenset({"dpop_nonce_required", "grant_types"})
 
 _CLIENT_ID_WIDTH: int = cast(String, clients.c.client_id.type).length or 0  # String(64)
 assert _CLIENT_ID_WIDTH > 0
@@ -189,9 +189,12 @@ class Clients(Database):
         if unknown:
             raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
         where = cl.client_id == client_id
+        values = dict(changes)
+        if "grant_types" in values:
+            values["grant_types"] = " ".join(sorted(values["grant_types"]))
         try:
             with self.engine.begin() as conn:
-                stmt = update(clients).where(where).values(**changes, updated_at=now)
+                stmt = update(clients).where(where).values(**values, updated_at=now)
                 if conn.execute(stmt).rowcount:
                     row = conn.execute(select(*CLIENT_COLUMNS).where(where)).one()
                     return client_from_row(row)

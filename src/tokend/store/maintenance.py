@@ -18,6 +18,7 @@ from tokend.store.schema import (
     abuse_counters,
     authorization_codes,
     browser_sessions,
+    device_authorizations,
     dpop_proofs,
     refresh_tokens,
     revoked_access_tokens,
@@ -114,7 +115,8 @@ class Maintenance(Database):
     ) -> dict[str, int]:
         """Delete what can never be valid again, once it is older than ``retention`` seconds:
         expired or revoked families (with their tokens), expired refresh tokens, expired
-        authorization codes (consumed ones are kept that long for replay detection), ended
+        authorization codes (consumed ones are kept that long for replay detection), expired
+        device authorizations (likewise: a redeemed device code's replay rule), ended
         browser sessions, deny-listed access tokens past their expiry (whatever
         ``retention``: an expired token is refused for its ``exp``), DPoP replay-cache
         rows past theirs (likewise: such a proof is refused for its ``iat``), abuse counters
@@ -153,6 +155,8 @@ class Maintenance(Database):
             ("refresh_tokens", refresh_tokens, rt_.token_hash, rt_.expires_at < cutoff, None),
             ("authorization_codes", authorization_codes, codes.code_hash,
              codes.expires_at < cutoff, codes.expires_at),
+            ("device_authorizations", device_authorizations, device_authorizations.c.id,
+             device_authorizations.c.expires_at < cutoff, device_authorizations.c.expires_at),
             ("browser_sessions", browser_sessions, sessions.id_hash, sessions.expires_at < now,
              sessions.expires_at),
             ("security_events", security_events, events.id, events.at < event_cutoff,

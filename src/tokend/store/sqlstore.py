@@ -14,6 +14,8 @@ statements, the connections: the only state they share):
 - ``tokens.Tokens``: refresh tokens and families read outside a grant, the access-token
   deny list, DPoP proofs at a resource;
 - ``keys.Keys``: signing keys;
+- ``device.Devices``: device authorizations (RFC 8628, cross-device sign-in) outside a
+  grant (``tokend.core.device.DeviceStorage``);
 - ``maintenance.Maintenance``: bulk revocation, events, gc (in batches), abuse counters;
 - ``leases.Leases``: one process of many at a time (the gc sweep, event delivery).
 
@@ -27,6 +29,7 @@ own but ``Clients`` (its cache)."""
 from __future__ import annotations
 
 from tokend.store.clients import Clients
+from tokend.store.device import Devices
 from tokend.store.keys import Keys
 from tokend.store.leases import Leases
 from tokend.store.maintenance import Maintenance
@@ -34,6 +37,6 @@ from tokend.store.tokens import Tokens
 from tokend.store.users import Users
 
 
-class SqlStore(Clients, Users, Tokens, Keys, Maintenance, Leases):
+class SqlStore(Clients, Users, Tokens, Keys, Devices, Maintenance, Leases):
     """``tokend.core.ports.Store`` and the admin operations over one engine (see the
     module's docstring for where each part lives)."""

@@ -9,7 +9,7 @@ cost more than the statements themselves.
 A row shape has one decoder, used wherever that shape is read, at driver level or through
 SQLAlchemy: ``family_from_row`` (``FAMILY_COLUMNS``), ``token_from_row`` (a refresh token and
 its family), ``client_from_row`` (``CLIENT_COLUMNS``), ``user_from_row`` (``USER_COLUMNS``),
-``code_from_row`` (``CODE_COLUMNS``)."""
+``code_from_row`` (``CODE_COLUMNS``), ``device_from_row`` (``DEVICE_COLUMNS``)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
+from tokend.core.device import StoredDevice
 from tokend.core.models import Client, Family, StoredCode, StoredRefreshToken, User
 from tokend.store.schema import (
     abuse_counters,
     authorization_codes,
     clients,
+    device_authorizations,
     dpop_proofs,
     refresh_tokens,
     revoked_access_tokens,
@@ -146,6 +148,43 @@ _CONSUME_CODE = (
     update(authorization_codes)
     .where(ac.code_hash == bindparam("h"), ac.consumed_at.is_(None))
     .values(consumed_at=bindparam("at"), family_id=bindparam("fid"))
+)
+
+# -- device authorizations (RFC 8628, cross-device sign-in) --------------------------------
+
+da = device_authorizations.c
+DEVICE_COLUMNS = (
+    da.id, da.device_code_hash, da.user_code_hash, da.client_id, da.kind, da.scope,
+    da.request_hash, da.address, da.status, da.interval, da.last_polled_at, da.user_id,
+    da.auth_time, da.decided_at, da.family_id, da.created_at, da.expires_at,
+)  # fmt: skip
+
+
+def device_from_row(row: Sequence[Any]) -> StoredDevice:
+    """A row of ``DEVICE_COLUMNS``."""
+    (did, dch, uch, cid, kind, scope, req, addr, status, interval, polled, uid, auth,
+     decided, fid, created, expires) = row  # fmt: skip
+    return StoredDevice(
+        did, bytes(dch), bytes(uch), cid, kind, tuple(scope.split()),
+        None if req is None else bytes(req), addr, status, interval, polled, uid, auth,
+        decided, fid, created, expires,
+    )  # fmt: skip
+
+
+# The token endpoint's poll: the row locked, so that concurrent polls of one code queue.
+_FIND_DEVICE = (
+    select(*DEVICE_COLUMNS).where(da.device_code_hash == bindparam("h")).with_for_update()
+)
+_POLL_DEVICE = (
+    update(device_authorizations)
+    .where(da.id == bindparam("id"))
+    .values(last_polled_at=bindparam("at"), interval=bindparam("interval"))
+)
+# Redeemed once: compare-and-set on the approved status.
+_REDEEM_DEVICE = (
+    update(device_authorizations)
+    .where(da.id == bindparam("id"), da.status == bindparam("approved"))
+    .values(status=bindparam("redeemed"), family_id=bindparam("fid"))
 )
 
 # -- clients -------------------------------------------------------------------------------
@@ -325,6 +364,9 @@ class Statements:
         self.insert_code = Compiled(_INSERT_CODE, dialect)
         self.find_code = Compiled(_FIND_CODE, dialect)
         self.consume_code = Compiled(_CONSUME_CODE, dialect)
+        self.find_device = Compiled(_FIND_DEVICE, dialect)
+        self.poll_device = Compiled(_POLL_DEVICE, dialect)
+        self.redeem_device = Compiled(_REDEEM_DEVICE, dialect)
         self.bind_family_dpop = Compiled(_BIND_FAMILY_DPOP, dialect)
         self.record_dpop_proof = Compiled(_record_dpop_proof(dialect), dialect)
         self.peek_token = Compiled(_PEEK_TOKEN, dialect)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tokend import metrics
+from tokend.core.device import APPROVED, REDEEMED, StoredDevice
 from tokend.core.events import EventKind, log_events
 from tokend.core.models import (
     Family,
@@ -19,7 +20,13 @@ from tokend.core.models import (
     StoredRefreshToken,
 )
 from tokend.core.throttle import Counter
-from tokend.store.statements import Compiled, Statements, code_from_row, token_from_row
+from tokend.store.statements import (
+    Compiled,
+    Statements,
+    code_from_row,
+    device_from_row,
+    token_from_row,
+)
 
 _KINDS = frozenset(EventKind)
 
@@ -169,6 +176,20 @@ class SqlTransaction:
 
     def consume_authorization_code(self, code_hash: bytes, *, at: float, family_id: str) -> bool:
         cur = self._run(self._q.consume_code, {"h": code_hash, "at": at, "fid": family_id})
+        return cur.rowcount == 1
+
+    def find_device_authorization(self, device_code_hash: bytes) -> StoredDevice | None:
+        row = self._run(self._q.find_device, {"h": device_code_hash}).fetchone()
+        return None if row is None else device_from_row(row)
+
+    def record_device_poll(self, authorization_id: str, *, at: float, interval: int) -> None:
+        self._run(self._q.poll_device, {"id": authorization_id, "at": at, "interval": interval})
+
+    def redeem_device_authorization(
+        self, authorization_id: str, *, at: float, family_id: str
+    ) -> bool:
+        params = {"id": authorization_id, "fid": family_id, "approved": APPROVED}
+        cur = self._run(self._q.redeem_device, params | {"redeemed": REDEEMED})
         return cur.rowcount == 1
 
 

@@ -22,9 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokend import metrics
 from tokend.config import Settings
+from tokend.core.device import DeviceAuthorization
 from tokend.core.errors import OAuthError
 from tokend.logs import bind_request
 from tokend.runtime import Runtime, build_runtime
+from tokend.web.device import DEVICE_AUTHORIZATION_PATH, DeviceAuthorizationEndpoint
 from tokend.web.discovery import discovery_document
 from tokend.web.dpop import DPoPHeaders
 from tokend.web.introspection import INTROSPECTION_PATH, IntrospectionEndpoint
@@ -135,6 +137,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     revoke = RevocationEndpoint(rt.revocation, guard=guard, call=call, max_body=max_body)
     introspect = IntrospectionEndpoint(rt.introspection, guard=guard, call=call, max_body=max_body)
+    device_authorize = DeviceAuthorizationEndpoint(
+        DeviceAuthorization(rt.device, rt.store.get_client, issuer=rt.policy.issuer),
+        guard=guard,
+        call=call,
+        max_body=max_body,
+    )
     # No client at the UserInfo endpoint: TOKEND_DPOP_NONCE alone decides about nonces.
     nonces = rt.policy.dpop_nonce
     userinfo = UserInfoEndpoint(
@@ -153,6 +161,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         _route(USERINFO_PATH, userinfo, "GET", "POST"),
         _route(REVOCATION_PATH, revoke, "POST"),
         _route(INTROSPECTION_PATH, introspect, "POST"),
+        _route(DEVICE_AUTHORIZATION_PATH, device_authorize, "POST"),
         _route("/.well-known/openid-configuration", discovery, "GET"),
         _route("/.well-known/oauth-authorization-server", discovery, "GET"),
         _route("/openapi.json", Document(openapi_document(rt.policy.issuer)), "GET"),

@@ -52,6 +52,8 @@ def discovery_document(issuer: str, *, grant_types: tuple[str, ...]) -> dict[str
             "client_secret_basic",
             "client_secret_post",
         ],
+        # RFC 8628 §4: client authentication there is the token endpoint's.
+        "device_authorization_endpoint": f"{issuer}/auth/v2/device/authorize",
         "subject_types_supported": ["public", "pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
         # RFC 9449 §5.1: the JWS algorithms accepted in DPoP proofs.

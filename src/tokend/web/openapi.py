@@ -82,6 +82,10 @@ _ERROR_CODES = [
     "insufficient_scope",
     "invalid_dpop_proof",
     "use_dpop_nonce",
+    "authorization_pending",
+    "slow_down",
+    "access_denied",
+    "expired_token",
 ]
 
 _NO_STORE_HEADERS = {
@@ -183,6 +187,21 @@ def _token_request(json: bool) -> dict[str, Any]:
                 "RFC 6749 §4.4 (confidential clients)",
                 {"scope": _SCOPE_PARAM},
                 [],
+            ),
+            grant(
+                "urn:ietf:params:oauth:grant-type:device_code",
+                "RFC 8628 §3.4: poll with the device code of /auth/v2/device/authorize, no "
+                "sooner than its interval (slow_down adds 5 s to it); authorization_pending "
+                "until the user decides, then the tokens (once), access_denied or "
+                "expired_token.",
+                {
+                    "device_code": {
+                        "type": "string",
+                        "pattern": "^tkd_dc_[0-9A-Za-z]{49}$",
+                        "description": "The device code (RFC 8628 §3.2).",
+                    }
+                },
+                ["device_code"],
             ),
         ]
     }
@@ -292,6 +311,7 @@ def openapi_document(issuer: str) -> dict[str, Any]:
             },
             "/auth/v2/revoke": {"post": _REVOCATION_OPERATION},
             "/auth/v2/introspect": {"post": _INTROSPECTION_OPERATION},
+            "/auth/v2/device/authorize": {"post": _DEVICE_AUTHORIZATION_OPERATION},
             "/auth/v2/users/retrieve": {
                 "get": {**_USERINFO_OPERATION, "operationId": "userinfo"},
                 "post": {
@@ -497,6 +517,7 @@ def openapi_document(issuer: str) -> dict[str, Any]:
                 },
                 "UserInfo": _USERINFO_SCHEMA,
                 "Introspection": _INTROSPECTION_SCHEMA,
+                "DeviceAuthorization": _DEVICE_AUTHORIZATION_SCHEMA,
                 "Health": {
                     "type": "object",
                     "required": ["status", "database", "keys"],
@@ -691,6 +712,75 @@ _INTROSPECTION_OPERATION: dict[str, Any] = {
             },
         },
         **_client_auth_errors(),
+    },
+}
+
+
+def _scope_form() -> dict[str, Any]:
+    def schema(json: bool) -> dict[str, Any]:
+        scope = {**_SCOPE_PARAM, "description": "Space-delimited scope tokens (RFC 6749 "
+                 "§3.3) within the client's registered scope; absent: all of it."}  # fmt: skip
+        return _params({"scope": scope, **_CLIENT_PARAMS}, [], json=json)
+
+    return {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": schema(json=False)},
+            "application/json": {"schema": schema(json=True)},
+        },
+    }
+
+
+_DEVICE_AUTHORIZATION_OPERATION: dict[str, Any] = {
+    "summary": "Device authorization request (RFC 8628 §3.1)",
+    "description": "For clients registered with the grant type "
+    "urn:ietf:params:oauth:grant-type:device_code (others get unauthorized_client). Client "
+    "authentication as at the token endpoint (public clients: client_id alone), under the "
+    "same abuse limits. The device shows user_code and verification_uri (or a QR code of "
+    "verification_uri_complete), then polls the token endpoint with device_code.",
+    "operationId": "deviceAuthorization",
+    "security": [{"clientBasic": []}, {}],
+    "requestBody": _scope_form(),
+    "responses": {
+        "200": {
+            "description": "RFC 8628 §3.2.",
+            "headers": _NO_STORE_HEADERS,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/DeviceAuthorization"}}
+            },
+        },
+        **{
+            **_client_auth_errors(),
+            "400": _error(
+                "invalid_request (a repeated parameter, a malformed body), invalid_scope, "
+                "unauthorized_client."
+            ),
+        },
+    },
+}
+
+_DEVICE_AUTHORIZATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "device_code",
+        "user_code",
+        "verification_uri",
+        "verification_uri_complete",
+        "expires_in",
+        "interval",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "device_code": {"type": "string", "pattern": "^tkd_dc_[0-9A-Za-z]{49}$"},
+        "user_code": {
+            "type": "string",
+            "pattern": "^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$",
+            "description": "For the person to type at verification_uri (any case, dash optional).",
+        },
+        "verification_uri": {"type": "string", "format": "uri"},
+        "verification_uri_complete": {"type": "string", "format": "uri"},
+        "expires_in": {"type": "integer", "minimum": 1},
+        "interval": {"type": "integer", "minimum": 1},
     },
 }
 
