@@ -46,6 +46,7 @@ from tokend.runtime import Runtime
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 TOKEN_PATH = "/auth/v2/token"
+pytestmark = pytest.mark.timeout(60)  # a busy loop (no wait between polls) fails, not hangs
 USER_CODE = re.compile(r"^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$")
 
 
