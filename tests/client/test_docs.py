@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import io
+import json
 import os
 import re
 import subprocess
@@ -48,6 +50,7 @@ def test_the_docs_have_the_examples_this_module_runs() -> None:
         "api_sync.py",
         "api_async.py",
         "webapp.py",
+        "device_login.py",
     }
 
 
@@ -114,6 +117,52 @@ def test_api_examples(env, tmp_path, name) -> None:  # type: ignore[no-untyped-d
     # The first run saved a token; a second run starts from it (REFRESH_TOKEN is spent).
     assert (tmp_path / "token.json").stat().st_mode & 0o777 == 0o600
     run(name, {**env, "REFRESH_TOKEN": "spent"}, tmp_path)
+
+
+def test_device_login_shows_the_code_and_its_qr_then_signs_in(live, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The device example on the real server, in real time: it prints the user code, the
+    verification URI and the QR code of verification_uri_complete; the person approves
+    (the server's own service, as the /device page does); its next poll, one interval
+    (5 s) later, gets the tokens."""
+    import segno
+
+    rt, base = live
+    device_grant = "urn:ietf:params:oauth:grant-type:device_code"
+    reg = register_client(
+        rt, public=True, grant_types=(device_grant, "refresh_token"), scopes="openid offline"
+    )
+    user = register_user(rt)
+    path = tmp_path / "device_login.py"
+    path.write_text(examples()["device_login.py"])
+    env = {
+        **os.environ,
+        "TOKEND_ISSUER": base,
+        "CLIENT_ID": reg.client_id,
+        "TOKEN_FILE": str(tmp_path / "token.json"),
+        "PYTHONPATH": str(ROOT / "src"),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",
+    }
+    with subprocess.Popen(
+        [sys.executable, str(path)], env=env, cwd=tmp_path, text=True, encoding="utf-8",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        opening = [proc.stdout.readline(), proc.stdout.readline()]
+        assert opening[0] == f"On your phone or computer, open {base}/device\n", opening
+        code = re.fullmatch(r"and enter the code (\S+), or scan this:\n", opening[1])
+        assert code is not None, opening
+        pending = rt.device.pending(code[1])
+        assert pending is not None and pending.client_id == reg.client_id
+        assert rt.device.approve(pending.id, user_id=user.id, auth_time=time.time(), address=None)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    qr = io.StringIO()
+    segno.make(f"{base}/device?user_code={code[1]}").terminal(out=qr, compact=True)
+    assert out.startswith(qr.getvalue()), out  # the QR of verification_uri_complete
+    assert out.endswith(f"Signed in: Bearer openid offline\nHello, {user.id}\n"), out
+    saved = TokenResponse.from_dict(json.loads((tmp_path / "token.json").read_text()))
+    assert saved.refresh_token
 
 
 def test_webapp_signs_in_and_keeps_tokens_per_user(live, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -21,8 +21,10 @@ from tests.conftest import ISSUER, RegisteredClient
 from tests.support.postgres import free_port
 from tokend.client import (
     AccessDenied,
+    AuthorizationPending,
     ClientError,
     DPoPKey,
+    ExpiredToken,
     InsufficientScope,
     InvalidClient,
     InvalidDPoPProof,
@@ -34,6 +36,7 @@ from tokend.client import (
     OAuthClient,
     OAuthError,
     ServerError,
+    SlowDown,
     TemporarilyUnavailable,
     TransportError,
     UnauthorizedClient,
@@ -101,6 +104,21 @@ def _authorize(w: Any, **params: str) -> Any:
     r = w.http.get(request.url)
     assert r.status_code == 302, r.text
     return oauth.parse_authorization_response(r.headers["location"], request)
+
+
+def _device_poll(w: Any, *, polls: int = 1, advance: float = 0.0) -> Any:
+    """A public device client polls a fresh device code ``polls`` times in a row, the
+    server's clock moved ``advance`` seconds after the device authorization."""
+    reg = register_client(
+        w.rt, public=True, grant_types=("urn:ietf:params:oauth:grant-type:device_code",)
+    )
+    oauth = OAuthClient.from_issuer(ISSUER, client_id=reg.client_id, http_client=w.http)
+    authorization = oauth.device_authorization(scope="openid")
+    w.rt.clock.advance(advance)
+    for _ in range(polls - 1):
+        with pytest.raises(AuthorizationPending):
+            oauth.exchange_device_code(authorization.device_code)
+    return oauth.exchange_device_code(authorization.device_code)
 
 
 CASES = [
@@ -197,6 +215,24 @@ CASES = [
         UseDPoPNonce,
         400,
         lambda w: _deaf_to_nonces(w),
+    ),
+    Case(
+        "authorization_pending: a device code nobody approved yet",
+        AuthorizationPending,
+        400,
+        lambda w: _device_poll(w),
+    ),
+    Case(
+        "slow_down: the same device code polled twice at once",
+        SlowDown,
+        400,
+        lambda w: _device_poll(w, polls=2),
+    ),
+    Case(
+        "expired_token: a device code past its lifetime",
+        ExpiredToken,
+        400,
+        lambda w: _device_poll(w, advance=601),
     ),
 ]
 

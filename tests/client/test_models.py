@@ -1,6 +1,7 @@
 """The client's value types read what servers send and reject what the RFCs forbid:
 ``TokenResponse`` (RFC 6749 §5.1), ``Introspection`` (RFC 7662 §2.2), ``ServerMetadata``
-(OIDC Discovery §4.3), and the answer parser behind every call."""
+(OIDC Discovery §4.3), ``DeviceAuthorization`` (RFC 8628 §3.2), and the answer parser
+behind every call."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import httpx
 import pytest
 
 from tokend.client import (
+    DeviceAuthorization,
     Introspection,
     InvalidGrant,
     InvalidResponse,
@@ -156,3 +158,63 @@ def test_discovery_urls_follow_oidc_then_rfc8414() -> None:
         "https://a.example/tenant/.well-known/openid-configuration",
         "https://a.example/.well-known/oauth-authorization-server/tenant",
     ]
+
+
+DEVICE = {
+    "device_code": "tkd_dc_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG",
+    "user_code": "BCDF-GHJK",
+    "verification_uri": "https://login.example/device",
+    "verification_uri_complete": "https://login.example/device?user_code=BCDF-GHJK",
+    "expires_in": 600,
+    "interval": 5,
+}
+
+
+def test_device_authorization_reads_rfc8628_section_3_2() -> None:
+    device = DeviceAuthorization.from_response({**DEVICE, "x-extra": 1}, sent_at=1000.0)
+    assert (device.device_code, device.user_code) == (DEVICE["device_code"], "BCDF-GHJK")
+    assert device.verification_uri_complete == DEVICE["verification_uri_complete"]
+    assert (device.expires_in, device.expires_at, device.interval) == (600, 1600.0, 5)
+    assert dict(device.extra) == {"x-extra": 1}
+    assert "tkd_dc_" not in repr(device) and "BCDF" not in repr(device)
+
+
+def test_device_authorization_defaults_and_tolerances() -> None:
+    body = {k: v for k, v in DEVICE.items() if k not in ("interval", "verification_uri_complete")}
+    device = DeviceAuthorization.from_response(body, sent_at=0.0)
+    assert device.interval == 5  # §3.2: "If no value is provided, clients MUST use 5"
+    assert device.verification_uri_complete is None
+    google = {**body, "verification_url": body.pop("verification_uri"), "expires_in": "1800"}
+    assert DeviceAuthorization.from_response(google).verification_uri == DEVICE["verification_uri"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {**DEVICE, "device_code": ""},
+        {k: v for k, v in DEVICE.items() if k != "user_code"},
+        {k: v for k, v in DEVICE.items() if k != "verification_uri"},
+        {k: v for k, v in DEVICE.items() if k != "expires_in"},
+        {**DEVICE, "interval": -1},
+        {**DEVICE, "interval": True},
+        {**DEVICE, "verification_uri_complete": 7},
+    ],
+)
+def test_malformed_device_authorizations_are_invalid_response(body: object) -> None:
+    with pytest.raises(InvalidResponse):
+        DeviceAuthorization.from_response(body)
+
+
+def test_metadata_reads_the_device_authorization_endpoint() -> None:
+    document = {
+        "issuer": "https://login.example",
+        "token_endpoint": "https://login.example/token",
+        "device_authorization_endpoint": "https://login.example/device/authorize",
+    }
+    metadata = ServerMetadata.from_document(document, issuer="https://login.example")
+    assert metadata.device_authorization_endpoint == "https://login.example/device/authorize"
+    with pytest.raises(InvalidResponse):
+        ServerMetadata.from_document(
+            {**document, "device_authorization_endpoint": 1}, issuer="https://login.example"
+        )

@@ -23,8 +23,10 @@ from tokend.client._client import (
 from tokend.client._dpop import DPoPKey
 from tokend.client._errors import (
     AccessDenied,
+    AuthorizationPending,
     ClientError,
     EndpointNotSupported,
+    ExpiredToken,
     InsufficientScope,
     InvalidClient,
     InvalidDPoPProof,
@@ -36,6 +38,7 @@ from tokend.client._errors import (
     MissingToken,
     OAuthError,
     ServerError,
+    SlowDown,
     TemporarilyUnavailable,
     TransportError,
     UnauthorizedClient,
@@ -44,17 +47,26 @@ from tokend.client._errors import (
     UnsupportedTokenType,
     UseDPoPNonce,
 )
-from tokend.client._models import AuthorizationRequest, Introspection, ServerMetadata, TokenResponse
+from tokend.client._models import (
+    AuthorizationRequest,
+    DeviceAuthorization,
+    Introspection,
+    ServerMetadata,
+    TokenResponse,
+)
 from tokend.client._stores import AsyncTokenStore, FileTokenStore, MemoryTokenStore, TokenStore
 
 __all__ = [
     "AccessDenied",
     "AsyncOAuthClient",
     "AsyncTokenStore",
+    "AuthorizationPending",
     "AuthorizationRequest",
     "ClientError",
     "DPoPKey",
+    "DeviceAuthorization",
     "EndpointNotSupported",
+    "ExpiredToken",
     "FileTokenStore",
     "InsufficientScope",
     "Introspection",
@@ -72,6 +84,7 @@ __all__ = [
     "RefreshingAuth",
     "ServerError",
     "ServerMetadata",
+    "SlowDown",
     "TemporarilyUnavailable",
     "TokenResponse",
     "TokenStore",

@@ -1,12 +1,13 @@
 """``ClientBase``: what ``OAuthClient`` and ``AsyncOAuthClient`` share, without I/O: the
 configuration (metadata, credentials, DPoP key) and the requests they send, token requests
-with their DPoP proofs first (``RefreshingAuth`` builds its refreshes with them too).
+with their DPoP proofs first (``RefreshingAuth`` builds its refreshes with them too); and
+``DevicePolling``, the device grant's polling rules (RFC 8628 §3.4-3.5).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -15,12 +16,74 @@ import httpx
 from tokend.client import _wire
 from tokend.client._auth import RefreshingAuth
 from tokend.client._dpop import DPoPKey
-from tokend.client._errors import EndpointNotSupported, InvalidResponse
-from tokend.client._models import AuthorizationRequest, ServerMetadata, TokenResponse
+from tokend.client._errors import (
+    AuthorizationPending,
+    ClientError,
+    EndpointNotSupported,
+    ExpiredToken,
+    InvalidResponse,
+    SlowDown,
+    TransportError,
+)
+from tokend.client._models import (
+    AuthorizationRequest,
+    DeviceAuthorization,
+    ServerMetadata,
+    TokenResponse,
+)
 from tokend.client._wire import AuthMethod, ClientCredentials
 
 if TYPE_CHECKING:
     from tokend.client._stores import AsyncTokenStore, TokenStore
+
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 §3.4
+SLOW_DOWN_STEP = 5  # seconds added to the interval by each slow_down (RFC 8628 §3.5)
+MIN_INTERVAL = 1.0  # even if a server says 0: polling is never a busy loop
+
+
+class DevicePolling:
+    """The polling rules of the device grant (RFC 8628 §3.4-3.5), without I/O, for the sync
+    and async ``poll_device_token``:
+
+    - wait ``interval`` seconds before each poll (the server's, at least ``MIN_INTERVAL``);
+    - ``authorization_pending``: poll again; ``slow_down``: poll again, the interval 5 s
+      longer for this and every later poll;
+    - a transport failure (timeout, connection lost): poll again with the interval doubled
+      (§3.5 "MUST unilaterally reduce their polling frequency", exponential backoff);
+    - any other error ends the polling (``AccessDenied``, ``ExpiredToken``, ...);
+    - once the device code's ``expires_at`` has passed (by ``clock``), stop with
+      ``ExpiredToken`` instead of polling: the server would only say ``expired_token``.
+    """
+
+    def __init__(self, authorization: DeviceAuthorization, clock: Callable[[], float]) -> None:
+        self.interval = max(float(authorization.interval), MIN_INTERVAL)
+        self.deadline = authorization.expires_at
+        self._clock = clock
+
+    def check_deadline(self) -> None:
+        if self._clock() >= self.deadline:
+            raise ExpiredToken(
+                "expired_token",
+                "The device code expired before the user approved it; "
+                "start a new device authorization.",
+            )
+
+    def next_wait(self) -> float:
+        """Seconds to wait before the next poll (``ExpiredToken`` when it would be too late)."""
+        self.check_deadline()
+        return self.interval
+
+    def again(self, error: ClientError) -> bool:
+        """Whether to poll again after ``error`` (adjusting the interval as it says)."""
+        if isinstance(error, AuthorizationPending):
+            return True
+        if isinstance(error, SlowDown):
+            self.interval += SLOW_DOWN_STEP
+            return True
+        if isinstance(error, TransportError):
+            self.interval *= 2
+            return True
+        return False
 
 
 class ClientBase:
@@ -64,6 +127,28 @@ class ClientBase:
         if self.dpop_key is not None:
             self.dpop_key.sign_request(request)
         return request
+
+    def _device_authorization_request(
+        self, scope: str | None, params: Mapping[str, str | None]
+    ) -> httpx.Request:
+        """RFC 8628 §3.1: ``client_id`` (public clients) or the client's authentication as
+        at the token endpoint, and ``scope``. No DPoP proof: RFC 9449 defines none for this
+        endpoint; the tokens are bound by the proofs of the token requests."""
+        return _wire.form_request(
+            self._endpoint("device_authorization_endpoint"),
+            {"scope": scope, **params},
+            self.credentials,
+        )
+
+    def _device_authorization(
+        self, response: httpx.Response, sent_at: float
+    ) -> DeviceAuthorization:
+        body = _wire.parse_json_response(response, "device authorization endpoint")
+        return DeviceAuthorization.from_response(body, sent_at=sent_at)
+
+    def _device_code_request(self, device_code: str) -> httpx.Request:
+        """RFC 8628 §3.4: the device access token request (one poll)."""
+        return self.token_request(DEVICE_CODE_GRANT, {"device_code": device_code})
 
     def authorization_url(
         self,

@@ -9,17 +9,25 @@ once per kind of httpx client (hence the length).
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
 from tokend.client import _wire
-from tokend.client._base import ClientBase
+from tokend.client._base import ClientBase, DevicePolling
 from tokend.client._dpop import DPoPKey, nonce_retry
-from tokend.client._errors import InvalidResponse, TransportError
-from tokend.client._models import AuthorizationRequest, Introspection, ServerMetadata, TokenResponse
+from tokend.client._errors import ClientError, InvalidResponse, TransportError
+from tokend.client._models import (
+    AuthorizationRequest,
+    DeviceAuthorization,
+    Introspection,
+    ServerMetadata,
+    TokenResponse,
+)
 from tokend.client._wire import AuthMethod, ClientCredentials
 
 DEFAULT_TIMEOUT = 10.0
@@ -241,6 +249,49 @@ class OAuthClient(ClientBase):
             nonce=request.nonce,
         )
 
+    def device_authorization(
+        self, *, scope: str | None = None, **params: str | None
+    ) -> DeviceAuthorization:
+        """RFC 8628 §3.1-3.2: start a device authorization at the advertised
+        ``device_authorization_endpoint``. Show the user its ``user_code`` and
+        ``verification_uri`` (or ``verification_uri_complete`` as a QR code), then
+        ``poll_device_token`` it."""
+        sent_at = time.time()
+        response = _send(self.http, self._device_authorization_request(scope, params))
+        return self._device_authorization(response, sent_at)
+
+    def exchange_device_code(self, device_code: str) -> TokenResponse:
+        """One device access token request (RFC 8628 §3.4), with a DPoP proof when the
+        client has a ``dpop_key``. Raises ``AuthorizationPending`` or ``SlowDown`` while the
+        user has not decided: ``poll_device_token`` is the loop around it."""
+        sent_at = time.time()
+        response = self._send_dpop(self._device_code_request(device_code))
+        return self._checked(_wire.parse_token_response(response, sent_at=sent_at), None)
+
+    def poll_device_token(
+        self,
+        authorization: DeviceAuthorization,
+        *,
+        sleep: Callable[[float], object] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> TokenResponse:
+        """Poll until the user approves (RFC 8628 §3.4-3.5): wait ``interval`` seconds
+        before each poll, 5 s more after each ``slow_down``, keep going on
+        ``authorization_pending``. Returns the tokens (``TokenResponse``, as every grant);
+        raises ``AccessDenied`` when the user refused, ``ExpiredToken`` when the device code
+        expired (the server said so, or ``clock`` passed its ``expires_at``), and the other
+        errors as they come. ``sleep`` and ``clock`` (seconds since the epoch) are
+        ``time.sleep`` and ``time.time`` unless given."""
+        polling = DevicePolling(authorization, clock)
+        while True:
+            sleep(polling.next_wait())
+            polling.check_deadline()
+            try:
+                return self.exchange_device_code(authorization.device_code)
+            except ClientError as exc:
+                if not polling.again(exc):
+                    raise
+
     def revoke(self, token: str, *, token_type_hint: str | None = None) -> None:
         """RFC 7009 at the advertised ``revocation_endpoint``."""
         request = self._token_hint_request("revocation_endpoint", token, token_type_hint)
@@ -390,6 +441,44 @@ class AsyncOAuthClient(ClientBase):
             redirect_uri=request.redirect_uri,
             nonce=request.nonce,
         )
+
+    async def device_authorization(
+        self, *, scope: str | None = None, **params: str | None
+    ) -> DeviceAuthorization:
+        """RFC 8628 §3.1-3.2: start a device authorization at the advertised
+        ``device_authorization_endpoint``. Show the user its ``user_code`` and
+        ``verification_uri`` (or ``verification_uri_complete`` as a QR code), then
+        ``poll_device_token`` it."""
+        sent_at = time.time()
+        response = await _asend(self.http, self._device_authorization_request(scope, params))
+        return self._device_authorization(response, sent_at)
+
+    async def exchange_device_code(self, device_code: str) -> TokenResponse:
+        """One device access token request (RFC 8628 §3.4), with a DPoP proof when the
+        client has a ``dpop_key``. Raises ``AuthorizationPending`` or ``SlowDown`` while the
+        user has not decided: ``poll_device_token`` is the loop around it."""
+        sent_at = time.time()
+        response = await self._send_dpop(self._device_code_request(device_code))
+        return self._checked(_wire.parse_token_response(response, sent_at=sent_at), None)
+
+    async def poll_device_token(
+        self,
+        authorization: DeviceAuthorization,
+        *,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> TokenResponse:
+        """The async twin of ``OAuthClient.poll_device_token``. Cancelling the task stops
+        the polling at once (during a wait or a request); nothing is left behind."""
+        polling = DevicePolling(authorization, clock)
+        while True:
+            await sleep(polling.next_wait())
+            polling.check_deadline()
+            try:
+                return await self.exchange_device_code(authorization.device_code)
+            except ClientError as exc:
+                if not polling.again(exc):
+                    raise
 
     async def revoke(self, token: str, *, token_type_hint: str | None = None) -> None:
         """RFC 7009 at the advertised ``revocation_endpoint``."""

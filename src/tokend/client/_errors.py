@@ -19,7 +19,10 @@ Exception tree::
     │   ├── InsufficientScope          insufficient_scope         RFC 6750 §3.1
     │   ├── UnsupportedTokenType       unsupported_token_type     RFC 7009 §2.2.1
     │   ├── InvalidDPoPProof           invalid_dpop_proof         RFC 9449 §5, §7.1
-    │   └── UseDPoPNonce               use_dpop_nonce             RFC 9449 §8, §9
+    │   ├── UseDPoPNonce               use_dpop_nonce             RFC 9449 §8, §9
+    │   ├── AuthorizationPending       authorization_pending      RFC 8628 §3.5
+    │   ├── SlowDown                   slow_down                  RFC 8628 §3.5
+    │   └── ExpiredToken               expired_token              RFC 8628 §3.5
     ├── TransportError                 no answer: connecting, sending or receiving failed
     ├── InvalidResponse                an answer that is not what the RFCs say it must be
     ├── EndpointNotSupported           the server's metadata does not offer the endpoint
@@ -36,8 +39,10 @@ from typing import ClassVar
 __all__ = [
     "ERRORS_BY_CODE",
     "AccessDenied",
+    "AuthorizationPending",
     "ClientError",
     "EndpointNotSupported",
+    "ExpiredToken",
     "InsufficientScope",
     "InvalidClient",
     "InvalidDPoPProof",
@@ -49,6 +54,7 @@ __all__ = [
     "MissingToken",
     "OAuthError",
     "ServerError",
+    "SlowDown",
     "TemporarilyUnavailable",
     "TransportError",
     "UnauthorizedClient",
@@ -204,6 +210,31 @@ class UseDPoPNonce(OAuthError):
     default_message = "The server requires a DPoP nonce."
 
 
+class AuthorizationPending(OAuthError):
+    """The user has not yet approved (or denied) the device authorization: poll again after
+    the interval. ``OAuthClient.poll_device_token`` does."""
+
+    code = "authorization_pending"
+    default_message = "The user has not yet completed the device authorization."
+
+
+class SlowDown(OAuthError):
+    """A device code was polled too fast: poll again, with the interval 5 s longer for this
+    and every later poll (RFC 8628 §3.5). ``OAuthClient.poll_device_token`` does."""
+
+    code = "slow_down"
+    default_message = "The device code was polled too often; wait 5 seconds longer."
+
+
+class ExpiredToken(OAuthError):
+    """The device code expired before the user approved it: start a new device
+    authorization. Raised for the server's ``expired_token``, and by
+    ``poll_device_token`` itself once the device code's ``expires_in`` has passed."""
+
+    code = "expired_token"
+    default_message = "The device code has expired; start a new device authorization."
+
+
 class TransportError(ClientError):
     """The request could not be sent or its answer was not received (connection refused,
     timeout, connection reset). The server may or may not have processed it; for a refresh,
@@ -248,6 +279,9 @@ ERRORS_BY_CODE: dict[str, type[OAuthError]] = {
         UnsupportedTokenType,
         InvalidDPoPProof,
         UseDPoPNonce,
+        AuthorizationPending,
+        SlowDown,
+        ExpiredToken,
     )
     if cls.code is not None
 }

@@ -1,6 +1,6 @@
 """Typed values the client returns: token responses (RFC 6749 §5.1), server metadata
-(RFC 8414 / OIDC Discovery 1.0), pending authorization requests and introspection results
-(RFC 7662 §2.2)."""
+(RFC 8414 / OIDC Discovery 1.0), pending authorization requests, device authorizations
+(RFC 8628 §3.2) and introspection results (RFC 7662 §2.2)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from typing import Any
 
 from tokend.client._errors import InvalidResponse
 
-__all__ = ["AuthorizationRequest", "Introspection", "ServerMetadata", "TokenResponse"]
+__all__ = [
+    "AuthorizationRequest",
+    "DeviceAuthorization",
+    "Introspection",
+    "ServerMetadata",
+    "TokenResponse",
+]
 
 _TOKEN_FIELDS = ("access_token", "token_type", "expires_in", "refresh_token", "scope", "id_token")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -134,6 +140,7 @@ class ServerMetadata:
     revocation_endpoint: str | None = None
     introspection_endpoint: str | None = None
     jwks_uri: str | None = None
+    device_authorization_endpoint: str | None = None  # RFC 8628 §4
     raw: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, hash=False)
 
     @classmethod
@@ -157,6 +164,7 @@ class ServerMetadata:
             "revocation_endpoint",
             "introspection_endpoint",
             "jwks_uri",
+            "device_authorization_endpoint",
         ):
             value = document.get(name)
             if value is not None and (not isinstance(value, str) or not value):
@@ -186,6 +194,77 @@ class AuthorizationRequest:
 
     def __repr__(self) -> str:
         return f"AuthorizationRequest(url={self.url!r}, redirect_uri={self.redirect_uri!r})"
+
+
+DEFAULT_DEVICE_INTERVAL = 5  # RFC 8628 §3.2: "If no value is provided, clients MUST use 5"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class DeviceAuthorization:
+    """A device authorization response (RFC 8628 §3.2): show the user ``user_code`` and
+    ``verification_uri`` (or a QR code of ``verification_uri_complete``), then poll with
+    ``device_code`` (``OAuthClient.poll_device_token``).
+
+    ``expires_at`` is seconds since the epoch: the time the request was *sent* plus
+    ``expires_in``. ``interval`` is the server's minimum wait between polls (5 when it
+    gave none). ``repr()`` shows neither code: the device code obtains the tokens, and the
+    user code approves them.
+    """
+
+    device_code: str
+    user_code: str
+    verification_uri: str
+    expires_in: int
+    expires_at: float
+    interval: int = DEFAULT_DEVICE_INTERVAL
+    verification_uri_complete: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False)
+
+    @classmethod
+    def from_response(cls, body: object, *, sent_at: float | None = None) -> DeviceAuthorization:
+        """Validate a device authorization endpoint's JSON body; ``sent_at`` defaults to now."""
+        if not isinstance(body, Mapping):
+            raise InvalidResponse("The device authorization response is not a JSON object.")
+        fields: dict[str, str] = {}
+        for name in ("device_code", "user_code", "verification_uri"):
+            value = body.get(name)
+            if name == "verification_uri" and value is None:
+                # Google's endpoint says verification_url (a pre-RFC draft's name).
+                value = body.get("verification_url")
+            if not isinstance(value, str) or not value:
+                raise InvalidResponse(f"The device authorization response has no {name}.")
+            fields[name] = value
+        complete = body.get("verification_uri_complete")
+        if complete is not None and (not isinstance(complete, str) or not complete):
+            raise InvalidResponse(
+                "The device authorization response has an invalid verification_uri_complete."
+            )
+        numbers: dict[str, int] = {}
+        for name in ("expires_in", "interval"):
+            value = body.get(name)
+            if value is None and name == "interval":
+                value = DEFAULT_DEVICE_INTERVAL
+            if isinstance(value, str) and value.isascii() and value.isdigit():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise InvalidResponse(f"The device authorization response has an invalid {name}.")
+            numbers[name] = int(value)
+        start = time.time() if sent_at is None else sent_at
+        known = {"verification_url", "verification_uri_complete", *fields, *numbers}
+        return cls(
+            **fields,
+            expires_in=numbers["expires_in"],
+            expires_at=start + numbers["expires_in"],
+            interval=numbers["interval"],
+            verification_uri_complete=complete,
+            extra=MappingProxyType({k: v for k, v in body.items() if k not in known}),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"DeviceAuthorization(verification_uri={self.verification_uri!r}, "
+            f"expires_at={self.expires_at!r}, interval={self.interval!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
