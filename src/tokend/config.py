@@ -104,8 +104,8 @@ class Settings(BaseSettings):
     # tokend.web.webhook: POST each security event, as JSON signed with HMAC-SHA256 under the
     # secret (shared with the receiver, at least 32 characters), to this URL (https; http only
     # to a loopback host), off the request path, by one worker of all the servers at a time.
-    events_webhook: str | None = None
-    events_webhook_secret: str | None = None
+    events_webhook: str | None = Field(None, repr=False)
+    events_webhook_secret: str | None = Field(None, repr=False)
 
     @field_validator("signing_alg")
     @classmethod

@@ -164,7 +164,8 @@ class EventsWebhook:
         position = await run_in_threadpool(store.start_cursor, NAME, now=clock.now())
         rows = await run_in_threadpool(store.events_after, position, limit=self.batch)
         if not rows:
-            await self._check_restarted_ids(position)
+            if self._rt.is_sqlite:  # a PostgreSQL sequence never goes back
+                await self._check_restarted_ids(position)
             return 0
         done = 0
         for row in rows:
@@ -220,14 +221,19 @@ class EventsWebhook:
                 SIGNATURE_HEADER: signature(self._secret, body, t),
             }
             try:
-                answer = await self._client.post(self._url, content=body, headers=headers)
+                # Streamed and never read: the answer's status is all that counts, and a
+                # receiver cannot make this process hold a large body in memory.
+                async with self._client.stream(
+                    "POST", self._url, content=body, headers=headers
+                ) as answer:
+                    status = answer.status_code
             except httpx.HTTPError as exc:
                 failure = type(exc).__name__  # never str(exc): it may quote the URL
             else:
-                if 200 <= answer.status_code < 300:
+                if 200 <= status < 300:
                     metrics.webhook_delivery("delivered")
                     return True
-                failure = f"HTTP {answer.status_code}"
+                failure = f"HTTP {status}"
             log.warning(
                 "events webhook: event %d to %s: attempt %d of %d failed: %s",
                 event_id,
