@@ -144,12 +144,14 @@ class EventsWebhook:
         return ok
 
     async def _hold(self) -> bool:
-        """Still the holder: renewed if a third of the lease has gone by since the last."""
+        """Take the lease, or keep it: a holder renews it once a third of its ttl has gone
+        by since the last renewal (a write to the database), not on every round."""
         if time.monotonic() - self._renewed < self.lease_ttl / 3:
             return True
         return await run_in_threadpool(self._take)
 
     def release(self) -> None:
+        self._renewed = float("-inf")
         self._rt.store.release_lease(NAME, self.holder)
 
     # -- a round ---------------------------------------------------------------------------
@@ -158,7 +160,7 @@ class EventsWebhook:
         """Deliver what is pending (up to ``batch`` events) if this process holds the lease:
         how many events the cursor moved past (delivered or given up), or None when another
         process holds the lease."""
-        if not await run_in_threadpool(self._take):
+        if not await self._hold():
             return None
         store, clock = self._rt.store, self._rt.clock
         position = await run_in_threadpool(store.start_cursor, NAME, now=clock.now())
@@ -257,16 +259,19 @@ class EventsWebhook:
 
     async def run(self) -> None:
         """Rounds until cancelled (shutdown): at once again after a full batch, else every
-        ``interval`` seconds; on cancellation give the lease up, so that another process
-        takes over at once."""
+        ``interval`` seconds; a process without the lease tries for it every sixth of its
+        ttl (one write, not one a second per worker). On cancellation, give the lease up, so
+        that another process takes over at its next try."""
         try:
             while True:
                 try:
                     done = await self.run_once()
                 except Exception:
                     log.exception("events webhook round failed")
-                    done = None
-                if done is None or done < self.batch:
+                    done = 0
+                if done is None:  # another process delivers: look again now and then
+                    await asyncio.sleep(max(self.interval, self.lease_ttl / 6))
+                elif done < self.batch:
                     await asyncio.sleep(self.interval)
         finally:
             try:
