@@ -10,8 +10,9 @@ import stat
 import tempfile
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tokend.core.models import Policy
@@ -35,7 +36,10 @@ class MissingSecretKey(RuntimeError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TOKEND_", extra="ignore")
+    # An invalid value is named in the message, never shown: it may be a secret.
+    model_config = SettingsConfigDict(
+        env_prefix="TOKEND_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     issuer: str | None = None
@@ -105,6 +109,11 @@ class Settings(BaseSettings):
     password_hash_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     # GET /metrics asks for this bearer token when set (401 without it); unset: open.
     metrics_token: str | None = None
+    # tokend.web.webhook: POST each security event, as JSON signed with HMAC-SHA256 under the
+    # secret (shared with the receiver, at least 32 characters), to this URL (https; http only
+    # to a loopback host), off the request path, by one worker of all the servers at a time.
+    events_webhook: str | None = Field(None, repr=False)
+    events_webhook_secret: str | None = Field(None, repr=False)
 
     @field_validator("signing_alg")
     @classmethod
@@ -149,10 +158,45 @@ class Settings(BaseSettings):
             device_start=Limit(DEVICE_START_ADDRESS, self.cross_device_start_limit, w),
         )
 
-    @field_validator("secret_key", "secret_key_file", "metrics_token", mode="before")
+    @field_validator(
+        "secret_key",
+        "secret_key_file",
+        "metrics_token",
+        "events_webhook",
+        "events_webhook_secret",
+        mode="before",
+    )
     @classmethod
     def _unset_if_empty(cls, v: object) -> object:
         return None if v == "" else v  # `TOKEND_SECRET_KEY_FILE=` is no file, not "."
+
+    @field_validator("events_webhook")
+    @classmethod
+    def _webhook(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_webhook_url(v)
+        return v
+
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> Settings:
+        secret = self.events_webhook_secret
+        if self.events_webhook is None:
+            if secret is not None:
+                raise ValueError(
+                    "TOKEND_EVENTS_WEBHOOK_SECRET is set but TOKEND_EVENTS_WEBHOOK is not: "
+                    "set the URL too, or unset the secret"
+                )
+        elif secret is None:
+            raise ValueError(
+                "TOKEND_EVENTS_WEBHOOK needs TOKEND_EVENTS_WEBHOOK_SECRET (the HMAC key the "
+                "receiver checks signatures with; generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        elif len(secret) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"TOKEND_EVENTS_WEBHOOK_SECRET must be at least {MIN_SECRET_CHARS} characters"
+            )
+        return self
 
     @field_validator("issuer")
     @classmethod
@@ -235,6 +279,42 @@ MIN_SECRET_CHARS = 32
 GC_RETENTION = 86400
 GC_EVENT_RETENTION = 90 * 86400
 MAX_SECRET_FILE_BYTES = 4096
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+def check_webhook_url(url: str) -> None:
+    """``ValueError`` unless ``url`` is an absolute https URL (http only to a loopback host:
+    a test receiver, a sidecar), without credentials or a fragment. The messages never
+    repeat the URL: its query may carry the receiver's own token."""
+    name = "TOKEND_EVENTS_WEBHOOK"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is no port)
+    except ValueError:
+        raise ValueError(f"{name} is not a URL") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{name} must be an absolute https URL (https://host/path)")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"{name} must not carry credentials (user:password@): the receiver checks the "
+            f"signature made with TOKEND_EVENTS_WEBHOOK_SECRET"
+        )
+    if parts.fragment or url.endswith("#"):
+        raise ValueError(f"{name} must not have a fragment (#...)")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"{name} must be https (http only to a loopback host: 127.0.0.1, ::1, localhost): "
+            f"events name users, clients and addresses"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def read_secret_file(path: Path) -> str:

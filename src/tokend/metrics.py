@@ -44,6 +44,9 @@ The metrics (``_total`` on counters; every histogram has ``_bucket``, ``_sum``, 
   (``store/connections._retry_busy``).
 - ``tokend_signing_key_age_seconds``: seconds since the current signing key was created
   (computed at the scrape; alert when older than the rotation schedule).
+- ``tokend_events_webhook_deliveries_total{outcome}``: the events webhook's work
+  (``TOKEND_EVENTS_WEBHOOK``, ``tokend.web.webhook``): ``delivered`` (a 2xx), ``retried``
+  (each attempt after an event's first), ``given_up`` (every attempt failed; skipped).
 - ``tokend_process_start_time_seconds``: each live worker's start, Unix time (with workers,
   one series per worker, labelled ``pid``).
 """
@@ -108,6 +111,10 @@ DATABASE_ERRORS = Counter(
     ["operation"],
 )  # fmt: skip
 BUSY_RETRIES = Counter("tokend_sqlite_busy_retries", "SQLITE_BUSY answers waited out and retried.")
+WEBHOOK_DELIVERIES = Counter(
+    "tokend_events_webhook_deliveries", "Events webhook attempts by outcome.", ["outcome"]
+)
+WEBHOOK_OUTCOMES = ("delivered", "retried", "given_up")
 PROCESS_START = Gauge(
     "tokend_process_start_time_seconds", "Start time of the process, Unix time.",
     multiprocess_mode="liveall",
@@ -173,6 +180,11 @@ def event_committed(kind: str, known: Iterable[str]) -> Callable[[], None]:
         REUSE_DETECTIONS.inc()
 
     return reuse
+
+
+def webhook_delivery(outcome: str) -> None:
+    """Count an events webhook outcome (one of ``WEBHOOK_OUTCOMES``)."""
+    WEBHOOK_DELIVERIES.labels(outcome if outcome in WEBHOOK_OUTCOMES else OTHER).inc()
 
 
 def database_error(operation: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
@@ -26,7 +26,7 @@ import click
 from tokend.cli.database import database_option, storage
 from tokend.cli.output import emit
 from tokend.core.clock import SystemClock
-from tokend.core.events import EVENT_KINDS
+from tokend.core.events import EVENT_KINDS, event_object
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000_000
@@ -46,25 +46,6 @@ def parse_since(value: str, now: float) -> float:
         raise ValueError(value)
     when = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     return when.timestamp()
-
-
-def rfc3339(at: float) -> str:
-    """``at`` (Unix seconds) as RFC 3339 UTC to the millisecond: ``2026-12-01T04:41:14.123Z``."""
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def event_object(row: dict[str, Any]) -> dict[str, Any]:
-    """A stored row as ``tokend events --json`` prints it (DESIGN.md's fields and count)."""
-    return {
-        "time": rfc3339(row["at"]),
-        "type": row["kind"],
-        "client_id": row["client_id"],
-        "subject": row["user_id"],
-        "family_id": row["family_id"],
-        "address": row["address"],
-        "detail": row["detail"],
-        "count": row["count"],
-    }
 
 
 _COLUMNS = ("time", "type", "client_id", "subject", "family_id", "address", "count", "detail")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -30,3 +31,10 @@ class FrozenClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+def rfc3339(at: float) -> str:
+    """``at`` (Unix seconds) as RFC 3339 UTC to the millisecond: ``2026-12-01T04:41:14.123Z``
+    (a conversion, not a clock read; here because only this module of the core may import
+    ``datetime``)."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -17,7 +17,9 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from tokend.core.clock import rfc3339
 
 if TYPE_CHECKING:
     from tokend.core.models import SecurityEvent
@@ -78,6 +80,23 @@ def event_fields(event: SecurityEvent, *, count: int = 1) -> dict[str, object]:
         "address": event.address,
         "detail": dict(event.detail),
         "count": count,
+    }
+
+
+def event_object(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored event (a ``security_events`` row, its detail decoded) as the trail shows it
+    outside the process: what ``tokend events --json`` prints and the events webhook posts
+    (DESIGN.md's fields and ``count``), the time as RFC 3339. Never a secret: an event holds
+    none."""
+    return {
+        "time": rfc3339(row["at"]),
+        "type": row["kind"],
+        "client_id": row["client_id"],
+        "subject": row["user_id"],
+        "family_id": row["family_id"],
+        "address": row["address"],
+        "detail": row["detail"],
+        "count": row["count"],
     }
 
 

@@ -9,6 +9,7 @@ encrypted (``tokend.keys``); passwords only as Argon2id hashes.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -254,6 +255,16 @@ leases = Table(
     Column("name", String(32), primary_key=True),
     Column("holder", String(64), nullable=False),
     Column("expires_at", Time, nullable=False),
+)
+
+# How far a reader of an append-only table has got: the events webhook's position in
+# ``security_events`` (the id of the last event delivered; tokend.store.cursors).
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", Time, nullable=False),
 )
 
 # RFC 8628 device authorizations, and Didit's cross-device sign-in on the same rows

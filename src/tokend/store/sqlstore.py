@@ -17,7 +17,8 @@ statements, the connections: the only state they share):
 - ``device.Devices``: device authorizations (RFC 8628, cross-device sign-in) outside a
   grant (``tokend.core.device.DeviceStorage``);
 - ``maintenance.Maintenance``: bulk revocation, events, gc (in batches), abuse counters;
-- ``leases.Leases``: one process of many at a time (the gc sweep, event delivery).
+- ``leases.Leases``: one process of many at a time (the gc sweep, event delivery);
+- ``cursors.Cursors``: the events webhook's position in the trail.
 
 Why one class made of parts (mixins) rather than a facade holding part objects: the store's
 methods are called on every request (``transaction``, ``get_client``, the peeks), and
@@ -29,6 +30,7 @@ own but ``Clients`` (its cache)."""
 from __future__ import annotations
 
 from tokend.store.clients import Clients
+from tokend.store.cursors import Cursors
 from tokend.store.device import Devices
 from tokend.store.keys import Keys
 from tokend.store.leases import Leases
@@ -37,6 +39,6 @@ from tokend.store.tokens import Tokens
 from tokend.store.users import Users
 
 
-class SqlStore(Clients, Users, Tokens, Keys, Devices, Maintenance, Leases):
+class SqlStore(Clients, Users, Tokens, Keys, Devices, Maintenance, Leases, Cursors):
     """``tokend.core.ports.Store`` and the admin operations over one engine (see the
     module's docstring for where each part lives)."""

@@ -40,6 +40,7 @@ from tokend.web.sweep import GcSweep
 from tokend.web.throttling import ClientAuthGuard
 from tokend.web.token import TOKEN_PATHS, TokenEndpoint
 from tokend.web.userinfo import USERINFO_PATH, UserInfoEndpoint
+from tokend.web.webhook import EventsWebhook
 
 log = logging.getLogger("tokend.web")
 
@@ -205,6 +206,9 @@ def _lifespan(
         tasks = [asyncio.create_task(_refresh_shared_state(rt, key_refresh_interval))]
         if gc_interval > 0:  # one worker of all the servers sweeps at a time (its lease)
             tasks.append(asyncio.create_task(GcSweep(rt, gc_interval).run()))
+        hook, hook_secret = rt.settings.events_webhook, rt.settings.events_webhook_secret
+        if hook and hook_secret:  # one worker of all the servers delivers at a time (a lease)
+            tasks.append(asyncio.create_task(EventsWebhook(rt, hook, hook_secret).run()))
         try:
             yield
         finally:
