@@ -448,6 +448,7 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
         "revoked_access_tokens": 0,
         "dpop_proofs": 0,
         "abuse_counters": 0,
+        "device_authorizations": 0,
     }
     assert count(rt, token_families) == 5 and count(rt, refresh_tokens) == 6
 
@@ -488,6 +489,7 @@ def test_gc(rt: Runtime, make_client, user: User, clock: FrozenClock) -> None:
         "revoked_access_tokens": 0,
         "dpop_proofs": 0,
         "abuse_counters": 0,
+        "device_authorizations": 0,
     }
 
 
