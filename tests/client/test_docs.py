@@ -238,3 +238,21 @@ def test_readme_snippet(live, capsys) -> None:  # type: ignore[no-untyped-def]
     assert capsys.readouterr().out == (
         "Error refreshing tokens: The refresh token was invalid or has expired.\n"
     )
+
+
+def test_readme_device_snippet_uses_the_documented_calls() -> None:
+    """The README's device-grant snippet (its second Python block) compiles and calls only
+    what the library has; docs/client.md's device_login.py runs the same calls for real."""
+    import ast
+
+    from tokend.client import DeviceAuthorization, OAuthClient
+
+    section = (ROOT / "README.md").read_text().split("## Python client", 1)[1]
+    code = section.split("```python\n")[2].split("```", 1)[0]
+    tree = ast.parse(code)
+    called = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert {"from_issuer", "device_authorization", "poll_device_token"} <= called
+    for name in called:
+        assert hasattr(OAuthClient, name) or name in {
+            f.name for f in dataclasses.fields(DeviceAuthorization)
+        }, name
