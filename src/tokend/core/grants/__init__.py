@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import ClassVar, Protocol
 
 from tokend.core.errors import InvalidDPoPProof, InvalidRequest
-from tokend.core.models import Client, DPoPProof, TokenRequest, TokenResponse
+from tokend.core.events import EventKind
+from tokend.core.models import Client, DPoPProof, SecurityEvent, TokenRequest, TokenResponse
 from tokend.core.ports import Transaction
 
 
@@ -34,3 +35,32 @@ def record_proof(tx: Transaction, dpop: DPoPProof | None) -> None:
         dpop.replay_hash, expires_at=dpop.replay_until
     ):
         raise InvalidDPoPProof("The DPoP proof has been used before.")
+
+
+def replayed(
+    tx: Transaction,
+    kind: EventKind,
+    *,
+    now: float,
+    client_id: str,
+    family_id: str | None,
+    user_id: str | None,
+    address: str | None,
+    detail: Mapping[str, object] | None = None,
+) -> None:
+    """A one-time code (authorization code, device code) presented again: it leaked, so
+    what its first use issued is revoked (RFC 6749 §4.1.2), and the replay is recorded, in
+    the grant's transaction. The caller then refuses with ``invalid_grant``."""
+    if family_id is not None:
+        tx.revoke_family(family_id, at=now, reason=kind)
+    tx.record_event(
+        SecurityEvent(
+            kind,
+            now,
+            client_id=client_id,
+            family_id=family_id,
+            user_id=user_id,
+            detail=detail or {},
+            address=address,
+        )
+    )

@@ -21,9 +21,9 @@ from tokend.core import pkce
 from tokend.core.authorization import CODE_PREFIX
 from tokend.core.errors import InvalidGrant, OAuthError
 from tokend.core.events import EventKind
-from tokend.core.grants import record_proof, require
+from tokend.core.grants import record_proof, replayed, require
 from tokend.core.issuance import FamilyIssuer
-from tokend.core.models import Client, SecurityEvent, TokenRequest, TokenResponse
+from tokend.core.models import Client, TokenRequest, TokenResponse
 from tokend.core.ports import Store
 from tokend.core.secrets import hash_secret, new_id
 
@@ -56,20 +56,15 @@ class AuthorizationCodeGrant:
             if stored is None or stored.client_id != client.client_id:
                 raise InvalidGrant(_INVALID)
             if stored.consumed_at is not None:
-                if stored.family_id is not None:
-                    tx.revoke_family(
-                        stored.family_id, at=now, reason=EventKind.AUTHORIZATION_CODE_REPLAY
-                    )
-                tx.record_event(
-                    SecurityEvent(
-                        EventKind.AUTHORIZATION_CODE_REPLAY,
-                        now,
-                        client_id=client.client_id,
-                        family_id=stored.family_id,
-                        user_id=stored.user_id,
-                        detail={"consumed_at": stored.consumed_at},
-                        address=request.address,
-                    )
+                replayed(
+                    tx,
+                    EventKind.AUTHORIZATION_CODE_REPLAY,
+                    now=now,
+                    client_id=client.client_id,
+                    family_id=stored.family_id,
+                    user_id=stored.user_id,
+                    address=request.address,
+                    detail={"consumed_at": stored.consumed_at},
                 )
                 rejection = InvalidGrant(_INVALID)
             elif now >= stored.expires_at:

@@ -42,9 +42,9 @@ from tokend.core.errors import (
     SlowDown,
 )
 from tokend.core.events import EventKind
-from tokend.core.grants import record_proof, require
+from tokend.core.grants import record_proof, replayed, require
 from tokend.core.issuance import FamilyIssuer
-from tokend.core.models import Client, SecurityEvent, TokenRequest, TokenResponse
+from tokend.core.models import Client, TokenRequest, TokenResponse
 from tokend.core.ports import Store
 from tokend.core.secrets import DEVICE_CODE_PREFIX, hash_secret, is_well_formed, new_id
 from tokend.core.subjects import Subjects
@@ -76,17 +76,14 @@ class DeviceCodeGrant:
             if row is None or row.kind != KIND_DEVICE or row.client_id != client.client_id:
                 raise InvalidGrant(_INVALID)  # rolls back: another client's poll counts nothing
             if row.status == REDEEMED:
-                if row.family_id is not None:
-                    tx.revoke_family(row.family_id, at=now, reason=EventKind.DEVICE_CODE_REPLAY)
-                tx.record_event(
-                    SecurityEvent(
-                        EventKind.DEVICE_CODE_REPLAY,
-                        now,
-                        client_id=client.client_id,
-                        family_id=row.family_id,
-                        user_id=row.user_id,
-                        address=request.address,
-                    )
+                replayed(
+                    tx,
+                    EventKind.DEVICE_CODE_REPLAY,
+                    now=now,
+                    client_id=client.client_id,
+                    family_id=row.family_id,
+                    user_id=row.user_id,
+                    address=request.address,
                 )
                 rejection = InvalidGrant(_INVALID)
             elif row.status == DENIED:
