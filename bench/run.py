@@ -4,6 +4,7 @@
                         [--workers 2] [--workload refresh,client_credentials,introspect,code]
                         [--scope offline [--scope "openid offline"]] [--noop] [--probe]
                         [--all] [--smoke] [--out FILE.md] [--plot FILE.png] [--json FILE]
+                        [--alg RS256|PS256|ES256|EdDSA]
 
 Starts `tokend serve --workers N` on a fresh database (SQLite file, or a throwaway PostgreSQL
 server started as in the test suite) and drives each workload with wrk, one thread per
@@ -101,6 +102,8 @@ class Bench:
             argv += ["--grant-type", g]
         if redirect_uri:
             argv += ["--redirect-uri", redirect_uri]
+        if self.args.alg:  # the clients' access-token and ID-token algorithm
+            argv += ["--access-token-alg", self.args.alg, "--id-token-alg", self.args.alg]
         return json.loads(common.tokend(*argv, env=self.env))
 
     def inputs(self, workload: str, scope: str, conns: int) -> dict[str, str]:
@@ -393,6 +396,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="code: expected code exchanges/s, to size the seed (x1.5). Default 1500",
     )
     ap.add_argument("--wrk-timeout", type=int, default=10, help="wrk --timeout, seconds")
+    ap.add_argument(
+        "--alg",
+        choices=["RS256", "PS256", "ES256", "EdDSA"],
+        help="register the bench clients with this signing algorithm (access and ID tokens; "
+        "default: the server's, RS256)",
+    )
     ap.add_argument("--out", help="append a Markdown section to this file")
     ap.add_argument("--plot", help="write a PNG of throughput and p99 vs concurrency")
     ap.add_argument("--json", help="write the raw results to this file")

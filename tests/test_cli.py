@@ -987,3 +987,35 @@ def test_clients_device_grant(cli: Cli, crt: Runtime) -> None:
     assert r.exit_code != 0 and "client_credentials" in r.stderr
     assert crt.store.get_client(tv["client_id"]).grant_types == {DEVICE_GRANT, "refresh_token"}
     assert cli("clients", "update", web["client_id"], "--grant-type", "password").exit_code == 2
+
+
+def test_clients_signing_algorithms_round_trip(cli_any: Cli) -> None:
+    """--access-token-alg/--id-token-alg stored, shown, changed, back to the default; the
+    tokens issued follow them (the ring makes a key for a new algorithm on first need)."""
+    cli = cli_any
+    made = cli.client("--access-token-alg", "ES256", "--id-token-alg", "EdDSA")
+    assert (made["access_token_alg"], made["id_token_alg"]) == ("ES256", "EdDSA")
+    cid = made["client_id"]
+    [shown] = cli.ok("clients", "show", cid)
+    assert (shown["access_token_alg"], shown["id_token_alg"]) == ("ES256", "EdDSA")
+    assert "access_token_alg" not in cli.client()  # the contract's create output, unchanged
+    [listed] = [c for c in cli.ok("clients", "list") if c["client_id"] != cid]
+    assert (listed["access_token_alg"], listed["id_token_alg"]) == (None, None)
+    cli.user("bob")
+    [tokens] = cli.ok("tokens", "issue", "--client-id", cid, "--user", "bob", "--scope", "openid")
+    assert jwt.get_unverified_header(tokens["access_token"])["alg"] == "ES256"
+    assert jwt.get_unverified_header(tokens["id_token"])["alg"] == "EdDSA"
+
+    [updated] = cli.ok("clients", "update", cid, "--access-token-alg", "PS256")
+    assert (updated["access_token_alg"], updated["id_token_alg"]) == ("PS256", "EdDSA")
+    [updated] = cli.ok("clients", "update", cid, "--id-token-alg", "default")
+    assert (updated["access_token_alg"], updated["id_token_alg"]) == ("PS256", None)
+    for bad in ("HS256", "none", "rs256"):
+        for command in (("clients", "update", cid), ("clients", "create", "--name", "x")):
+            r = cli(*command, "--access-token-alg", bad)
+            assert r.exit_code == 2 and r.stdout == "", r.stdout
+            assert "--access-token-alg" in r.stderr
+    [rotated] = cli.ok("keys", "rotate", "--alg", "PS256")
+    current = {k["alg"]: k["kid"] for k in cli.ok("keys", "list") if k["status"] == "current"}
+    assert current["PS256"] == rotated["kid"]
+    assert {"RS256", "ES256", "EdDSA", "PS256"} <= set(current)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tokend.core.jose import SIGNING_ALGS
 from tokend.core.models import Policy
 from tokend.core.throttle import (
     CLIENT,
@@ -118,8 +119,8 @@ class Settings(BaseSettings):
     @field_validator("signing_alg")
     @classmethod
     def _alg(cls, v: str) -> str:
-        if v not in ("RS256", "ES256", "EdDSA"):
-            raise ValueError("TOKEND_SIGNING_ALG must be RS256, ES256 or EdDSA")
+        if v not in SIGNING_ALGS:
+            raise ValueError(f"TOKEND_SIGNING_ALG must be one of {', '.join(SIGNING_ALGS)}")
         return v
 
     @field_validator("log_level", "log_format", mode="before")

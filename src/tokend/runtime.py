@@ -65,6 +65,7 @@ class AdminStore(Store, KeyStorage, Protocol):
     def create_client(self, client: Client, *, now: float) -> None: ...
     def list_clients(self) -> list[Client]: ...
     def count_clients(self) -> int: ...
+    def signing_algs_in_use(self) -> frozenset[str]: ...
     def delete_client(self, client_id: str) -> bool: ...
     def set_client_secret(
         self,
@@ -173,7 +174,7 @@ def build_runtime(
         retention=settings.key_retention,
     )
     if prepare:
-        keys.ensure()
+        keys.ensure(store.signing_algs_in_use())  # the clients' algorithms too
     else:
         keys.load()
     policy = settings.policy()

@@ -293,24 +293,36 @@ class FakeSigner:
         self.key = generate_private_key(self.alg)
         self.kid: str = public_jwk(self.key, self.alg)["kid"]
         self.public_key = self.key.public_key()
+        # kid -> (alg, private key): RS256's above, another algorithm's made on first use.
+        self.keys: dict[str, tuple[str, Any]] = {self.kid: (self.alg, self.key)}
 
-    def _sign(self, claims: Mapping[str, Any], typ: str) -> str:
-        return jwt.encode(
-            dict(claims), self.key, algorithm=self.alg, headers={"kid": self.kid, "typ": typ}
-        )
+    def _key_for(self, alg: str) -> tuple[str, Any]:
+        for kid, (key_alg, key) in self.keys.items():
+            if key_alg == alg:
+                return kid, key
+        key = generate_private_key(alg)
+        kid = public_jwk(key, alg)["kid"]
+        self.keys[kid] = (alg, key)
+        return kid, key
 
-    def sign_access_token(self, claims: Mapping[str, Any]) -> str:
-        return self._sign(claims, "at+jwt")
+    def _sign(self, claims: Mapping[str, Any], typ: str, alg: str) -> str:
+        kid, key = self._key_for(alg)
+        return jwt.encode(dict(claims), key, algorithm=alg, headers={"kid": kid, "typ": typ})
 
-    def sign_id_token(self, claims: Mapping[str, Any]) -> str:
-        return self._sign(claims, "JWT")
+    def sign_access_token(self, claims: Mapping[str, Any], alg: str | None = None) -> str:
+        return self._sign(claims, "at+jwt", alg or self.alg)
+
+    def sign_id_token(self, claims: Mapping[str, Any], alg: str = "RS256") -> str:
+        return self._sign(claims, "JWT", alg)
 
     def decode(self, token: str, *, audience: str, issuer: str) -> dict[str, Any]:
-        """Verify signature, ``aud`` and ``iss``; return the claims."""
+        """Verify signature (with the key the header's kid names, by that key's own
+        algorithm), ``aud`` and ``iss``; return the claims."""
+        alg, key = self.keys[jwt.get_unverified_header(token)["kid"]]
         return jwt.decode(
             token,
-            self.public_key,
-            algorithms=[self.alg],
+            key.public_key(),
+            algorithms=[alg],
             audience=audience,
             issuer=issuer,
             options=_NO_TIME_CHECKS,

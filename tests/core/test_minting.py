@@ -150,3 +150,35 @@ def test_at_hash_known_vector() -> None:
     left = bytes.fromhex("ca978112ca1bbdcafac231b39a23dc4d")
     assert at_hash("a") == base64.urlsafe_b64encode(left).decode().rstrip("=")
     assert at_hash("a") == "ypeBEsobvcr6wjGzmiPcTQ"
+
+
+@pytest.mark.parametrize(
+    ("alg", "hash_name"),
+    [("RS256", "sha256"), ("PS256", "sha256"), ("ES256", "sha256"), ("EdDSA", "sha512")],
+)
+def test_at_hash_uses_the_id_tokens_algorithm(alg: str, hash_name: str) -> None:
+    """OIDC Core §3.1.3.6; EdDSA (Ed25519) with SHA-512 as node-oidc-provider does."""
+    import hashlib
+
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzIn0.c2ln"
+    digest = hashlib.new(hash_name, token.encode()).digest()
+    expected = base64.urlsafe_b64encode(digest[: len(digest) // 2]).decode().rstrip("=")
+    assert at_hash(token, alg) == expected
+    with pytest.raises(ValueError):
+        at_hash(token, "HS256")
+
+
+@pytest.mark.parametrize("alg", ["PS256", "ES256", "EdDSA"])
+def test_client_algorithms_sign_both_tokens(world: World, alg: str) -> None:
+    import dataclasses
+
+    client = dataclasses.replace(world.web.client, access_token_alg=alg, id_token_alg=alg)
+    minter = TokenMinter(world.signer, world.policy)
+    response = minter.respond(
+        client=client, subject="s", scopes=("openid",), now=1000, ttl=60, with_id_token=True
+    )
+    assert response.id_token is not None
+    assert jwt.get_unverified_header(response.access_token)["alg"] == alg
+    assert jwt.get_unverified_header(response.id_token)["alg"] == alg
+    claims = world.signer.decode(response.id_token, audience=client.client_id, issuer=ISSUER)
+    assert claims["at_hash"] == at_hash(response.access_token, alg)

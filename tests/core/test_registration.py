@@ -220,3 +220,33 @@ def test_changing_grant_types_follows_the_registration_rules() -> None:
         client_changes(grant_types=("client_credentials",), public=True)
     with pytest.raises(RegistrationError):
         client_changes(grant_types=("implicit",))
+
+
+# -- signing algorithms -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])
+def test_a_client_may_name_a_signing_algorithm(alg: str) -> None:
+    new = register_client(ClientRegistration(name="a", access_token_alg=alg, id_token_alg=alg))
+    assert (new.client.access_token_alg, new.client.id_token_alg) == (alg, alg)
+    assert client_changes(access_token_alg=alg) == {"access_token_alg": alg}
+
+
+def test_no_signing_algorithm_is_the_server_default() -> None:
+    client = register_client(ClientRegistration(name="a")).client
+    assert client.access_token_alg is None and client.id_token_alg is None
+    assert client_changes(id_token_alg="default", access_token_alg="default") == {
+        "id_token_alg": None,
+        "access_token_alg": None,
+    }
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "HS256", "HS512", "rs256", "RS512", "ES384", ""])
+@pytest.mark.parametrize("field", ["access_token_alg", "id_token_alg"])
+def test_unknown_none_and_hmac_algorithms_are_refused(alg: str, field: str) -> None:
+    with pytest.raises(RegistrationError) as exc:
+        register_client(ClientRegistration(name="a", **{field: alg}))
+    assert exc.value.field == field
+    with pytest.raises(RegistrationError) as exc:
+        client_changes(**{field: alg})
+    assert exc.value.field == field

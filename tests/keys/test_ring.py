@@ -87,8 +87,6 @@ def pkcs8(private_key) -> bytes:  # type: ignore[no-untyped-def]
 def test_first_ensure_creates_one_rs256_key(store: SqlStore, clock: FrozenClock) -> None:
     assert store.list_keys() == []
     r = ring(store, clock)
-    with pytest.raises(NoSigningKey):
-        r.sign_access_token(CLAIMS)
     [made] = r.ensure()
     assert made.alg == "RS256" and made.retired_at is None and made.created_at == clock.now()
     [stored] = store.list_keys()
@@ -280,6 +278,7 @@ def test_unsupported_alg(store: SqlStore, clock: FrozenClock) -> None:
 
 KEY_TYPES = {
     "RS256": rsa.RSAPrivateKey,
+    "PS256": rsa.RSAPrivateKey,
     "ES256": ec.EllipticCurvePrivateKey,
     "EdDSA": ed25519.Ed25519PrivateKey,
 }
@@ -314,8 +313,8 @@ def test_access_token_alg(store: SqlStore, clock: FrozenClock) -> None:
             )
             with pytest.raises(jwt.InvalidTokenError):
                 decode(forged, r.jwks)
-    # One RS256 key shared by all three rings, one key per other algorithm.
-    assert sorted(k.alg for k in store.list_keys()) == ["ES256", "EdDSA", "RS256"]
+    # One RS256 key shared by all the rings, one key per other algorithm.
+    assert sorted(k.alg for k in store.list_keys()) == ["ES256", "EdDSA", "PS256", "RS256"]
 
 
 def test_signing_alg_setting_end_to_end(db_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -374,6 +373,77 @@ def test_second_ring_picks_up_rotation(db_url: str, store: SqlStore, clock: Froz
         assert r2.current_kid() == newest.kid
     finally:
         other_store.engine.dispose()
+
+
+def test_a_key_per_algorithm_on_first_need_one_winner_across_processes(db_url: str) -> None:
+    """Runtimes on one database (separate processes: each its own engine) that all need a
+    PS256 key at once, for a client registered with it: exactly one key is stored, every
+    ring signs with that one, and a token one ring signs verifies at the others at once."""
+    n = 4
+    stores = [SqlStore(create_db_engine(db_url)) for _ in range(n)]
+    rings = [KeyRing(s, master_secret=SECRET_KEY, clock=SystemClock()) for s in stores]
+    rings[0].ensure()
+    for r in rings[1:]:
+        r.load()
+    barrier = threading.Barrier(n)
+    tokens: list[str] = []
+    errors: list[BaseException] = []
+
+    def sign(r: KeyRing) -> None:
+        try:
+            barrier.wait()
+            tokens.append(r.sign_access_token(CLAIMS, "PS256"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sign, args=(r,)) for r in rings]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        [ps] = [k for k in stores[0].list_keys() if k.alg == "PS256"]
+        assert ps.retired_at is None
+        assert {jwt.get_unverified_header(t)["kid"] for t in tokens} == {ps.kid}
+        assert sorted(r.current_kid("PS256") for r in rings) == [ps.kid] * n
+        # A ring that has not seen a new key yet finds it by its kid (one reload).
+        late = KeyRing(stores[1], master_secret=SECRET_KEY, clock=SystemClock())
+        late.load()
+        es = rings[0].sign_access_token(CLAIMS, "ES256")  # made now, by rings[0]
+        assert late.verify(es)[1] == CLAIMS
+        with pytest.raises(InvalidToken):  # a made-up kid: refused
+            late.verify(_relabel(es, kid="no-such-kid"))
+    finally:
+        for s in stores:
+            s.engine.dispose()
+
+
+def test_ensure_makes_the_clients_algorithms_and_rotate_one_of_them(
+    store: SqlStore, clock: FrozenClock
+) -> None:
+    r = ring(store, clock)
+    made = r.ensure(("PS256", "EdDSA"))
+    assert sorted(m.alg for m in made) == ["EdDSA", "PS256", "RS256"]
+    assert r.ensure(("PS256", "EdDSA")) == []
+    with pytest.raises(ValueError):
+        r.ensure(("HS256",))
+    with pytest.raises(NoSigningKey):
+        r.sign_id_token(CLAIMS, "none")
+    before = {alg: r.current_kid(alg) for alg in ("RS256", "PS256", "EdDSA")}
+    clock.advance(1)
+    new = r.rotate("PS256")
+    r.reload_if_changed()
+    assert r.current_kid("PS256") == new.kid != before["PS256"]
+    assert r.current_kid("RS256") == before["RS256"]
+    assert r.current_kid("EdDSA") == before["EdDSA"]
+    assert {before["PS256"], new.kid} <= {k["kid"] for k in r.jwks["keys"]}
+
+
+def _relabel(token: str, **header: str) -> str:
+    h, rest = token.split(".", 1)
+    decoded = json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+    return b64u(json.dumps({**decoded, **header}).encode()) + "." + rest
 
 
 def test_delete_keys_retired_before(store: SqlStore, clock: FrozenClock) -> None:
@@ -440,7 +510,7 @@ def test_verification_keys_are_built_once_per_load(store: SqlStore, clock: Froze
     assert set(r.verification_keys()) == {old, r.current_kid()}  # the retired key verifies
 
 
-@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+@pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])
 def test_verify_own_tokens(store: SqlStore, clock: FrozenClock, alg: str) -> None:
     r = ring(store, clock, access_token_alg=alg)
     r.ensure()
@@ -450,7 +520,7 @@ def test_verify_own_tokens(store: SqlStore, clock: FrozenClock, alg: str) -> Non
         assert header["typ"] == typ and header["kid"] in r.verification_keys()
 
 
-@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+@pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "EdDSA"])
 def test_tokens_are_what_pyjwt_makes_and_verifies(
     store: SqlStore, clock: FrozenClock, alg: str
 ) -> None:

@@ -12,11 +12,13 @@ from tokend.cli.database import database_option, storage
 from tokend.cli.output import SECRET_SHOWN_ONCE, emit, emit_fields, found, say
 from tokend.core.clock import SystemClock
 from tokend.core.events import EventKind
+from tokend.core.jose import SIGNING_ALGS
 from tokend.core.models import Client, SecurityEvent
 from tokend.core.registration import (
     DEFAULT_SCOPE,
     GRANT_TYPES,
     MAX_REFRESH_GRACE,
+    SERVER_DEFAULT,
     ClientRegistration,
     NothingToChange,
     RegistrationError,
@@ -36,7 +38,18 @@ _OPTIONS = {
     "access_token_ttl": "--access-token-ttl",
     "refresh_token_ttl": "--refresh-token-ttl",
     "refresh_idle_ttl": "--refresh-idle-ttl",
+    "access_token_alg": "--access-token-alg",
+    "id_token_alg": "--id-token-alg",
 }
+
+_ACCESS_TOKEN_ALG_HELP = (
+    "JWS algorithm of this client's access tokens (default: TOKEND_SIGNING_ALG). "
+    "Every resource server of the client must accept it."
+)
+_ID_TOKEN_ALG_HELP = (
+    "JWS algorithm of this client's ID tokens (OIDC id_token_signed_response_alg; "
+    "default: RS256, what every relying party supports)."
+)
 
 
 def _refused(exc: RegistrationError) -> click.UsageError:
@@ -56,6 +69,12 @@ def _client_json(
         redirect_uris=list(client.redirect_uris),
         scope=" ".join(client.scopes),
     )
+    # null: the server's default (TOKEND_SIGNING_ALG; RS256 for ID tokens). The contract's
+    # create output names them only when the client was given one.
+    for field in ("access_token_alg", "id_token_alg"):
+        alg = getattr(client, field)
+        if full or alg is not None:
+            out[field] = alg
     if full:
         out.pop("client_secret", None)
         out.update(
@@ -110,6 +129,8 @@ def clients() -> None:
     help="Require a server nonce in this client's DPoP proofs (RFC 9449 §8); "
     "TOKEND_DPOP_NONCE=on requires one of every client.",
 )
+@click.option("--access-token-alg", type=click.Choice(SIGNING_ALGS), help=_ACCESS_TOKEN_ALG_HELP)
+@click.option("--id-token-alg", type=click.Choice(SIGNING_ALGS), help=_ID_TOKEN_ALG_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def clients_create(
     database_url: str,
@@ -124,6 +145,8 @@ def clients_create(
     refresh_idle_ttl: int | None,
     subject_type: str,
     dpop_nonce: bool,
+    access_token_alg: str | None,
+    id_token_alg: str | None,
     as_json: bool,
 ) -> None:
     """Register a client. Its secret is shown once and stored only as a hash."""
@@ -139,6 +162,8 @@ def clients_create(
         refresh_idle_ttl=refresh_idle_ttl,
         subject_type=subject_type,
         dpop_nonce_required=dpop_nonce,
+        access_token_alg=access_token_alg,
+        id_token_alg=id_token_alg,
     )
     try:
         new = register_client(request)
@@ -189,15 +214,37 @@ def clients_show(database_url: str, client_id: str) -> None:
     type=click.Choice(GRANT_TYPES),
     help="Replace the client's grant types (repeat the option for several).",
 )
+@click.option(
+    "--access-token-alg",
+    type=click.Choice((*SIGNING_ALGS, SERVER_DEFAULT)),
+    help=f"{_ACCESS_TOKEN_ALG_HELP} {SERVER_DEFAULT!r}: back to the server's default.",
+)
+@click.option(
+    "--id-token-alg",
+    type=click.Choice((*SIGNING_ALGS, SERVER_DEFAULT)),
+    help=f"{_ID_TOKEN_ALG_HELP} {SERVER_DEFAULT!r}: back to the server's default.",
+)
 def clients_update(
-    database_url: str, client_id: str, dpop_nonce: bool | None, grant_types: tuple[str, ...]
+    database_url: str,
+    client_id: str,
+    dpop_nonce: bool | None,
+    grant_types: tuple[str, ...],
+    access_token_alg: str | None,
+    id_token_alg: str | None,
 ) -> None:
-    """Change the given settings of a client; prints the client as `clients show` does."""
+    """Change the given settings of a client; prints the client as `clients show` does.
+    A new signing algorithm applies to the tokens issued from then on (running servers
+    pick it up within TOKEND_KEY_REFRESH_INTERVAL seconds and make its key if there is
+    none); tokens issued before keep verifying until they expire."""
     with storage(database_url) as db:
         current = found(db.store.get_client(client_id), _no_client(client_id))
         try:
             changes = client_changes(
-                dpop_nonce_required=dpop_nonce, grant_types=grant_types, public=current.public
+                dpop_nonce_required=dpop_nonce,
+                grant_types=grant_types,
+                public=current.public,
+                access_token_alg=access_token_alg,
+                id_token_alg=id_token_alg,
             )
         except RegistrationError as exc:
             raise _refused(exc) from None

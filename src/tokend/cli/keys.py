@@ -18,8 +18,10 @@ def keys() -> None:
 @database_option
 @click.option("--alg", type=click.Choice(SUPPORTED_ALGS), help="Defaults to TOKEND_SIGNING_ALG.")
 def keys_rotate(database_url: str, alg: str | None) -> None:
-    """Make a new current key; the previous key of that algorithm stays published until the
-    tokens it signed have expired. Running servers pick it up within seconds."""
+    """Make a new current key of one algorithm (TOKEND_SIGNING_ALG's, or --alg: each
+    algorithm in use, the default's and the clients', has its own); the previous key of
+    that algorithm stays published until the tokens it signed have expired. Running
+    servers pick it up within seconds."""
     with runtime(database_url) as rt:
         record = rt.keys.rotate(alg or rt.settings.signing_alg)
     emit({"kid": record.kid, "alg": record.alg, "created_at": record.created_at})

@@ -2,7 +2,7 @@
 canonical decoding (RFC 7515 §2), strict compact-JWS parsing (§7.1), public JWKs to keys
 for the algorithms tokend accepts (RFC 7517, RFC 7518 §6, RFC 8037) with the bounds that
 keep a hostile key cheap to refuse, the RFC 7638 thumbprint, and the per-algorithm
-signature checks (RFC 7518 §3.3, §3.4, RFC 8037 §3.1).
+signature checks (RFC 7518 §3.3, §3.4, §3.5, RFC 8037 §3.1).
 
 Used by ``tokend.core.dpop`` (proofs arrive with their key in the header), by
 ``tokend.keys.ring`` (our own tokens, our own published keys) and by the domain's hashes
@@ -30,8 +30,15 @@ PublicKey: TypeAlias = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 )
 
-# The asymmetric algorithms checked here; never "none" or a MAC.
+# The asymmetric algorithms a DPoP proof may use (RFC 9449 §5.1); never "none" or a MAC.
 ALGS = ("ES256", "RS256", "EdDSA")
+# The RSA algorithms (RFC 7518 §3.3 PKCS#1 v1.5, §3.5 PSS): the same kind of key, never
+# the same key (tokend.keys.ring binds each of its keys to one algorithm).
+RSA_ALGS = ("RS256", "PS256")
+# What tokend signs its own tokens with (TOKEND_SIGNING_ALG, a client's access-token and
+# ID-token algorithms): RS256 (OIDC Core §15.1's default), PS256, ES256, EdDSA (Ed25519).
+# Never "none" nor an HMAC (HS*): a MAC's key would be a secret shared with every verifier.
+SIGNING_ALGS = ("RS256", "PS256", "ES256", "EdDSA")
 # RSA keys (RS256): what every JOSE library generates, and nothing that costs more to
 # verify. A public exponent as large as the modulus makes one verification ~1,000x the
 # work of e = 65537, and a larger modulus grows the cost with its cube: both are refused
@@ -51,6 +58,8 @@ _OKP_KEY_BYTES = {"Ed25519": 32, "Ed448": 57}
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
+# RFC 7518 §3.5: MGF1 with the same hash, a salt as long as the hash's output.
+_PSS_SHA256 = padding.PSS(mgf=padding.MGF1(_SHA256), salt_length=_SHA256.digest_size)
 
 
 # -- base64url (RFC 7515 §2) ------------------------------------------------------------------
@@ -138,9 +147,9 @@ def thumbprint_input(jwk: dict[str, object], alg: str) -> str:
             raise ValueError("ES256 needs an EC P-256 key")
         x, y = _member(jwk, "x"), _member(jwk, "y")
         return f'{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}'
-    if alg == "RS256":
+    if alg in RSA_ALGS:
         if kty != "RSA":
-            raise ValueError("RS256 needs an RSA key")
+            raise ValueError(f"{alg} needs an RSA key")
         e, n = _member(jwk, "e"), _member(jwk, "n")
         return f'{{"e":"{e}","kty":"RSA","n":"{n}"}}'
     if alg != "EdDSA":
@@ -169,7 +178,7 @@ def public_key(jwk: dict[str, object], alg: str) -> PublicKey:
             int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
         )
         return numbers.public_key()  # checks the point is on the curve
-    if alg == "RS256":
+    if alg in RSA_ALGS:
         e, n = _member(jwk, "e"), _member(jwk, "n")
         # Lengths first: nothing larger than a 4096-bit modulus (and a leading zero octet,
         # RFC 7518 §6.3.1.1 notes some libraries add one) is even decoded.
@@ -214,6 +223,10 @@ def verify_signature(alg: str, key: PublicKey, signature: bytes, signing_input: 
             if not isinstance(key, rsa.RSAPublicKey):
                 return False
             key.verify(signature, signing_input, _PKCS1V15, _SHA256)
+        elif alg == "PS256":
+            if not isinstance(key, rsa.RSAPublicKey):
+                return False
+            key.verify(signature, signing_input, _PSS_SHA256, _SHA256)
         elif alg == "EdDSA":
             if not isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
                 return False

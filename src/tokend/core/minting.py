@@ -10,11 +10,23 @@ from tokend.core.models import Client, Policy, TokenResponse
 from tokend.core.ports import Signer
 from tokend.core.scopes import OPENID, format_scope
 
+# The ID tokens of a client that registered no algorithm (OIDC Registration §2).
+DEFAULT_ID_TOKEN_ALG = "RS256"
 
-def at_hash(access_token: str) -> str:
-    """OIDC Core §3.1.3.6: left half of the SHA-256 of the token, base64url (RS256/ES256)."""
-    digest = hashlib.sha256(access_token.encode("ascii")).digest()
-    return b64url_encode(digest[:16])
+
+def at_hash(access_token: str, alg: str = DEFAULT_ID_TOKEN_ALG) -> str:
+    """OIDC Core §3.1.3.6 (and §3.3.2.11 for ``c_hash``): the left half of the hash of the
+    token's ASCII octets, base64url, with the hash of the ID token's ``alg``: SHA-256 for
+    RS256, PS256 and ES256. EdDSA names no hash; for Ed25519 (tokend's only EdDSA curve)
+    the OpenID Foundation's convention is SHA-512, the hash inside Ed25519, which is what
+    node-oidc-provider and openid-client compute (oidc-token-hash: ``EdDSA`` with crv
+    ``Ed25519`` is ``sha512``)."""
+    data = access_token.encode("ascii")
+    if alg == "EdDSA":
+        return b64url_encode(hashlib.sha512(data).digest()[:32])
+    if alg in ("RS256", "PS256", "ES256"):
+        return b64url_encode(hashlib.sha256(data).digest()[:16])
+    raise ValueError(f"no token hash for {alg!r}")
 
 
 class TokenMinter:
@@ -62,16 +74,17 @@ class TokenMinter:
             claims["sid"] = family_id
         if dpop_jkt is not None:
             claims["cnf"] = {"jkt": dpop_jkt}
-        access_token = self._signer.sign_access_token(claims)
+        access_token = self._signer.sign_access_token(claims, client.access_token_alg)
         id_token = None
         if with_id_token and OPENID in scopes:
+            id_alg = client.id_token_alg or DEFAULT_ID_TOKEN_ALG
             id_claims: dict[str, object] = {
                 "iss": self._policy.issuer,
                 "sub": subject,
                 "aud": client.client_id,
                 "exp": iat + self._policy.access_ttl(client),
                 "iat": iat,
-                "at_hash": at_hash(access_token),
+                "at_hash": at_hash(access_token, id_alg),
             }
             if auth_time is not None:
                 id_claims["auth_time"] = int(auth_time)
@@ -79,7 +92,7 @@ class TokenMinter:
                 id_claims["nonce"] = nonce
             if family_id is not None:
                 id_claims["sid"] = family_id
-            id_token = self._signer.sign_id_token(id_claims)
+            id_token = self._signer.sign_id_token(id_claims, id_alg)
         return TokenResponse(
             access_token=access_token,
             expires_in=ttl,

@@ -27,6 +27,11 @@ class Client:
     subject_type: str = "public"
     # RFC 9449 §8: DPoP proofs of this client must carry a current server nonce.
     dpop_nonce_required: bool = False
+    # JWS algorithms of this client's access tokens and ID tokens (``jose.SIGNING_ALGS``;
+    # OIDC Registration §2 ``id_token_signed_response_alg``). None: the server's default,
+    # TOKEND_SIGNING_ALG for access tokens, RS256 for ID tokens.
+    access_token_alg: str | None = None
+    id_token_alg: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

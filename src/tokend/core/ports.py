@@ -117,10 +117,12 @@ class Store(Protocol):
 
 
 class Signer(Protocol):
-    def sign_access_token(self, claims: Mapping[str, Any]) -> str:
-        """A JWT with header ``typ: at+jwt`` and ``kid``, signed by the current access-token key."""
+    def sign_access_token(self, claims: Mapping[str, Any], alg: str | None = None) -> str:
+        """A JWT with header ``typ: at+jwt`` and ``kid``, signed by the current key of
+        ``alg`` (None: the server's access-token algorithm, TOKEND_SIGNING_ALG)."""
         ...
 
-    def sign_id_token(self, claims: Mapping[str, Any]) -> str:
-        """A JWT signed with the current RS256 key (OIDC Core §3.1.3.7, default alg)."""
+    def sign_id_token(self, claims: Mapping[str, Any], alg: str = "RS256") -> str:
+        """A JWT signed with the current key of ``alg`` (OIDC Core §3.1.3.7: RS256 when
+        the client registered none)."""
         ...

@@ -19,7 +19,14 @@ The rules, in the order they are checked:
   is http(s); plain http only on a loopback host (RFC 9700 §2.1, RFC 8252 §7.3); private-use
   schemes such as ``com.example.app:/cb`` (RFC 8252 §7.1) are accepted;
 - subject type (OIDC Core §8): a known one, and a pairwise client's redirect URIs share one
-  host (``core.subjects.check_subject_type``).
+  host (``core.subjects.check_subject_type``);
+- signing algorithms of the access tokens and ID tokens (OIDC Registration §2
+  ``id_token_signed_response_alg``): one of ``jose.SIGNING_ALGS`` (RS256, PS256, ES256,
+  EdDSA) or none given (the server's default); never ``none`` (an unsigned token: RFC 9068
+  §2.1 forbids it for access tokens, and OIDC Core §2 allows it for ID tokens only on
+  request, which tokend does not take: anyone could then mint them) nor HS* (a MAC keyed
+  with the client secret verifies, and so forges, with the same secret, which tokend keeps
+  only as a hash).
 
 Updates (``client_changes``) and secret rotation (``new_secret``) have rules of their own.
 """
@@ -32,6 +39,7 @@ from urllib.parse import urlsplit
 
 from tokend.core.device import DEVICE_CODE_GRANT
 from tokend.core.errors import InvalidScope
+from tokend.core.jose import SIGNING_ALGS
 from tokend.core.models import Client
 from tokend.core.scopes import parse_scope
 from tokend.core.secrets import hash_secret, new_client_id, new_client_secret
@@ -73,6 +81,8 @@ class ClientRegistration:
     refresh_idle_ttl: int | None = None
     subject_type: str = PUBLIC
     dpop_nonce_required: bool = False
+    access_token_alg: str | None = None  # None: TOKEND_SIGNING_ALG
+    id_token_alg: str | None = None  # None: RS256
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,8 @@ def register_client(request: ClientRegistration) -> NewClient:
         check_subject_type(request.subject_type, uris)
     except ValueError as exc:
         raise RegistrationError(str(exc), field="subject_type") from None
+    access_token_alg = check_signing_alg(request.access_token_alg, field="access_token_alg")
+    id_token_alg = check_signing_alg(request.id_token_alg, field="id_token_alg")
     secret = None if request.public else new_client_secret()
     client = Client(
         client_id=new_client_id(),
@@ -115,6 +127,8 @@ def register_client(request: ClientRegistration) -> NewClient:
         refresh_idle_ttl=request.refresh_idle_ttl,
         subject_type=request.subject_type,
         dpop_nonce_required=request.dpop_nonce_required,
+        access_token_alg=access_token_alg,
+        id_token_alg=id_token_alg,
     )
     return NewClient(client=client, secret=secret)
 
@@ -160,6 +174,17 @@ def registered_scope(scope: str) -> tuple[str, ...]:
         raise RegistrationError("malformed scope", field="scopes") from None
 
 
+def check_signing_alg(alg: str | None, *, field: str) -> str | None:
+    """``alg`` if tokend signs with it (``SIGNING_ALGS``), or None (the server's default).
+    Spelled as JWA spells it (RFC 7518 §3.1): ``rs256`` is not ``RS256``."""
+    if alg is not None and alg not in SIGNING_ALGS:
+        raise RegistrationError(
+            f"unsupported signing algorithm {alg!r}; choose one of {', '.join(SIGNING_ALGS)}",
+            field=field,
+        )
+    return alg
+
+
 def check_redirect_uri(uri: str) -> str:
     """``uri`` if it may be registered (RFC 6749 §3.1.2, RFC 9700 §2.1)."""
     parts = urlsplit(uri)
@@ -178,20 +203,31 @@ def check_redirect_uri(uri: str) -> str:
     return uri
 
 
+# ``client_changes``'s way of saying "back to the server's default" for an algorithm.
+SERVER_DEFAULT = "default"
+
+
 def client_changes(
     *,
     dpop_nonce_required: bool | None = None,
     grant_types: Collection[str] = (),
     public: bool = False,
+    access_token_alg: str | None = None,
+    id_token_alg: str | None = None,
 ) -> dict[str, object]:
     """The settings to change on a registered client (the given ones only), or
     ``NothingToChange`` if none is given. ``grant_types`` (if any) replace the client's, by
-    the registration rules (``public``: the client's kind)."""
+    the registration rules (``public``: the client's kind). An algorithm given as
+    ``SERVER_DEFAULT`` goes back to the server's default (stored as None). Tokens already
+    issued keep verifying until they expire: the old algorithm's key stays in the JWKS."""
     changes: dict[str, object] = {}
     if dpop_nonce_required is not None:
         changes["dpop_nonce_required"] = dpop_nonce_required
     if grant_types:
         changes["grant_types"] = check_grant_types(grant_types, public=public)
+    for field, alg in (("access_token_alg", access_token_alg), ("id_token_alg", id_token_alg)):
+        if alg is not None:
+            changes[field] = None if alg == SERVER_DEFAULT else check_signing_alg(alg, field=field)
     if not changes:
         raise NothingToChange("nothing to update: give at least one setting to change")
     return changes

@@ -1,9 +1,14 @@
 """The signing key ring (cryptography's MultiFernet idea: one key signs, all keys verify).
 
-- One *current* key per algorithm; access tokens are signed with the current key of
-  ``TOKEND_SIGNING_ALG``, ID tokens with the current RS256 key (OIDC Core §15.1: RS256 is the
-  default every relying party supports).
-- ``kid`` is the RFC 7638 JWK thumbprint.
+- One *current* key per algorithm in use: ``TOKEND_SIGNING_ALG``'s (access tokens of the
+  clients that name no algorithm), RS256 (ID tokens of the clients that name none: OIDC
+  Core §15.1, OIDC Registration §2 ``id_token_signed_response_alg``), and each algorithm a
+  client was registered with (``--access-token-alg``, ``--id-token-alg``). A key for an
+  algorithm is made on first need (``ensure``; the server also makes those of the clients'
+  algorithms when it starts and when the clients change), stored like the others; of the
+  processes racing to make it one wins and the others load and use the winner's.
+- ``kid`` is the RFC 7638 JWK thumbprint; each key is bound to one algorithm (its JWK's
+  ``alg``), and a token verifies only with that algorithm.
 - Private keys are stored sealed with a key derived from ``TOKEND_SECRET_KEY``.
 - The JWKS lists current keys and keys retired within the retention window (the longest
   token lifetime), so tokens signed before a rotation verify until they expire.
@@ -14,7 +19,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -29,11 +35,16 @@ from tokend.core.bearer import InvalidToken
 from tokend.core.clock import Clock
 from tokend.core.events import EventKind
 from tokend.core.jose import b64url_encode_raw
+from tokend.core.minting import DEFAULT_ID_TOKEN_ALG
 from tokend.core.models import SecurityEvent
 from tokend.keys.material import Sealer
 from tokend.keys.storage import KeyRecord, KeyStorage
 
-SUPPORTED_ALGS = ("RS256", "ES256", "EdDSA")
+SUPPORTED_ALGS = jose.SIGNING_ALGS
+# How often at most an unknown ``kid`` makes verify() look for keys another process has just
+# made (seconds): a token signed by a new key elsewhere verifies here at once, and tokens
+# with made-up kids cost one cheap read per this interval, not one each.
+UNKNOWN_KID_RELOAD_INTERVAL = 1.0
 _THUMBPRINT_MEMBERS = {
     "RSA": ("e", "kty", "n"),
     "EC": ("crv", "kty", "x", "y"),
@@ -51,7 +62,7 @@ class NoSigningKey(RuntimeError):
 
 
 def generate_private_key(alg: str) -> Any:
-    if alg == "RS256":
+    if alg in jose.RSA_ALGS:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if alg == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
@@ -62,7 +73,7 @@ def generate_private_key(alg: str) -> Any:
 
 def public_jwk(private_key: Any, alg: str) -> dict[str, Any]:
     pub = private_key.public_key()
-    if alg == "RS256":
+    if alg in jose.RSA_ALGS:
         jwk = RSAAlgorithm.to_jwk(pub, as_dict=True)
     elif alg == "ES256":
         jwk = ECAlgorithm.to_jwk(pub, as_dict=True)
@@ -127,41 +138,42 @@ class KeyRing:
         self.jwks: dict[str, Any] = {"keys": []}
         self.jwks_json: bytes = b'{"keys":[]}'
         self._verification_keys: Mapping[str, jwt.PyJWK] = MappingProxyType({})
+        # One key made per algorithm per process, not one per thread (PostgreSQL's pool).
+        self._provisioning = threading.RLock()
+        self._unknown_kid_checked_at = float("-inf")
 
     # -- administration --------------------------------------------------------------------
 
-    def ensure(self) -> list[KeyRecord]:
-        """Create a key for each algorithm the service signs with that has none (first start)."""
-        active = {k.alg for k in self._store.list_keys() if k.retired_at is None}
-        made = [
-            self._new_key(alg, recorded=False)  # a first key, not a rotation: no event
-            for alg in dict.fromkeys((self.access_token_alg, "RS256"))
-            if alg not in active
-        ]
-        self.load()
+    def ensure(self, algs: Iterable[str] = ()) -> list[KeyRecord]:
+        """Make a key for each algorithm the service signs with (``access_token_alg``,
+        ``DEFAULT_ID_TOKEN_ALG``, and ``algs``: the clients') that has no current key, and
+        load the ring. Safe when several processes race: each stores its key only if no
+        current key of that algorithm exists by then (decided under the store's writers'
+        lock), so exactly one wins and every process loads the winner's. Returns the keys
+        this call stored (a first key is not a rotation: no event)."""
+        wanted = dict.fromkeys((self.access_token_alg, DEFAULT_ID_TOKEN_ALG, *algs))
+        unsupported = [alg for alg in wanted if alg not in SUPPORTED_ALGS]
+        if unsupported:
+            raise ValueError(f"unsupported signing algorithm {unsupported[0]!r}")
+        if self._version is not None and wanted.keys() <= self._current.keys():
+            return []  # the usual case, without a read
+        with self._provisioning:
+            active = {k.alg for k in self._store.list_keys() if k.retired_at is None}
+            made = []
+            for alg in wanted:
+                if alg not in active:
+                    record = self._record(alg)
+                    if self._store.insert_first_key(record):
+                        made.append(record)
+            self.load()
         return made
 
     def rotate(self, alg: str) -> KeyRecord:
         """A new current key for ``alg``; the previous one is retired (still published).
         Recorded as a security event (``signing_key_rotated``) in the same transaction."""
-        return self._new_key(alg, recorded=True)
-
-    def _new_key(self, alg: str, *, recorded: bool) -> KeyRecord:
-        private = generate_private_key(alg)
-        jwk = public_jwk(private, alg)
-        pkcs8 = private.private_bytes(
-            serialization.Encoding.DER,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        record = KeyRecord(
-            kid=jwk["kid"],
-            alg=alg,
-            private_key=self._sealer.seal(pkcs8, jwk["kid"].encode()),
-            public_jwk=json.dumps(jwk, sort_keys=True),
-            created_at=self._clock.now(),
-            retired_at=None,
-        )
+        if alg not in SUPPORTED_ALGS:
+            raise ValueError(f"unsupported signing algorithm {alg!r}")
+        record = self._record(alg)
         self._store.insert_key(
             record,
             retire_alg=alg,
@@ -169,11 +181,27 @@ class KeyRing:
                 EventKind.SIGNING_KEY_ROTATED,
                 record.created_at,
                 detail={"kid": record.kid, "alg": alg},  # the public key's id, no secret
-            )
-            if recorded
-            else None,
+            ),
         )
         return record
+
+    def _record(self, alg: str) -> KeyRecord:
+        """A fresh key for ``alg``, sealed for storage."""
+        private = generate_private_key(alg)
+        jwk = public_jwk(private, alg)
+        pkcs8 = private.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return KeyRecord(
+            kid=jwk["kid"],
+            alg=alg,
+            private_key=self._sealer.seal(pkcs8, jwk["kid"].encode()),
+            public_jwk=json.dumps(jwk, sort_keys=True),
+            created_at=self._clock.now(),
+            retired_at=None,
+        )
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -208,6 +236,15 @@ class KeyRing:
         self._version = version
         self._unpublish_at = unpublish_at
 
+    def _look_for_new_keys(self) -> bool:
+        """For a ``kid`` this process does not know: reload if another process has made or
+        rotated a key since (at most once per ``UNKNOWN_KID_RELOAD_INTERVAL``)."""
+        now = self._clock.now()
+        if now - self._unknown_kid_checked_at < UNKNOWN_KID_RELOAD_INTERVAL:
+            return False
+        self._unknown_kid_checked_at = now
+        return self.reload_if_changed()
+
     def reload_if_changed(self) -> bool:
         """Reload when another process changed the ring, or when a retired key's retention
         has passed (so a long-running server stops publishing it without a restart)."""
@@ -220,22 +257,44 @@ class KeyRing:
     # -- tokend.core.ports.Signer ----------------------------------------------------------
 
     def _key(self, alg: str) -> _SigningKey:
-        try:
-            return self._current[alg]
-        except KeyError:
-            raise NoSigningKey(f"no current {alg} signing key") from None
+        key = self._current.get(alg)
+        if key is None:
+            key = self._provision(alg)
+        return key
 
-    def sign_access_token(self, claims: Mapping[str, Any]) -> str:
-        """RFC 9068 §2.1: header ``typ`` is ``at+jwt``."""
-        return self._key(self.access_token_alg).sign(claims, "at+jwt")
+    def _provision(self, alg: str) -> _SigningKey:
+        """The current key of ``alg``, made (or another process's, loaded) on first need:
+        a client registered with an algorithm the ring has no key for yet. The server makes
+        them ahead (``ensure`` with the clients' algorithms), so this is the rare path."""
+        if alg not in SUPPORTED_ALGS:
+            raise NoSigningKey(f"no {alg!r} signing key: not an algorithm tokend signs with")
+        with self._provisioning:
+            if alg not in self._current:
+                self.ensure((alg,))
+            try:
+                return self._current[alg]
+            except KeyError:
+                raise NoSigningKey(f"no current {alg} signing key") from None
 
-    def sign_id_token(self, claims: Mapping[str, Any]) -> str:
-        return self._key("RS256").sign(claims, "JWT")
+    def sign_access_token(self, claims: Mapping[str, Any], alg: str | None = None) -> str:
+        """RFC 9068 §2.1: header ``typ`` is ``at+jwt``; signed with the current key of
+        ``alg`` (the client's), or of ``access_token_alg`` (``TOKEND_SIGNING_ALG``)."""
+        return self._key(alg or self.access_token_alg).sign(claims, "at+jwt")
+
+    def sign_id_token(self, claims: Mapping[str, Any], alg: str = DEFAULT_ID_TOKEN_ALG) -> str:
+        """An ID token signed with the current key of ``alg`` (the client's)."""
+        return self._key(alg).sign(claims, "JWT")
 
     def ready(self) -> bool:
-        """Whether the ring can sign what the service issues: a current key for access
-        tokens and one for ID tokens (RS256). What the readiness probe (``/healthz``) asks."""
-        return self.access_token_alg in self._current and "RS256" in self._current
+        """Whether the ring can sign what the service issues by default: a current key for
+        access tokens and one for ID tokens (RS256). What the readiness probe
+        (``/healthz``) asks; a client's other algorithm gets its key on first need."""
+        return self.access_token_alg in self._current and DEFAULT_ID_TOKEN_ALG in self._current
+
+    @property
+    def algs(self) -> tuple[str, ...]:
+        """The algorithms the ring has a current key for."""
+        return tuple(self._current)
 
     def current_kid(self, alg: str | None = None) -> str:
         return self._key(alg or self.access_token_alg).kid
@@ -263,7 +322,12 @@ class KeyRing:
             jws = jose.parse_compact(token)
             header = jose.decode_header(jws.header_segment)
             kid = header.get("kid")
-            key = self._verification_keys.get(kid) if isinstance(kid, str) else None
+            if not isinstance(kid, str):
+                raise ValueError("no kid")
+            key = self._verification_keys.get(kid)
+            if key is None and self._look_for_new_keys():
+                key = self._verification_keys.get(kid)
+            # The algorithm is the key's (its JWK's "alg"); the header must merely agree.
             if (
                 key is None
                 or header.get("alg") != key.algorithm_name

@@ -1,7 +1,7 @@
 """What the key ring needs from storage, owned here by its only consumer (the ring).
 
 Implemented by ``tokend.store`` (SQLite, PostgreSQL); tests may pass any object with these
-four methods.
+five methods.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ class KeyStorage(Protocol):
         """Store a new key; with ``retire_alg``, retire the active keys of that algorithm in
         the same transaction (so at most one key per algorithm signs at any time); with
         ``event``, record that security event in the same transaction too."""
+        ...
+
+    def insert_first_key(self, record: KeyRecord) -> bool:
+        """Store ``record`` unless a key of its algorithm is active, decided under the same
+        writers' lock as ``insert_key``: of processes racing to make an algorithm's first
+        key, exactly one stores its own. Whether it was stored."""
         ...
 
     def list_keys(self) -> list[KeyRecord]:

@@ -19,7 +19,9 @@ from tokend.store.statements import CLIENT_COLUMNS, client_from_row
 cl = clients.c
 
 # The settings of a registered client that ``Clients.update_client`` may change.
-UPDATABLE_CLIENT_FIELDS = frozenset({"dpop_nonce_required", "grant_types"})
+UPDATABLE_CLIENT_FIELDS = frozenset(
+    {"dpop_nonce_required", "grant_types", "access_token_alg", "id_token_alg"}
+)
 
 _CLIENT_ID_WIDTH: int = cast(String, clients.c.client_id.type).length or 0  # String(64)
 assert _CLIENT_ID_WIDTH > 0
@@ -130,6 +132,8 @@ class Clients(Database):
                         "refresh_idle_ttl": client.refresh_idle_ttl,
                         "subject_type": client.subject_type,
                         "dpop_nonce_required": client.dpop_nonce_required,
+                        "access_token_alg": client.access_token_alg,
+                        "id_token_alg": client.id_token_alg,
                         "created_at": now,
                         "updated_at": now,
                     },
@@ -143,6 +147,17 @@ class Clients(Database):
         with self._read() as conn:
             rows = conn.execute(select(*CLIENT_COLUMNS).order_by(cl.created_at)).all()
         return [client_from_row(r) for r in rows]
+
+    def signing_algs_in_use(self) -> frozenset[str]:
+        """The signing algorithms clients were registered with (their access tokens' and
+        ID tokens'; the server's defaults not included): the key ring's keys to have."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(cl.access_token_alg)
+                .where(cl.access_token_alg.is_not(None))
+                .union(select(cl.id_token_alg).where(cl.id_token_alg.is_not(None)))
+            ).all()
+        return frozenset(alg for (alg,) in rows)
 
     def count_clients(self) -> int:
         with self._read() as conn:

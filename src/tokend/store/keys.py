@@ -44,6 +44,23 @@ class Keys(Database):
             )
             trail.record(event, detail={"keys_retired": retired})
 
+    def insert_first_key(self, record: KeyRecord) -> bool:
+        """Store ``record`` unless an active key of its algorithm exists (the writers' lock
+        taken as in ``insert_key``, so racing processes store exactly one); whether it was."""
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7424052)")
+            active = conn.execute(
+                select(sk.kid).where(sk.alg == record.alg, sk.retired_at.is_(None)).limit(1)
+            ).first()
+            if active is not None:
+                return False
+            conn.execute(
+                insert(signing_keys),
+                {f: getattr(record, f) for f in KeyRecord.__slots__},
+            )
+            return True
+
     def list_keys(self) -> list[KeyRecord]:
         with self._read() as conn:
             rows = conn.execute(

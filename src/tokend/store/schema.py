@@ -57,6 +57,10 @@ clients = Table(
     Column("dpop_nonce_required", Boolean, nullable=False, server_default=false()),
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
+    # JWS algorithms of this client's access and ID tokens; NULL: the server's default
+    # (TOKEND_SIGNING_ALG; RS256 for ID tokens).
+    Column("access_token_alg", String(16)),
+    Column("id_token_alg", String(16)),
 )
 
 users = Table(

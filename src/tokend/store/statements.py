@@ -192,14 +192,16 @@ _REDEEM_DEVICE = (
 CLIENT_COLUMNS = (
     cl.client_id, cl.name, cl.public, cl.secret_hash, cl.grant_types, cl.redirect_uris,
     cl.scope, cl.refresh_grace, cl.access_token_ttl, cl.refresh_token_ttl,
-    cl.refresh_idle_ttl, cl.subject_type, cl.dpop_nonce_required,
+    cl.refresh_idle_ttl, cl.subject_type, cl.dpop_nonce_required, cl.access_token_alg,
+    cl.id_token_alg,
 )  # fmt: skip
 
 
 def client_from_row(row: Sequence[Any]) -> Client:
     """A row of ``CLIENT_COLUMNS``."""
     (client_id, name, public, secret_hash, grant_types, redirect_uris, scope, grace,
-     access_ttl, refresh_ttl, idle_ttl, subject_type, dpop_nonce_required) = row  # fmt: skip
+     access_ttl, refresh_ttl, idle_ttl, subject_type, dpop_nonce_required, access_token_alg,
+     id_token_alg) = row  # fmt: skip
     return Client(
         client_id=client_id,
         name=name,
@@ -214,6 +216,8 @@ def client_from_row(row: Sequence[Any]) -> Client:
         refresh_idle_ttl=idle_ttl,
         subject_type=subject_type,
         dpop_nonce_required=bool(dpop_nonce_required),
+        access_token_alg=access_token_alg,
+        id_token_alg=id_token_alg,
     )
 
 

@@ -289,6 +289,12 @@ def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
     return send_with_headers
 
 
+def _ensure_client_algs(rt: Runtime) -> None:
+    made = rt.keys.ensure(rt.store.signing_algs_in_use())
+    for record in made:
+        log.info("signing key made for %s: kid %s", record.alg, record.kid)
+
+
 async def _refresh_shared_state(rt: Runtime, interval: float) -> None:
     """Pick up, within ``interval`` seconds, what other processes change: `tokend keys
     rotate`, and clients created, changed or deleted with `tokend clients ...`."""
@@ -302,6 +308,17 @@ async def _refresh_shared_state(rt: Runtime, interval: float) -> None:
         try:
             if await run_in_threadpool(rt.store.refresh_client_cache):
                 log.info("clients changed: client cache cleared")
+                changed = True
+            else:
+                changed = False
         except Exception:
             rt.store.invalidate_client_cache()  # unsure what changed: read clients afresh
             log.exception("could not check the clients for changes")
+            changed = True
+        if changed:
+            # A client may have been given an algorithm the ring has no key for yet: make
+            # it now rather than on the client's first token request (which still would).
+            try:
+                await run_in_threadpool(_ensure_client_algs, rt)
+            except Exception:
+                log.exception("could not make the signing keys of the clients' algorithms")

@@ -6,6 +6,7 @@ Only what this server actually implements is advertised.
 from __future__ import annotations
 
 from tokend.core.dpop import ALGS as DPOP_ALGS
+from tokend.core.jose import SIGNING_ALGS
 from tokend.core.scopes import OFFLINE_SCOPES, OPENID
 
 SCOPES_SUPPORTED = [
@@ -55,7 +56,10 @@ def discovery_document(issuer: str, *, grant_types: tuple[str, ...]) -> dict[str
         # RFC 8628 §4: client authentication there is the token endpoint's.
         "device_authorization_endpoint": f"{issuer}/auth/v2/device/authorize",
         "subject_types_supported": ["public", "pairwise"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        # Any client may be registered with any of these (`clients create --id-token-alg`);
+        # the ring makes a key for each on first need. No *_endpoint_auth_signing_alg_values
+        # (no JWT client authentication) nor userinfo_signing_alg_values (plain JSON UserInfo).
+        "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
         # RFC 9449 §5.1: the JWS algorithms accepted in DPoP proofs.
         "dpop_signing_alg_values_supported": list(DPOP_ALGS),
         "claims_supported": [
