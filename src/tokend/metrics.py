@@ -26,7 +26,8 @@ The metrics (``_total`` on counters; every histogram has ``_bucket``, ``_sum``, 
   ``temporarily_unavailable`` (throttled or database), ...); ``grant_type`` one the server
   knows, else ``other``.
 - ``tokend_http_request_duration_seconds{endpoint}``: histogram, from the request reaching
-  the app to the last byte of its answer; ``endpoint`` is the route's path template
+  the app to its answer's last part being handed to the server (counted before the client
+  can have it); ``endpoint`` is the route's path template
   (``/auth/v2/token``), ``other`` for a path tokend does not serve.
 - ``tokend_http_responses_total{endpoint, code}``: answers by HTTP status (5xx, 401, 429).
 - ``tokend_refresh_reuse_detections_total``: a spent refresh token presented again after

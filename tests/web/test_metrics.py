@@ -134,3 +134,35 @@ def test_database_errors_and_busy_retries_are_counted(rt, http, monkeypatch, tmp
     before = value("tokend_sqlite_busy_retries_total")
     assert _retry_busy(flaky) == "done"
     assert value("tokend_sqlite_busy_retries_total") == before + 2
+
+
+def test_an_answer_is_counted_before_its_last_part_reaches_the_client(rt):
+    """A client that has its answer and scrapes next (on any worker) finds it counted: the
+    observation happens before the answer's last part is handed to the server."""
+    import asyncio
+
+    app = create_app(rt.settings, runtime=rt)
+    seen: list[tuple[str, float]] = []
+
+    async def go() -> None:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": "/healthz/live",
+            "raw_path": b"/healthz/live", "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 8000),
+        }  # fmt: skip
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            count = value("tokend_http_request_duration_seconds_count", endpoint="/healthz/live")
+            seen.append((str(message["type"]), count))
+
+        await app(scope, receive, send)
+
+    before = value("tokend_http_request_duration_seconds_count", endpoint="/healthz/live")
+    asyncio.run(go())
+    assert seen[0] == ("http.response.start", before)
+    assert seen[-1] == ("http.response.body", before + 1)

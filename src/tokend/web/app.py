@@ -261,7 +261,7 @@ class _TokendApp(Starlette):
             # send wrapper that times and counts the answer.
             rid = bind_request(scope["headers"])
             headers = [HSTS, rid] if self._hsts else [rid]
-            if self._observer is not None:  # timed from here to the answer's last byte
+            if self._observer is not None:  # timed from here to the answer's last part
                 send = self._observer.wrap(scope, send, headers)
             else:
                 send = _with_headers(send, headers)

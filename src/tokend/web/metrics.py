@@ -3,7 +3,8 @@ per-request observation that the app's outermost layer (``tokend.web.app._Tokend
 wraps around every HTTP request, the direct token route included.
 
 ``RequestObserver.wrap(scope, send, headers)`` reads the clock when the request reaches the
-app and when the last byte of its answer has been handed to the server, and counts the answer
+app and when the last part of its answer is about to be handed to the server (so a client
+that has its answer finds it counted by the next scrape), and counts the answer
 by endpoint and status (and adds ``headers`` to it, see ``tokend.web.app``): the endpoint is
 the route's path template, bound to its histogram child once at start-up (a dict lookup per
 request), or ``other`` for any path tokend does not serve (nothing a client sends becomes a
@@ -97,9 +98,11 @@ class RequestObserver:
                 message = {**message, "headers": [*message.get("headers", ()), *headers]}
                 await send(message)
                 return
-            await send(message)
             if kind == "http.response.body" and not message.get("more_body"):
+                # Counted before the last part goes out: a client that has its answer (and
+                # scrapes next) finds it counted, on any worker.
                 endpoint.done(status, perf_counter() - start)
+            await send(message)
 
         return send_observed
 
