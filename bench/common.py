@@ -322,11 +322,14 @@ def measure(
     *,
     timeout: int = 10,
     path: str = "/",
+    extra_pids: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """One wrk run, plus the server's CPU time (supervisor + workers) per request."""
-    cpu0 = cpu_seconds(server.proc.pid)
+    """One wrk run, plus the server's CPU time (supervisor + workers, and the processes of
+    ``extra_pids`` with their descendants: the peer's Redis) per request."""
+    pids = (server.proc.pid, *extra_pids)
+    cpu0 = sum(cpu_seconds(p) for p in pids)
     r = run_wrk(server.base, lua, conns, duration, env, timeout=timeout, path=path)
-    cpu = cpu_seconds(server.proc.pid) - cpu0
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
     return {
         "req_s": r.req_s,
         "requests": r.requests,
