@@ -3,7 +3,8 @@
     python bench/run.py [--db sqlite|postgres] [--duration 10] [--conns 1,8,32,128]
                         [--workers 2] [--workload refresh,client_credentials,introspect,code]
                         [--scope offline [--scope "openid offline"]] [--noop] [--probe]
-                        [--peer] [--all] [--smoke] [--out FILE.md] [--plot FILE.png] [--json FILE]
+                        [--peer] [--servers 1,2,3] [--all] [--smoke]
+                        [--out FILE.md] [--plot FILE.png] [--json FILE]
 
 Starts `tokend serve --workers N` on a fresh database (SQLite file, or a throwaway PostgreSQL
 server started as in the test suite) and drives each workload with wrk, one thread per
@@ -35,6 +36,11 @@ workers, from /proc), every response other than 200, every 200 without the expec
 (refresh_token; access_token for client_credentials; "active":true for introspect) and
 socket errors/timeouts. The process exits 1 if any of these counters is not zero.
 
+With --servers 1,2,3, the scale-out matrix of bench/scaleout.py after the rest, in the same
+run: N `tokend serve` processes over one (throwaway, durable) PostgreSQL for each N, the
+refresh load spread over them at each --conns, then the same-token race across servers
+(zero double successors asserted); its own Markdown section goes to --out.
+
 --all runs the whole matrix: refresh (offline, "openid offline"), client_credentials,
 introspect, code, noop, probe, peer. --smoke is --all with 1 s per point at 1 and 2 connections
 (under a minute; for CI). --out appends Markdown (machine, versions, date, table, plot) to
@@ -61,7 +67,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common
+from bench import common, scaleout
 from bench.common import BENCH, Server
 
 WORKLOADS = ("refresh", "client_credentials", "introspect", "code")
@@ -468,7 +474,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also measure node-oidc-provider (Node + Redis) on the refresh workload",
     )
-    ap.add_argument("--all", action="store_true", help="every workload, both scopes, noop, probe")
+    ap.add_argument(
+        "--all", action="store_true", help="every workload, both scopes, noop, probe, peer"
+    )
     ap.add_argument("--smoke", action="store_true", help="--all, 1 s per point, conns 1,2 (CI)")
     ap.add_argument(
         "--code-rate",
@@ -476,6 +484,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1500,
         help="code: expected code exchanges/s, to size the seed (x1.5). Default 1500",
     )
+    ap.add_argument(
+        "--servers",
+        help="also the scale-out matrix (bench/scaleout.py) for these numbers of tokend "
+        "servers over one PostgreSQL, e.g. 1,2,3",
+    )
+    scaleout.add_arguments(ap, standalone=False)
     ap.add_argument(
         "--warmup",
         type=int,
@@ -527,18 +541,32 @@ def main(argv: list[str] | None = None) -> int:
             peer_results, note = run_peer(args, tmp)
             results += peer_results
             notes.append(note)
+        points: list[dict[str, Any]] = []
+        races: list[dict[str, Any]] = []
+        if args.servers:
+            so_args = argparse.Namespace(**vars(args))
+            so_args.server_list = [int(n) for n in args.servers.split(",")]
+            so_args.warmup = args.scaleout_warmup
+            points, races = scaleout.run_matrix(so_args, tmp)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        raw: Any = results
+        if args.servers:
+            raw = {"points": results, "scaleout": points, "races": races}
+        Path(args.json).write_text(json.dumps(raw, indent=1) + "\n")
     title = (
         f"tokend, {args.db}, {args.workers} workers, {args.duration} s per point "
         f"({common.now_utc()})"
     )
-    if args.plot:
+    if args.plot and results:
         plot(Path(args.plot), results, title)
     if args.out:
-        common.append(Path(args.out), markdown(results, args, Path(args.out), notes))
-    bad = failures(results)
-    print(f"# {len(results)} points in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        if results:
+            common.append(Path(args.out), markdown(results, args, Path(args.out), notes))
+        if args.servers:
+            common.append(Path(args.out), scaleout.markdown(points, races, args.command))
+    bad = failures(results) + scaleout.failures(points, races)
+    so = f", {len(points)} scale-out points, {len(races)} races" if args.servers else ""
+    print(f"# {len(results)} points{so} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     for line in bad:
         print(f"FAIL {line}", file=sys.stderr)
     return 1 if bad else 0
