@@ -99,6 +99,22 @@ class Peer:
             raise SystemExit(f"peer mint: {len(tokens)} tokens for {count} asked")
         return tokens
 
+    def race(self, trials: int = 20, n: int = 8) -> dict[int, int]:
+        """``trials`` times, one fresh refresh token presented ``n`` times at once: how many
+        trials ended with how many distinct successors (tokend: always exactly one)."""
+        import base64
+        from collections import Counter
+
+        from tests.support.server import storm
+
+        auth = tuple(base64.b64decode(self.basic).decode().split(":", 1))
+        out: Counter[int] = Counter()
+        for token in self.mint(trials):
+            data = {"grant_type": "refresh_token", "refresh_token": token}
+            rs = storm([self.server.base], n, "/auth/v2/token", auth=auth, data=data)
+            out[len({r.json()["refresh_token"] for r in rs if r.status_code == 200})] += 1
+        return dict(sorted(out.items()))
+
     def stop(self) -> None:
         self.server.stop()
         if self.redis.poll() is None:

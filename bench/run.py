@@ -363,6 +363,14 @@ def run_peer(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]],
             r = {**meta, "conns": conns, "workers": 1, **r}
             print(json.dumps(r), flush=True)
             results.append(r)
+        trials = 5 if args.smoke else 20
+        dist = p.race(trials, 8)
+        note += (
+            f" Same token presented 8 times at once, {trials} trials: distinct successors per "
+            f"trial {dist} (its adapter API has no compare-and-set for consume; tokend: "
+            "exactly 1, bench/scaleout.py)."
+        )
+        print(f"# peer race: {dist}", file=sys.stderr, flush=True)
     finally:
         p.stop()
     return results, note
