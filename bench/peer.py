@@ -63,7 +63,11 @@ def ensure_installed() -> None:
     want = hashlib.sha256(lock).hexdigest()
     if not (STAMP.exists() and STAMP.read_text().strip() == want):
         print("# peer: npm ci (bench/peer/package-lock.json)", file=sys.stderr, flush=True)
-        _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], "npm ci", cwd=PEER)
+        _run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", "--fetch-retries=1"],
+            "npm ci",
+            cwd=PEER,
+        )
         STAMP.write_text(want + "\n")
     if shutil.which("redis-server") is None:
         if os.geteuid() != 0:

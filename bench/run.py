@@ -31,8 +31,10 @@ Redis adapter on redis-server with AOF everysec, RS256 JWT access tokens, rotati
 client_secret_basic client; bench/peer.py), its CPU counting Node and Redis; skipped with a
 message when Node, npm or redis-server is unavailable.
 
-Every point reports req/s, p50, p99 (wrk), the server's CPU time per request (supervisor +
-workers, from /proc), every response other than 200, every 200 without the expected field
+Every point reports req/s, p50, p99 (wrk), the CPU time per request (from /proc) of the
+server (supervisor + workers) plus its database server (PostgreSQL's postmaster and
+backends; the peer's redis-server; SQLite runs inside the workers), with the database's
+share apart, every response other than 200, every 200 without the expected field
 (refresh_token; access_token for client_credentials; "active":true for introspect) and
 socket errors/timeouts. The process exits 1 if any of these counters is not zero.
 
@@ -225,11 +227,18 @@ def mint_codes(rt: Any, client_id: str, user_id: str, n: int) -> list[tuple[str,
 
 
 def point(
-    server: Server, lua: str, conns: int, args: argparse.Namespace, env: dict[str, str], **meta: Any
+    server: Server,
+    lua: str,
+    conns: int,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    db_pids: tuple[int, ...] = (),
+    **meta: Any,
 ) -> dict[str, Any]:
     r = common.measure(
-        server, BENCH / lua, conns, args.duration, env, timeout=args.wrk_timeout, path=""
-    )
+        server, BENCH / lua, conns, args.duration, env, timeout=args.wrk_timeout, path="",
+        extra_pids=db_pids,
+    )  # fmt: skip
     r = {**meta, "conns": conns, "workers": args.workers, **r}
     if meta["kind"] == "noop":
         r["missing"] = None  # the no-op answers no refresh token by design
@@ -271,7 +280,9 @@ def run_tokend(args: argparse.Namespace, db: common.Database, tmp: Path) -> list
                 for conns in args.conn_list:
                     wenv = {**bench.env, **bench.inputs(workload, scope, conns)}
                     meta = {"series": label, "kind": workload, "db": db.kind, "scope": scope}
-                    r = point(server, f"{workload}.lua", conns, args, wenv, **meta)
+                    r = point(
+                        server, f"{workload}.lua", conns, args, wenv, db.server_pids(), **meta
+                    )
                     results.append(r)
                     if workload == "code":
                         bench.code_rate = max(bench.code_rate, r["req_s"] * 1.2)
@@ -432,9 +443,14 @@ def markdown(
     def n(v: Any) -> str:
         return "n/a" if v is None else str(v)
 
+    def dbcpu(r: dict[str, Any]) -> str:  # SQLite runs inside the server: "-"
+        v = r.get("db_cpu_ms_per_req")
+        return "-" if v is None else f"{v:.2f}"
+
     rows = [
         f"| {r['series']} | {r['db']} | {r['conns']} | {r['req_s']:,.0f} | {r['p50_ms']:.1f} | "
-        f"{r['p99_ms']:.1f} | {r['cpu_ms_per_req']:.2f} | {r['non200']} | {n(r['missing'])} | "
+        f"{r['p99_ms']:.1f} | {r['cpu_ms_per_req']:.2f} | {dbcpu(r)} | "
+        f"{r['non200']} | {n(r['missing'])} | "
         f"{r['errors']}{' (exhausted)' if r.get('exhausted') else ''} |"
         for r in results
     ]
@@ -447,9 +463,10 @@ def markdown(
         "",
         *(f"- {n}" for n in notes),
         *([""] if notes else []),
-        "| series | db | conns | req/s | p50 ms | p99 ms | server CPU ms/req | non-200 "
+        "| series | db | conns | req/s | p50 ms | p99 ms | CPU ms/req (server + db) "
+        "| of which db | non-200 "
         "| 200 w/o expected field | socket errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
     ]
