@@ -30,10 +30,12 @@ every server at once (--race-per-server requests each, each on its own connectio
 beforehand, released by one barrier). With the default reuse grace (10 s) the documented
 rule is one rotation and identical answers: every response is a 200 carrying the same
 successor, the family holds exactly two tokens (the spent one and its successor), is not
-revoked and has no reuse event, and the successor refreshes. At the largest N the servers
-are then restarted with TOKEND_REFRESH_REUSE_GRACE=0 and the race repeated: exactly one 200,
-every other answer invalid_grant, still exactly two tokens, and the family revoked with a
-reuse event (the documented reuse rule). A double successor fails the run (exit 1).
+revoked and has no reuse event, and the successor refreshes (the servers run with
+TOKEND_REFRESH_GRACE_RETRIES raised to the requests of one trial when that exceeds 10).
+At the largest N the servers are then restarted with TOKEND_REFRESH_REUSE_GRACE=0 and the
+race repeated: exactly one 200, every other answer invalid_grant, still exactly two tokens,
+and the family revoked with a reuse event (the documented reuse rule). A double successor
+fails the run (exit 1).
 """
 
 from __future__ import annotations
@@ -325,9 +327,13 @@ def run_matrix(
         subprocess_psql(db, "SELECT pg_reload_conf()")
         pg_pid = postmaster_pid(db)
         cl = Cluster(db, tmp, args.workers)
+        # Each race is one rotation and (requests - 1) grace retries: keep them all inside
+        # the documented retry bound (default 10) whatever --race-per-server says.
+        retries = max(10, max(args.server_list) * args.race_per_server)
+        grace_env = {"TOKEND_REFRESH_GRACE_RETRIES": str(retries)}
         try:
             for n in args.server_list:
-                cl.start(n)
+                cl.start(n, grace_env)
                 if args.warmup > 0:
                     w = point(cl, max(args.conn_list), args.warmup, args.wrk_timeout, pg_pid, "w")
                     print(f"# warm-up N={n}: {json.dumps(w)}", file=sys.stderr, flush=True)
@@ -341,7 +347,7 @@ def run_matrix(
                     races.append(r)
             top = max(args.server_list)
             if top >= 2 and args.race_trials > 0:
-                cl.start(top, {"TOKEND_REFRESH_REUSE_GRACE": "0"})
+                cl.start(top, {**grace_env, "TOKEND_REFRESH_REUSE_GRACE": "0"})
                 r = race(cl, args.race_trials, args.race_per_server, grace=False)
                 print(json.dumps(r), flush=True)
                 races.append(r)
