@@ -53,6 +53,12 @@ class Database:
     path: Path | None = None  # the SQLite file
     _pg: Any = None
 
+    def server_pids(self) -> tuple[int, ...]:
+        """PostgreSQL's postmaster (its backends are its children); none for SQLite."""
+        if self._pg is None:
+            return ()
+        return (int((Path(self._pg.root) / "data" / "postmaster.pid").read_text().split()[0]),)
+
     def size_bytes(self) -> int:
         if self.path is not None:
             return sum(
@@ -322,11 +328,16 @@ def measure(
     *,
     timeout: int = 10,
     path: str = "/",
+    extra_pids: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """One wrk run, plus the server's CPU time (supervisor + workers) per request."""
+    """One wrk run, plus the server's CPU time (supervisor + workers) per request, and that
+    of its database server (``extra_pids`` and their descendants: PostgreSQL's postmaster
+    and backends, the peer's redis-server), also counted in ``cpu_ms_per_req``."""
     cpu0 = cpu_seconds(server.proc.pid)
+    db0 = sum(cpu_seconds(p) for p in extra_pids)
     r = run_wrk(server.base, lua, conns, duration, env, timeout=timeout, path=path)
-    cpu = cpu_seconds(server.proc.pid) - cpu0
+    db = sum(cpu_seconds(p) for p in extra_pids) - db0
+    cpu = cpu_seconds(server.proc.pid) - cpu0 + db
     return {
         "req_s": r.req_s,
         "requests": r.requests,
@@ -337,6 +348,7 @@ def measure(
         "p50_ms": r.p50_ms,
         "p99_ms": r.p99_ms,
         "cpu_ms_per_req": round(cpu * 1000 / max(r.requests, 1), 3),
+        "db_cpu_ms_per_req": round(db * 1000 / max(r.requests, 1), 3) if extra_pids else None,
     }
 
 

@@ -3,7 +3,8 @@
     python bench/run.py [--db sqlite|postgres] [--duration 10] [--conns 1,8,32,128]
                         [--workers 2] [--workload refresh,client_credentials,introspect,code]
                         [--scope offline [--scope "openid offline"]] [--noop] [--probe]
-                        [--all] [--smoke] [--out FILE.md] [--plot FILE.png] [--json FILE]
+                        [--peer] [--servers 1,2,3] [--all] [--smoke]
+                        [--out FILE.md] [--plot FILE.png] [--json FILE]
                         [--alg RS256|PS256|ES256|EdDSA]
 
 Starts `tokend serve --workers N` on a fresh database (SQLite file, or a throwaway PostgreSQL
@@ -26,14 +27,25 @@ connection (-t N -c N), for each concurrency in --conns:
 With --noop, the same figures for a no-op endpoint of the same stack (bench/noop_app.py: the
 stack's ceiling), with --probe for the minimal probe (bench/probe_app.py: uvicorn x2,
 Starlette, stdlib sqlite3 UPDATE + INSERT, one RS256 JWT), driven by bench/refresh.lua.
+With --peer, the same refresh workload against node-oidc-provider 9 (one Node process, its
+Redis adapter on redis-server with AOF everysec, RS256 JWT access tokens, rotation on, a
+client_secret_basic client; bench/peer.py), its CPU counting Node and Redis; skipped with a
+message when Node, npm or redis-server is unavailable.
 
-Every point reports req/s, p50, p99 (wrk), the server's CPU time per request (supervisor +
-workers, from /proc), every response other than 200, every 200 without the expected field
+Every point reports req/s, p50, p99 (wrk), the CPU time per request (from /proc) of the
+server (supervisor + workers) plus its database server (PostgreSQL's postmaster and
+backends; the peer's redis-server; SQLite runs inside the workers), with the database's
+share apart, every response other than 200, every 200 without the expected field
 (refresh_token; access_token for client_credentials; "active":true for introspect) and
 socket errors/timeouts. The process exits 1 if any of these counters is not zero.
 
+With --servers 1,2,3, the scale-out matrix of bench/scaleout.py after the rest, in the same
+run: N `tokend serve` processes over one (throwaway, durable) PostgreSQL for each N, the
+refresh load spread over them at each --conns, then the same-token race across servers
+(zero double successors asserted); its own Markdown section goes to --out.
+
 --all runs the whole matrix: refresh (offline, "openid offline"), client_credentials,
-introspect, code, noop, probe. --smoke is --all with 1 s per point at 1 and 2 connections
+introspect, code, noop, probe, peer. --smoke is --all with 1 s per point at 1 and 2 connections
 (under a minute; for CI). --out appends Markdown (machine, versions, date, table, plot) to
 a file, --plot writes a PNG of throughput and p99 against concurrency (matplotlib, the
 `bench` extra), --json writes the raw results.
@@ -58,7 +70,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common
+from bench import common, scaleout
 from bench.common import BENCH, Server
 
 WORKLOADS = ("refresh", "client_credentials", "introspect", "code")
@@ -70,6 +82,7 @@ EXPECTED = {
     "code": "refresh_token",
     "probe": "refresh_token",
     "noop": None,
+    "peer": "refresh_token",
 }
 
 
@@ -217,11 +230,18 @@ def mint_codes(rt: Any, client_id: str, user_id: str, n: int) -> list[tuple[str,
 
 
 def point(
-    server: Server, lua: str, conns: int, args: argparse.Namespace, env: dict[str, str], **meta: Any
+    server: Server,
+    lua: str,
+    conns: int,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    db_pids: tuple[int, ...] = (),
+    **meta: Any,
 ) -> dict[str, Any]:
     r = common.measure(
-        server, BENCH / lua, conns, args.duration, env, timeout=args.wrk_timeout, path=""
-    )
+        server, BENCH / lua, conns, args.duration, env, timeout=args.wrk_timeout, path="",
+        extra_pids=db_pids,
+    )  # fmt: skip
     r = {**meta, "conns": conns, "workers": args.workers, **r}
     if meta["kind"] == "noop":
         r["missing"] = None  # the no-op answers no refresh token by design
@@ -229,11 +249,33 @@ def point(
     return r
 
 
+def warm_up(
+    server: Server, args: argparse.Namespace, env: dict[str, str], mint: Any, extra_pids: Any = ()
+) -> None:
+    """--warmup seconds of the refresh chain at the largest concurrency, not reported (the
+    same for tokend, the probe and the peer: Node's JIT takes ~10 s to settle, pools fill).
+    ``mint(n)`` writes n fresh refresh tokens to a file and returns its path."""
+    if args.warmup <= 0:
+        return
+    conns = max(args.conn_list)
+    wenv = {**env, "TOKENS_FILE": str(mint(conns))}
+    r = common.measure(
+        server, BENCH / "refresh.lua", conns, args.warmup, wenv, timeout=args.wrk_timeout,
+        path="", extra_pids=extra_pids,
+    )  # fmt: skip
+    print(f"# warm-up {server.base}: {json.dumps(r)}", file=sys.stderr, flush=True)
+
+
 def run_tokend(args: argparse.Namespace, db: common.Database, tmp: Path) -> list[dict[str, Any]]:
     results = []
     bench = Bench(args, db, tmp)
     server = common.start_tokend(bench.env, args.workers, tmp / "tokend.log")
     try:
+        if "refresh" in args.workloads:
+            warm_up(
+                server, args, {**bench.env, "BASIC": common.basic(bench.refresh_client)},
+                lambda n: bench.inputs("refresh", args.scopes[0], n)["TOKENS_FILE"],
+            )  # fmt: skip
         for workload in args.workloads:
             scopes = args.scopes if workload == "refresh" else ["-"]
             for scope in scopes:
@@ -241,7 +283,9 @@ def run_tokend(args: argparse.Namespace, db: common.Database, tmp: Path) -> list
                 for conns in args.conn_list:
                     wenv = {**bench.env, **bench.inputs(workload, scope, conns)}
                     meta = {"series": label, "kind": workload, "db": db.kind, "scope": scope}
-                    r = point(server, f"{workload}.lua", conns, args, wenv, **meta)
+                    r = point(
+                        server, f"{workload}.lua", conns, args, wenv, db.server_pids(), **meta
+                    )
                     results.append(r)
                     if workload == "code":
                         bench.code_rate = max(bench.code_rate, r["req_s"] * 1.2)
@@ -279,6 +323,13 @@ def run_probe(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         "bench.probe_app:app", args.workers, env, tmp / "probe.log", "/auth/v2/token"
     )
     try:
+
+        def mint(n: int) -> Path:
+            f = tmp / "probe-warmup.txt"
+            f.write_text("".join(t + "\n" for t in probe_app.seed(db, n)))
+            return f
+
+        warm_up(server, args, {**env, "BASIC": "eDp5"}, mint)
         for conns in args.conn_list:
             f = tmp / f"probe-{conns}.txt"
             f.write_text("".join(t + "\n" for t in probe_app.seed(db, conns)))
@@ -288,6 +339,55 @@ def run_probe(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     finally:
         server.stop()
     return results
+
+
+def run_peer(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str, Any]], str]:
+    """node-oidc-provider on Redis, driven by bench/refresh.lua; ([], why) when it cannot
+    run here."""
+    from bench import peer
+
+    try:
+        p = peer.start(tmp)
+    except peer.Unavailable as e:
+        print(f"# SKIP node-oidc-provider: {e}", file=sys.stderr, flush=True)
+        return [], f"node-oidc-provider skipped: {e}"
+    results = []
+    try:
+        note = (
+            f"node-oidc-provider: {p.versions()}; one Node process, Redis AOF with "
+            "appendfsync everysec (a crash can lose the last second of rotations; tokend's "
+            "commits are durable); its CPU/req counts Node + redis-server."
+        )
+
+        def mint(n: int) -> Path:
+            f = tmp / "peer-warmup.txt"
+            f.write_text("".join(t + "\n" for t in p.mint(n)))
+            return f
+
+        warm_up(p.server, args, {**p.env, "BASIC": p.basic}, mint, p.extra_pids)
+        for conns in args.conn_list:
+            f = tmp / f"peer-{conns}.txt"
+            f.write_text("".join(t + "\n" for t in p.mint(conns)))
+            wenv = {**p.env, "TOKENS_FILE": str(f), "BASIC": p.basic}
+            meta = {"series": "node-oidc-provider", "kind": "peer", "db": "redis", "scope": "-"}
+            r = common.measure(
+                p.server, BENCH / "refresh.lua", conns, args.duration, wenv,
+                timeout=args.wrk_timeout, path="", extra_pids=p.extra_pids,
+            )  # fmt: skip
+            r = {**meta, "conns": conns, "workers": 1, **r}
+            print(json.dumps(r), flush=True)
+            results.append(r)
+        trials = 5 if args.smoke else 20
+        dist = p.race(trials, 8)
+        note += (
+            f" Same token presented 8 times at once, {trials} trials: distinct successors per "
+            f"trial {dist} (its adapter API has no compare-and-set for consume; tokend: "
+            "exactly 1, bench/scaleout.py)."
+        )
+        print(f"# peer race: {dist}", file=sys.stderr, flush=True)
+    finally:
+        p.stop()
+    return results, note
 
 
 def failures(results: list[dict[str, Any]]) -> list[str]:
@@ -340,13 +440,20 @@ def plot(path: Path, results: list[dict[str, Any]], title: str) -> None:
     plt.close(fig)
 
 
-def markdown(results: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> str:
+def markdown(
+    results: list[dict[str, Any]], args: argparse.Namespace, out: Path, notes: list[str]
+) -> str:
     def n(v: Any) -> str:
         return "n/a" if v is None else str(v)
 
+    def dbcpu(r: dict[str, Any]) -> str:  # SQLite runs inside the server: "-"
+        v = r.get("db_cpu_ms_per_req")
+        return "-" if v is None else f"{v:.2f}"
+
     rows = [
         f"| {r['series']} | {r['db']} | {r['conns']} | {r['req_s']:,.0f} | {r['p50_ms']:.1f} | "
-        f"{r['p99_ms']:.1f} | {r['cpu_ms_per_req']:.2f} | {r['non200']} | {n(r['missing'])} | "
+        f"{r['p99_ms']:.1f} | {r['cpu_ms_per_req']:.2f} | {dbcpu(r)} | "
+        f"{r['non200']} | {n(r['missing'])} | "
         f"{r['errors']}{' (exhausted)' if r.get('exhausted') else ''} |"
         for r in results
     ]
@@ -357,9 +464,12 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace, out: Path)
         "",
         f"`{args.command}`",
         "",
-        "| series | db | conns | req/s | p50 ms | p99 ms | server CPU ms/req | non-200 "
+        *(f"- {n}" for n in notes),
+        *([""] if notes else []),
+        "| series | db | conns | req/s | p50 ms | p99 ms | CPU ms/req (server + db) "
+        "| of which db | non-200 "
         "| 200 w/o expected field | socket errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
     ]
@@ -387,13 +497,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--noop", action="store_true", help="also measure the no-op endpoint")
     ap.add_argument("--probe", action="store_true", help="also measure the minimal probe")
-    ap.add_argument("--all", action="store_true", help="every workload, both scopes, noop, probe")
+    ap.add_argument(
+        "--peer",
+        action="store_true",
+        help="also measure node-oidc-provider (Node + Redis) on the refresh workload",
+    )
+    ap.add_argument(
+        "--all", action="store_true", help="every workload, both scopes, noop, probe, peer"
+    )
     ap.add_argument("--smoke", action="store_true", help="--all, 1 s per point, conns 1,2 (CI)")
     ap.add_argument(
         "--code-rate",
         type=float,
         default=1500,
         help="code: expected code exchanges/s, to size the seed (x1.5). Default 1500",
+    )
+    ap.add_argument(
+        "--servers",
+        help="also the scale-out matrix (bench/scaleout.py) for these numbers of tokend "
+        "servers over one PostgreSQL, e.g. 1,2,3",
+    )
+    scaleout.add_arguments(ap, standalone=False)
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=10,
+        help="seconds of unreported refresh load before tokend's, the probe's and the peer's "
+        "first point (Node's JIT needs ~10 s). Default 10; --smoke: 1",
     )
     ap.add_argument("--wrk-timeout", type=int, default=10, help="wrk --timeout, seconds")
     ap.add_argument(
@@ -410,11 +540,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.all = True
         args.duration = 1
+        args.warmup = 1
         args.conns = "1,2"
     if args.all:
         args.workloads = list(WORKLOADS)
         args.scopes = args.scopes or ["offline", "openid offline"]
-        args.noop = args.probe = True
+        args.noop = args.probe = args.peer = True
     else:
         args.workloads = [w.strip() for w in args.workload.split(",") if w.strip()]
         unknown = set(args.workloads) - set(WORKLOADS)
@@ -430,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     common.require_wrk()
     t0 = time.monotonic()
     results: list[dict[str, Any]] = []
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tokend-bench-") as tmpdir:
         tmp = Path(tmpdir)
         if args.workloads:
@@ -439,18 +571,36 @@ def main(argv: list[str] | None = None) -> int:
             results += run_noop(args, tmp)
         if args.probe:
             results += run_probe(args, tmp)
+        if args.peer:
+            peer_results, note = run_peer(args, tmp)
+            results += peer_results
+            notes.append(note)
+        points: list[dict[str, Any]] = []
+        races: list[dict[str, Any]] = []
+        if args.servers:
+            so_args = argparse.Namespace(**vars(args))
+            so_args.server_list = [int(n) for n in args.servers.split(",")]
+            so_args.warmup = args.scaleout_warmup
+            points, races = scaleout.run_matrix(so_args, tmp)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        raw: Any = results
+        if args.servers:
+            raw = {"points": results, "scaleout": points, "races": races}
+        Path(args.json).write_text(json.dumps(raw, indent=1) + "\n")
     title = (
         f"tokend, {args.db}, {args.workers} workers, {args.duration} s per point "
         f"({common.now_utc()})"
     )
-    if args.plot:
+    if args.plot and results:
         plot(Path(args.plot), results, title)
     if args.out:
-        common.append(Path(args.out), markdown(results, args, Path(args.out)))
-    bad = failures(results)
-    print(f"# {len(results)} points in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        if results:
+            common.append(Path(args.out), markdown(results, args, Path(args.out), notes))
+        if args.servers:
+            common.append(Path(args.out), scaleout.markdown(points, races, args.command))
+    bad = failures(results) + scaleout.failures(points, races)
+    so = f", {len(points)} scale-out points, {len(races)} races" if args.servers else ""
+    print(f"# {len(results)} points{so} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     for line in bad:
         print(f"FAIL {line}", file=sys.stderr)
     return 1 if bad else 0
