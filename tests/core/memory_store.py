@@ -103,6 +103,22 @@ class MemoryTransaction:
         state.tokens[token_hash] = replace(row, spent_at=at, successor_hash=successor_hash)
         return True
 
+    def rotate_refresh_token(
+        self,
+        token_hash: bytes,
+        *,
+        at: float,
+        successor_hash: bytes,
+        family_id: str,
+        expires_at: float,
+    ) -> bool:
+        if not self.spend_refresh_token(token_hash, at=at, successor_hash=successor_hash):
+            return False
+        self.insert_refresh_token(
+            successor_hash, family_id=family_id, created_at=at, expires_at=expires_at
+        )
+        return True
+
     def insert_refresh_token(
         self, token_hash: bytes, *, family_id: str, created_at: float, expires_at: float
     ) -> None:

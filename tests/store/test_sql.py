@@ -158,6 +158,29 @@ def test_spend_is_compare_and_set(rt: Runtime, make_client, user: User) -> None:
     assert stored.successor_hash == s1
 
 
+def test_rotate_spends_and_inserts_the_successor_once(rt: Runtime, make_client, user: User) -> None:
+    """One step (one statement on PostgreSQL): the successor exists iff the spend won."""
+    reg = make_client()
+    family, [plain] = new_family(rt, reg.client_id, user.id)
+    h, s1, s2 = hash_secret(plain), hash_secret("s1"), hash_secret("s2")
+    with rt.store.transaction() as tx:
+        assert tx.rotate_refresh_token(
+            h, at=100.0, successor_hash=s1, family_id=family.id, expires_at=200.0
+        )
+        assert not tx.rotate_refresh_token(
+            h, at=101.0, successor_hash=s2, family_id=family.id, expires_at=201.0
+        )
+        assert not tx.rotate_refresh_token(
+            hash_secret("nope"), at=1.0, successor_hash=s2, family_id=family.id, expires_at=2.0
+        )
+    old, new = rt.store.peek_refresh_token(h), rt.store.peek_refresh_token(s1)
+    assert old is not None and (old.spent_at, old.successor_hash) == (100.0, s1)
+    assert new is not None and (new.family.id, new.created_at, new.expires_at) == (
+        family.id, 100.0, 200.0,
+    )  # fmt: skip
+    assert new.spent_at is None and rt.store.peek_refresh_token(s2) is None
+
+
 def test_exception_rolls_back_transaction(rt: Runtime, make_client, user: User) -> None:
     reg = make_client()
     _, [token] = new_family(rt, reg.client_id, user.id)

@@ -41,6 +41,7 @@ class PostgresServer:
     port: int
     bindir: str
     as_postgres: bool
+    options: str = ""  # pg_ctl -o, for ``resume``
 
     @property
     def base_url(self) -> str:
@@ -71,10 +72,23 @@ class PostgresServer:
             f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 "
             "-c max_connections=300" + ("" if durable else " -c fsync=off -c full_page_writes=off")
         )
-        server._run(
-            "pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "start", "-o", opts
-        )
+        server.options = opts
+        server.resume()
         return server
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run("pg_ctl", "-D", os.path.join(self.root, "data"), "-w", *args)
+
+    def restart(self) -> None:
+        """Restart the server as an operator would (fast shutdown: every session ends)."""
+        self._pg_ctl("-m", "fast", "restart")
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (``resume`` starts it again)."""
+        self._pg_ctl("-m", "fast", "stop")
+
+    def resume(self) -> None:
+        self._pg_ctl("-l", os.path.join(self.root, "log"), "start", "-o", self.options)
 
     def stop(self) -> None:
         try:

@@ -35,6 +35,20 @@ class Transaction(Protocol):
         """Store a new, unspent refresh token of the family."""
         ...
 
+    def rotate_refresh_token(
+        self,
+        token_hash: bytes,
+        *,
+        at: float,
+        successor_hash: bytes,
+        family_id: str,
+        expires_at: float,
+    ) -> bool:
+        """``spend_refresh_token`` and, only if it spent the token, ``insert_refresh_token``
+        of the successor (created ``at``), as one step (one statement where the database
+        allows it). False, with nothing written, if the token was already spent."""
+        ...
+
     def is_refresh_token_live(self, token_hash: bytes) -> bool:
         """True for a stored token not spent yet; False for a spent or unknown hash."""
         ...

@@ -6,8 +6,12 @@ SQLite's hot path runs on one DBAPI connection per thread, kept outside the pool
 checking a connection out of SQLAlchemy's pool and back in cost more than the statements
 themselves. Those connections have no busy handler; ``_retry_busy`` waits instead, in
 shorter steps than SQLite's. PostgreSQL keeps the pool (a connection is a server process
-there). Either way a database that cannot answer (busy past the timeout, disk full, server
-gone) is ``TemporarilyUnavailable``, never an error shown raw."""
+there), without a ping at checkout: a pooled connection found dead by the first statement
+of a transaction or a hot-path read (PostgreSQL restarted, the connection dropped while
+idle) is replaced, with every connection pooled before it, and that statement sent again
+on the fresh one, once (``_pg_replace``); nothing was sent on the dead one that could have
+committed. Either way a database that cannot answer (busy past the timeout, disk full,
+server gone) is ``TemporarilyUnavailable``, never an error shown raw."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from tokend import metrics
 from tokend.core.errors import TemporarilyUnavailable
@@ -198,41 +203,90 @@ class Database:
                 yield tx
             tx.committed()
             return
+        link = _PgLink(self, self._pg_checkout())
         try:
-            conn = self.engine.raw_connection()
-        except (OperationalError, self._operational_error) as exc:
-            metrics.database_error("connect")
-            raise TemporarilyUnavailable(debug=str(exc)) from exc
-        try:
-            cur = conn.cursor()
+            tx = SqlTransaction(link.conn.cursor(), self._q, reopen=link.reopen)
             try:
-                tx = SqlTransaction(cur, self._q)
                 try:
                     yield tx
                 except BaseException:
-                    conn.rollback()
+                    if link.conn.is_valid:  # not if its replacement could not connect
+                        link.conn.rollback()
                     raise
-                conn.commit()
+                link.conn.commit()
             finally:
-                cur.close()
+                tx.close()
         except self._operational_error as exc:
             # Connection lost, server shutting down: retryable, and never shown raw.
-            conn.invalidate()  # a broken server connection must not go back to the pool
+            link.conn.invalidate()  # a broken server connection must not go back to the pool
             metrics.database_error("transaction")
             raise TemporarilyUnavailable(debug=str(exc)) from exc
         finally:
-            conn.close()  # back to the pool
+            link.conn.close()  # back to the pool
         tx.committed()
+
+    # -- PostgreSQL: the pool without a ping -----------------------------------------------
+
+    def _pg_checkout(self) -> PoolProxiedConnection:
+        try:
+            return self.engine.raw_connection()
+        except (OperationalError, self._operational_error) as exc:
+            metrics.database_error("connect")
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
+
+    def _pg_replace(
+        self, conn: PoolProxiedConnection, exc: BaseException
+    ) -> PoolProxiedConnection | None:
+        """After ``exc`` from the first statement sent on ``conn``: if it says the connection
+        is dead (closed or broken, as SQLAlchemy's own disconnect check reads psycopg), drop
+        it and every connection the pool made before it (a restart of PostgreSQL ended them
+        all) and return a fresh one; None for any other error (not retried)."""
+        if not isinstance(exc, self._operational_error) or not self._is_disconnect(exc, conn):
+            return None
+        metrics.database_error("reconnect")
+        self.engine.pool._invalidate(conn, exc)  # as SQLAlchemy does on a disconnect
+        conn.close()
+        return self._pg_checkout()
+
+    def _is_disconnect(self, exc: Exception, conn: PoolProxiedConnection) -> bool:
+        dialect: Any = self.engine.dialect  # typed for SQLAlchemy's own DBAPI errors
+        return bool(dialect.is_disconnect(exc, conn.dbapi_connection, None))
+
+    def _pg_connect(self) -> Connection:
+        """A pooled SQLAlchemy connection for an admin read, pinged first (these reads run
+        statements of their own through SQLAlchemy, after which a retry is no longer
+        transparent): a dead one is replaced as in ``_pg_replace``."""
+        conn = self.engine.connect().execution_options(tokend_read=True)
+        raw = conn.connection
+        try:
+            dialect: Any = self.engine.dialect
+            dialect.do_ping(raw.dbapi_connection)
+        except self._operational_error as exc:
+            if not self._is_disconnect(exc, raw):
+                conn.close()
+                raise
+            metrics.database_error("reconnect")
+            self.engine.pool._invalidate(raw, exc)
+            conn.close()
+            conn = self.engine.connect().execution_options(tokend_read=True)
+        return conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """A read-only connection (SQLite: a deferred transaction, never the write lock)."""
         try:
-            with self.engine.connect().execution_options(tokend_read=True) as conn:
+            if self._sqlite:
+                conn = self.engine.connect().execution_options(tokend_read=True)
+            else:
+                conn = self._pg_connect()
+            with conn:
                 yield conn
         except OperationalError as exc:
             metrics.database_error("read")
             raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
+        except self._operational_error as exc:  # the ping's, at driver level
+            metrics.database_error("read")
+            raise TemporarilyUnavailable(debug=str(exc)) from exc
 
     def _read_row(self, q: Compiled, params: dict[str, Any], *, all_rows: bool = False) -> Any:
         """One row of a hot-path read at driver level, or None (``all_rows``: every
@@ -249,17 +303,50 @@ class Database:
                     self._drop_sqlite_conn(conn)
                 metrics.database_error("read")
                 raise TemporarilyUnavailable(debug=str(exc)) from exc
+        conn = self._pg_checkout()
         try:
-            conn = self.engine.raw_connection()
             try:
-                cur = conn.cursor()
-                cur.execute(q.sql, args)
-                row = cur.fetchall() if all_rows else cur.fetchone()
-                cur.close()
-                conn.rollback()  # end the implicit read transaction
-            finally:
-                conn.close()
+                row = _pg_read(conn, q.sql, args, all_rows)
+            except self._operational_error as exc:
+                fresh = self._pg_replace(conn, exc)
+                if fresh is None:
+                    raise
+                conn = fresh
+                row = _pg_read(conn, q.sql, args, all_rows)
         except (OperationalError, self._operational_error) as exc:
+            conn.invalidate()
             metrics.database_error("read")
             raise TemporarilyUnavailable(debug=str(exc)) from exc
+        finally:
+            conn.close()
         return row
+
+
+def _pg_read(conn: PoolProxiedConnection, sql: str, args: Any, all_rows: bool) -> Any:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, args)
+        row = cur.fetchall() if all_rows else cur.fetchone()
+    finally:
+        cur.close()
+    conn.rollback()  # end the implicit read transaction
+    return row
+
+
+class _PgLink:
+    """A PostgreSQL transaction's connection: replaced by ``reopen`` if its first statement
+    finds it dead (``SqlTransaction`` calls it then, and only then)."""
+
+    __slots__ = ("conn", "db")
+
+    def __init__(self, db: Database, conn: PoolProxiedConnection) -> None:
+        self.db = db
+        self.conn = conn
+
+    def reopen(self, exc: BaseException) -> Any:
+        """A cursor on a fresh connection if ``exc`` says this one is dead; else None."""
+        fresh = self.db._pg_replace(self.conn, exc)
+        if fresh is None:
+            return None
+        self.conn = fresh
+        return fresh.cursor()

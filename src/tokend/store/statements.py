@@ -117,6 +117,19 @@ _INSERT_TOKEN = insert(refresh_tokens).values(
     created_at=bindparam("created"),
     expires_at=bindparam("expires"),
 )
+# PostgreSQL: the spend and the successor's insert in one statement (one round trip): the
+# successor is inserted only if the UPDATE spent the token (rowcount 1), else nothing is
+# written (rowcount 0). SQLite has no data-modifying CTE: it runs _SPEND then _INSERT_TOKEN.
+_SPENT = _SPEND.returning(rt.family_id).cte("spent")
+_ROTATE = insert(refresh_tokens).from_select(
+    ["token_hash", "family_id", "created_at", "expires_at"],
+    select(
+        bindparam("succ", type_=rt.token_hash.type),
+        bindparam("fid", type_=rt.family_id.type),
+        bindparam("at", type_=rt.created_at.type),
+        bindparam("expires", type_=rt.expires_at.type),
+    ).select_from(_SPENT),
+)
 _IS_SPENT = select(rt.spent_at).where(rt.token_hash == bindparam("h"))
 _COUNT_GRACE_RETRY = (
     update(refresh_tokens)
@@ -358,6 +371,7 @@ class Statements:
         self.find_token = Compiled(_FIND_TOKEN, dialect)
         self.spend = Compiled(_SPEND, dialect)
         self.insert_token = Compiled(_INSERT_TOKEN, dialect)
+        self.rotate = Compiled(_ROTATE, dialect) if dialect.name == "postgresql" else None
         self.is_spent = Compiled(_IS_SPENT, dialect)
         self.count_grace_retry = Compiled(_COUNT_GRACE_RETRY, dialect)
         self.insert_family = Compiled(_INSERT_FAMILY, dialect)

@@ -39,16 +39,27 @@ class Cursor(Protocol):
     def execute(self, sql: str, params: Any, /) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Sequence[Any]: ...
+    def close(self) -> None: ...
 
 
 class SqlTransaction:
     """``tokend.core.ports.Transaction`` over one DBAPI cursor inside an open transaction."""
 
-    __slots__ = ("_cur", "_on_commit", "_q", "events")
+    __slots__ = ("_cur", "_on_commit", "_q", "_reopen", "events")
 
-    def __init__(self, cursor: Cursor, statements: Statements) -> None:
+    def __init__(
+        self,
+        cursor: Cursor,
+        statements: Statements,
+        *,
+        reopen: Callable[[BaseException], Cursor | None] | None = None,
+    ) -> None:
         self._cur = cursor
         self._q = statements
+        # PostgreSQL, until the first statement has run: given that statement's error, a
+        # cursor on a fresh connection if the pooled one was dead, else None
+        # (``connections._PgLink``). Nothing had been sent on it, so nothing could commit.
+        self._reopen = reopen
         # The events this transaction inserted (a new row each), and what to count
         # (tokend.metrics), for ``committed``: a rolled-back decision leaves no log line and
         # counts nothing.
@@ -69,10 +80,31 @@ class SqlTransaction:
         if self.events:  # committed: now, and only now, they are facts
             log_events(self.events)
 
+    def close(self) -> None:
+        self._cur.close()
+
     def _run(self, stmt: Compiled, params: dict[str, Any]) -> Cursor:
+        if self._reopen is not None:
+            return self._run_first(stmt, params)
         cur = self._cur
         cur.execute(stmt.sql, stmt.args(params))
         return cur
+
+    def _run_first(self, stmt: Compiled, params: dict[str, Any]) -> Cursor:
+        """The transaction's first statement, sent again once on a fresh connection if the
+        pooled one turns out dead."""
+        reopen, self._reopen = self._reopen, None
+        assert reopen is not None
+        args = stmt.args(params)
+        try:
+            self._cur.execute(stmt.sql, args)
+        except Exception as exc:
+            cur = reopen(exc)
+            if cur is None:
+                raise
+            self._cur = cur
+            cur.execute(stmt.sql, args)
+        return self._cur
 
     def find_refresh_token(self, token_hash: bytes) -> StoredRefreshToken | None:
         row = self._run(self._q.find_token, {"h": token_hash}).fetchone()
@@ -89,6 +121,32 @@ class SqlTransaction:
             self._q.insert_token,
             {"h": token_hash, "fid": family_id, "created": created_at, "expires": expires_at},
         )
+
+    def rotate_refresh_token(
+        self,
+        token_hash: bytes,
+        *,
+        at: float,
+        successor_hash: bytes,
+        family_id: str,
+        expires_at: float,
+    ) -> bool:
+        params = {
+            "h": token_hash,
+            "at": at,
+            "succ": successor_hash,
+            "fid": family_id,
+            "expires": expires_at,
+        }
+        rotate = self._q.rotate
+        if rotate is not None:  # PostgreSQL: one statement
+            return self._run(rotate, params).rowcount == 1
+        if not self.spend_refresh_token(token_hash, at=at, successor_hash=successor_hash):
+            return False
+        self.insert_refresh_token(
+            successor_hash, family_id=family_id, created_at=at, expires_at=expires_at
+        )
+        return True
 
     def is_refresh_token_live(self, token_hash: bytes) -> bool:
         row = self._run(self._q.is_spent, {"h": token_hash}).fetchone()

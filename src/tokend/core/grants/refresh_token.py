@@ -113,20 +113,19 @@ class RefreshTokenGrant:
                     # or another key) nothing changes, and a bad scope changes nothing.
                     _check_binding(family, dpop, client)
                     scopes = narrow(family.scopes, requested)
-                    rotated = tx.spend_refresh_token(
-                        presented_hash, at=now, successor_hash=successor_hash
+                    # Spent, and its successor stored, as one step. Absolute expiry: the
+                    # successor never outlives the family.
+                    rotated = tx.rotate_refresh_token(
+                        presented_hash,
+                        at=now,
+                        successor_hash=successor_hash,
+                        family_id=family.id,
+                        expires_at=min(now + self._policy.idle_ttl(client), family.expires_at),
                     )
                     if not rotated:
                         # Lost a compare-and-set race: judge the token as the winner left it.
                         stored = tx.find_refresh_token(presented_hash) or stored
                 if rotated:
-                    # Absolute expiry: the successor never outlives the family.
-                    tx.insert_refresh_token(
-                        successor_hash,
-                        family_id=family.id,
-                        created_at=now,
-                        expires_at=min(now + self._policy.idle_ttl(client), family.expires_at),
-                    )
                     # RFC 9449 §5: "refresh tokens issued to public clients [...] MUST be
                     # bound to the DPoP public key": an unbound family is bound at its first
                     # rotation with a proof (compare-and-set). Only a rotation binds, never a
