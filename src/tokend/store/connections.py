@@ -243,7 +243,6 @@ class Database:
         all) and return a fresh one; None for any other error (not retried)."""
         if not isinstance(exc, self._operational_error) or not self._is_disconnect(exc, conn):
             return None
-        metrics.database_error("reconnect")
         self.engine.pool._invalidate(conn, exc)  # as SQLAlchemy does on a disconnect
         conn.close()
         return self._pg_checkout()
@@ -265,7 +264,6 @@ class Database:
             if not self._is_disconnect(exc, raw):
                 conn.close()
                 raise
-            metrics.database_error("reconnect")
             self.engine.pool._invalidate(raw, exc)
             conn.close()
             conn = self.engine.connect().execution_options(tokend_read=True)
