@@ -181,6 +181,31 @@ def test_rotate_spends_and_inserts_the_successor_once(rt: Runtime, make_client, 
     assert new.spent_at is None and rt.store.peek_refresh_token(s2) is None
 
 
+def test_a_refresh_is_two_statements_on_postgres(
+    rt: Runtime, make_client, issue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the locked read and the rotation (one CTE), and no ping at checkout;
+    with BEGIN and COMMIT, four round trips (docs/benchmarks.md, issue 14)."""
+    if rt.store.engine.dialect.name != "postgresql":
+        pytest.skip("round trips: PostgreSQL")
+    import psycopg
+
+    rt.store.enable_client_cache()  # as the server runs: the client is read once
+    reg = make_client()
+    token = issue(reg).refresh_token
+    token = refresh(rt, reg, token).refresh_token  # the pool and the client cache warm
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(self, query, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(str(query).split(None, 1)[0])
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    assert refresh(rt, reg, token).refresh_token is not None
+    assert sent == ["SELECT", "WITH"]
+
+
 def test_exception_rolls_back_transaction(rt: Runtime, make_client, user: User) -> None:
     reg = make_client()
     _, [token] = new_family(rt, reg.client_id, user.id)
