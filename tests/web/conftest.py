@@ -36,6 +36,17 @@ def shared_rt(
     A module opts in by overriding ``rt``/``http``/``clock``/``settings`` with these; its
     cases must then not depend on a pristine database (make their own clients and families).
     """
+    runtime = module_runtime(request, tmp_path_factory)
+    yield runtime
+    runtime.close()
+
+
+def module_runtime(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, **overrides: Any
+) -> Runtime:
+    """A runtime on a fresh database of ``request.param``'s backend, for a module's cases,
+    with the sign-in and client-auth abuse limits far out of reach (``overrides`` change
+    any setting)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('web') / 'tokend.db'}"
     elif request.param == "postgres":
@@ -54,10 +65,9 @@ def shared_rt(
         client_auth_address_failure_limit=far,
         login_failure_limit=far,
         login_address_failure_limit=far,
+        **overrides,
     )
-    runtime = build_runtime(settings, clock=FrozenClock(), prepare=True)
-    yield runtime
-    runtime.close()
+    return build_runtime(settings, clock=FrozenClock(), prepare=True)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ import segno
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from tests.conftest import BACKENDS, ISSUER, SECRET_KEY, new_postgres_database
+from tests.conftest import BACKENDS, ISSUER
+from tests.web.conftest import module_runtime
 from tests.web.helpers import assert_tokens
 from tests.web.test_pages import (
     LOGIN,
@@ -42,11 +43,10 @@ from tests.web.test_pages import (
     make_party,
     set_cookies,
 )
-from tokend.config import Settings
 from tokend.core import authorization as authz
 from tokend.core.clock import FrozenClock
 from tokend.core.device import USER_CODE_ALPHABET
-from tokend.runtime import Runtime, build_runtime
+from tokend.runtime import Runtime
 from tokend.store.schema import device_authorizations
 from tokend.web.app import create_app
 
@@ -62,24 +62,13 @@ CODE = re.compile(rf"[{USER_CODE_ALPHABET}]{{4}}-[{USER_CODE_ALPHABET}]{{4}}")
 def rt(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Runtime]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('device') / 'tokend.db'}"
-    else:
-        url = new_postgres_database(request.getfixturevalue("postgres"))
-    far = 1_000_000
-    settings = Settings(
-        database_url=url,
-        secret_key=SECRET_KEY,
-        issuer=ISSUER,
-        client_auth_failure_limit=far,
-        client_auth_address_failure_limit=far,
-        login_failure_limit=far,
-        login_address_failure_limit=far,
+    runtime = module_runtime(
+        request,
+        tmp_path_factory,
         throttle_window=WINDOW,
         user_code_failure_limit=USER_CODE_LIMIT,
         cross_device_start_limit=START_LIMIT,
     )
-    runtime = build_runtime(settings, clock=FrozenClock(), prepare=True)
     yield runtime
     runtime.close()
 
