@@ -286,3 +286,13 @@ def test_short_secret_refused(tmp_path: Path, monkeypatch, length: int) -> None:
 def test_32_character_secret_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKEND_SECRET_KEY", "y" * 32)
     assert Settings(database_url="postgresql://u@db/t").resolve_secret_key() == "y" * 32
+
+
+def test_a_database_url_option_the_server_driver_cannot_honour_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(database_url="postgresql://tokend:s3cr3t-pw@db/tokend?keepalives=1")
+    assert "keepalives" in str(refused.value)
+    assert "s3cr3t-pw" not in str(refused.value)
+    # What it can honour passes, and SQLite URLs are not asyncpg's business.
+    Settings(database_url="postgresql://db/tokend?sslmode=require&connect_timeout=5")
+    Settings(database_url="sqlite:///tokend.db?keepalives=1")

@@ -27,7 +27,7 @@ from tokend.core.throttle import (
     Limit,
     ThrottlePolicy,
 )
-from tokend.dburl import sqlite_path
+from tokend.dburl import asyncpg_connect_args, is_sqlite, sqlite_path
 
 DEFAULT_DATABASE_URL = "sqlite:///./tokend.db"
 
@@ -170,6 +170,13 @@ class Settings(BaseSettings):
     @classmethod
     def _unset_if_empty(cls, v: object) -> object:
         return None if v == "" else v  # `TOKEND_SECRET_KEY_FILE=` is no file, not "."
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        if not is_sqlite(v):
+            asyncpg_connect_args(v)  # the server's driver honours what the URL says
+        return v
 
     @field_validator("events_webhook")
     @classmethod

@@ -43,7 +43,7 @@ from tokend.keys.ring import KeyRing
 from tokend.keys.storage import KeyStorage
 from tokend.store import SqlStore
 from tokend.store.accounts import AccountStore
-from tokend.store.engine import create_db_engine, migrate
+from tokend.store.engine import create_db_engine, create_hot_engine, migrate
 
 # Re-exported for the server's sweep (tokend.web.sweep), which may not import store/.
 from tokend.store.leases import new_holder_id as new_holder_id
@@ -57,6 +57,7 @@ class AdminStore(Store, KeyStorage, Protocol):
 
     def ping(self) -> None: ...
     def close(self) -> None: ...
+    async def aclose(self) -> None: ...
     def start_checkpointer(self, **options: Any) -> bool: ...
     def enable_client_cache(self) -> None: ...
     def refresh_client_cache(self) -> bool: ...
@@ -154,6 +155,12 @@ class Runtime:
     def close(self) -> None:
         self.store.close()
 
+    async def aclose(self) -> None:
+        """Close what belongs to the event loop (the asyncpg engine's connections), then
+        everything (a server's lifespan)."""
+        await self.store.aclose()
+        self.close()
+
 
 def build_runtime(
     settings: Settings, *, clock: Clock | None = None, prepare: bool = False
@@ -163,7 +170,9 @@ def build_runtime(
     clock = clock or SystemClock()
     secret = settings.resolve_secret_key()
     engine = create_db_engine(settings.database_url, pool_size=settings.db_pool_size)
-    store = SqlStore(engine)
+    # PostgreSQL: the endpoints' engine (asyncpg on the event loop; tokend.web.offload)
+    hot = create_hot_engine(settings.database_url, pool_size=settings.db_pool_size)
+    store = SqlStore(engine, hot=hot)
     if prepare:
         migrate(engine)
     keys = KeyRing(
@@ -203,7 +212,10 @@ def build_runtime(
         subjects=subjects,
         codes=CodeIssuer(store),
         accounts=Accounts(
-            AccountStore(engine), users=store, clock=clock, session_ttl=settings.session_ttl
+            AccountStore(store.engines),
+            users=store,
+            clock=clock,
+            session_ttl=settings.session_ttl,
         ),
         # Nonces always exist (a client may require them whatever TOKEND_DPOP_NONCE says);
         # whether a proof needs one is decided where the client is known.

@@ -966,9 +966,9 @@ def test_get_family_and_user(rt: Runtime, make_client) -> None:
 
 
 def test_get_family_and_user_unreachable_is_temporarily_unavailable(rt: Runtime, tmp_path) -> None:
-    from tests.web.helpers import unreachable_engine
+    from tests.web.helpers import unreachable_engines
 
-    store = SqlStore(unreachable_engine(rt, tmp_path))
+    store = SqlStore(unreachable_engines(rt, tmp_path).sync)
     try:
         with pytest.raises(TemporarilyUnavailable):
             store.get_family_and_user("x")

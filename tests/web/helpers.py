@@ -11,6 +11,8 @@ import httpx
 from sqlalchemy import Engine, create_engine, func, select
 
 from tests.support.postgres import free_port
+from tokend.store.connections import Engines
+from tokend.store.engine import create_hot_engine
 from tokend.store.schema import metadata, refresh_tokens, token_families
 
 TOKEN = "/auth/v2/token"
@@ -108,14 +110,16 @@ def storage_snapshot(engine: Engine) -> dict[str, object]:
     return {"counts": counts, "refresh_tokens": tokens, "token_families": families}
 
 
-def unreachable_engine(rt: Any, tmp_path: Any) -> Engine:
-    """An engine of the runtime's backend whose database cannot be reached."""
+def unreachable_engines(rt: Any, tmp_path: Any) -> Engines:
+    """Engines of the runtime's backend whose database cannot be reached (on PostgreSQL the
+    server's two: psycopg, and asyncpg for the endpoints' work); ``close()`` after use."""
     if rt.is_sqlite:
-        return create_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'tokend.db'}")
-    return create_engine(
-        f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/tokend",
-        connect_args={"connect_timeout": 2},
+        return Engines(create_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'tokend.db'}"))
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/tokend"
+    sync = create_engine(
+        url.replace("postgresql:", "postgresql+psycopg:"), connect_args={"connect_timeout": 2}
     )
+    return Engines(sync, create_hot_engine(url))
 
 
 # -- the UserInfo endpoint (RFC 6750 bearer errors) --------------------------------------------

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER, SECRET_KEY
 from tests.support.family import first_family
-from tests.web.helpers import JSON, TOKEN, assert_no_store, refresh, unreachable_engine
+from tests.web.helpers import JSON, TOKEN, assert_no_store, refresh, unreachable_engines
 from tokend.config import Settings
 from tokend.core.clock import FrozenClock
 from tokend.runtime import build_runtime
@@ -266,13 +266,13 @@ def test_healthz_ok(http) -> None:
 def test_healthz_database_unreachable_is_503_while_live_answers(
     http, rt, monkeypatch, tmp_path
 ) -> None:
-    engine = unreachable_engine(rt, tmp_path)
-    monkeypatch.setattr(rt.store, "engine", engine)
+    engines = unreachable_engines(rt, tmp_path)
+    monkeypatch.setattr(rt.store, "engines", engines)
     try:
         r = http.get("/healthz")
         live = http.get("/healthz/live")  # liveness never asks the database
     finally:
-        engine.dispose()
+        engines.close()
     assert r.status_code == 503
     assert r.headers["content-type"] == JSON
     assert_no_store(r)

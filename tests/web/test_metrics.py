@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER
 from tests.support.family import first_family
-from tests.web.helpers import TOKEN, refresh, unreachable_engine
+from tests.web.helpers import TOKEN, refresh, unreachable_engines
 from tokend.core.events import EventKind
 from tokend.core.models import SecurityEvent
 from tokend.store.connections import _retry_busy
@@ -115,8 +115,8 @@ def test_metrics_token(rt):
 
 
 def test_database_errors_and_busy_retries_are_counted(rt, http, monkeypatch, tmp_path):
-    engine = unreachable_engine(rt, tmp_path)
-    monkeypatch.setattr(rt.store, "engine", engine)
+    engines = unreachable_engines(rt, tmp_path)
+    monkeypatch.setattr(rt.store, "engines", engines)
     before = value("tokend_database_errors_total", operation="read")
     assert http.get("/healthz").status_code == 503
     assert value("tokend_database_errors_total", operation="read") == before + 1

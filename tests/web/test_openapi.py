@@ -30,7 +30,7 @@ from tests.web.helpers import (
     USERINFO,
     bearer,
     refresh,
-    unreachable_engine,
+    unreachable_engines,
 )
 from tokend.core.errors import InvalidRequest, TemporarilyUnavailable
 from tokend.core.secrets import new_refresh_token
@@ -306,13 +306,13 @@ def test_metrics_refusal_matches_document(doc, registry, rt) -> None:
 
 
 def test_healthz_unavailable_matches_document(doc, registry, http, rt, monkeypatch, tmp_path):
-    engine = unreachable_engine(rt, tmp_path)
-    monkeypatch.setattr(rt.store, "engine", engine)
+    engines = unreachable_engines(rt, tmp_path)
+    monkeypatch.setattr(rt.store, "engines", engines)
     try:
         r = http.get("/healthz")
         live = http.get("/healthz/live")
     finally:
-        engine.dispose()
+        engines.close()
     assert r.status_code == 503
     assert_documented(doc, registry, "/healthz", r)
     assert live.status_code == 200

@@ -20,12 +20,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tokend import metrics
 from tokend.core.accounts import BrowserSession, ConsentView, FamilyView
 from tokend.core.errors import TemporarilyUnavailable
 from tokend.core.models import SecurityEvent
+from tokend.store.connections import Engines, unavailable
 from tokend.store.events import recording
 from tokend.store.schema import (
     authorization_codes,
@@ -58,8 +59,15 @@ def _expire_codes(
 
 
 class AccountStore:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    """Over an engine, or the store's ``Engines`` (a PostgreSQL server's: asyncpg inside
+    greenlets, ``tokend.store.connections``)."""
+
+    def __init__(self, engines: Engine | Engines) -> None:
+        self._engines = engines if isinstance(engines, Engines) else Engines(engines)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engines.current()
 
     @contextmanager
     def _conn(self, *, write: bool) -> Iterator[Connection]:
@@ -70,7 +78,9 @@ class AccountStore:
             else:
                 with self.engine.connect().execution_options(tokend_read=True) as conn:
                     yield conn
-        except OperationalError as exc:
+        except DBAPIError as exc:
+            if not unavailable(exc):
+                raise
             metrics.database_error("transaction" if write else "read")
             raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
 

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from sqlalchemy import Engine, String, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokend.core.errors import AlreadyExists
 from tokend.core.models import Client, SecurityEvent
@@ -42,8 +43,8 @@ class Clients(Database):
     _CLIENT_CACHE_SIZE = 10_000
     _UNKNOWN_CLIENT_CACHE_SIZE = 10_000
 
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
+    def __init__(self, engine: Engine, *, hot: AsyncEngine | None = None) -> None:
+        super().__init__(engine, hot=hot)
         self._clients: dict[str, Client] | None = None  # None: no cache
         self._unknown_clients: set[str] = set()  # ids read and not found (with the cache)
         self._clients_epoch = 0

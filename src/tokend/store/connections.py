@@ -11,10 +11,17 @@ of a transaction or a hot-path read (PostgreSQL restarted, the connection droppe
 idle) is replaced, with every connection pooled before it, and that statement sent again
 on the fresh one, once (``_pg_replace``); nothing was sent on the dead one that could have
 committed. Either way a database that cannot answer (busy past the timeout, disk full,
-server gone) is ``TemporarilyUnavailable``, never an error shown raw."""
+server gone) is ``TemporarilyUnavailable``, never an error shown raw.
+
+A PostgreSQL server process has two engines on one database (``pick``): asyncpg
+(``engine.create_hot_engine``) for what runs inside ``sqlalchemy.util.greenlet_spawn`` (the
+endpoints' work, ``tokend.web.offload``: the code is the same synchronous code, and each
+wait for PostgreSQL is an ``await`` on the event loop), and psycopg everywhere else (threads,
+the CLI, the tests' own calls). Each has its pool and its compiled statements (``_q``)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -23,9 +30,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util.concurrency import in_greenlet
 
 from tokend import metrics
 from tokend.core.errors import TemporarilyUnavailable
@@ -87,28 +98,119 @@ def _retry_busy(fn: Callable[[], T]) -> T:
         delay = min(delay * 2, 0.002)
 
 
-class Database:
-    """One SQLAlchemy engine, the statements compiled for its dialect (``_q``), SQLite's
-    per-thread connections and its WAL checkpointer. The base of every part of ``SqlStore``
-    (``tokend.store.sqlstore``): the only state they share."""
+# What says "the database cannot answer now" rather than "this statement is wrong": the
+# errors psycopg and sqlite3 raise as OperationalError, asyncpg's connection errors (and the
+# OSError or timeout of a connection attempt, which asyncpg raises as such), and the SQLSTATE
+# classes psycopg maps to OperationalError: connection exception, transaction rollback
+# (serialization failure, deadlock), insufficient resources, program limit exceeded, object
+# not in prerequisite state (lock not available), operator intervention (shutdown, crash),
+# system error. asyncpg's server errors come as SQLAlchemy's generic ``Error`` with the code.
+_NOT_NOW_TYPES: tuple[type[BaseException], ...] = (
+    sqlite3.OperationalError,
+    psycopg.OperationalError,
+    AsyncAdapt_asyncpg_dbapi.OperationalError,
+    AsyncAdapt_asyncpg_dbapi.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+_NOT_NOW_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "54", "55", "57", "58"})
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._q = Statements(engine.dialect)
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (a driver's, or SQLAlchemy's around one) says the database cannot
+    answer now: retryable, ``TemporarilyUnavailable``, and never shown raw."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if isinstance(exc, _NOT_NOW_TYPES):
+        return True
+    code = getattr(exc, "sqlstate", None)
+    return isinstance(code, str) and code[:2] in _NOT_NOW_SQLSTATE_CLASSES
+
+
+class Engines:
+    """A process's engines on one database: ``sync`` (psycopg, or SQLite) everywhere, and
+    on a PostgreSQL server ``hot`` (asyncpg) inside the greenlets of ``greenlet_spawn``,
+    where its driver can await (``current``). Shared by the store and ``AccountStore``.
+
+    An asyncpg connection belongs to the event loop it was opened on. A server has one
+    loop per worker; a second loop in the same process (a test's) gets a fresh pool, and
+    the first loop's connections are dropped with it (``aclose`` closes them properly on
+    their own loop, at the end of a server's lifespan)."""
+
+    __slots__ = ("_hot", "_hot_async", "_loop", "sync")
+
+    def __init__(self, engine: Engine, hot: AsyncEngine | None = None) -> None:
+        self.sync = engine
+        self._hot_async = hot
+        self._hot = None if hot is None else hot.sync_engine
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def hot(self) -> Engine | None:
+        return self._hot
+
+    def current(self) -> Engine:
+        """The engine for the caller's context."""
+        hot = self._hot
+        if hot is None or not in_greenlet():
+            return self.sync
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None:
+                hot.dispose(close=False)  # the other loop's connections cannot serve here
+            self._loop = loop
+        return hot
+
+    async def aclose(self) -> None:
+        """Close the asyncpg engine's connections, on the loop they were opened on."""
+        if self._hot_async is not None:
+            await self._hot_async.dispose()
+            self._loop = None
+
+    def close(self) -> None:
+        """Close the sync engine's connections; drop the asyncpg engine's pool (its
+        connections belong to an event loop: ``aclose`` closes them there)."""
+        self.sync.dispose()
+        if self._hot is not None:
+            self._hot.dispose(close=False)
+            self._loop = None
+
+
+class Database:
+    """The engine(s), the statements compiled for each dialect (``_q``), SQLite's
+    per-thread connections and its WAL checkpointer. The base of every part of ``SqlStore``
+    (``tokend.store.sqlstore``): the only state they share. ``hot``: a PostgreSQL server's
+    asyncpg engine (see the module's docstring)."""
+
+    def __init__(self, engine: Engine, *, hot: AsyncEngine | None = None) -> None:
+        self.engines = Engines(engine, hot)
+        self._engine = engine
+        self._q_sync = Statements(engine.dialect)
+        hot_engine = self.engines.hot
+        self._q_hot = None if hot_engine is None else Statements(hot_engine.dialect)
         self._sqlite = engine.dialect.name == "sqlite"
-        dbapi = engine.dialect.dbapi
-        assert dbapi is not None  # a dialect with a driver: the engine connects
-        self._operational_error: type[Exception] = dbapi.OperationalError
         self._local = _ThreadConnection()
         self._thread_conns: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._thread_conns_lock = threading.Lock()
         self._checkpointer: WalCheckpointer | None = None
 
+    @property
+    def engine(self) -> Engine:
+        """The engine for this context (``Engines.current``)."""
+        return self.engines.current()
+
+    @property
+    def _q(self) -> Statements:
+        """The hot path's statements, compiled for this context's engine."""
+        if self._q_hot is not None and in_greenlet():
+            return self._q_hot
+        return self._q_sync
+
     def start_checkpointer(self, **options: Any) -> bool:
         """SQLite: move WAL checkpoints from the hot path's commits to a background
         thread (``tokend.store.checkpoint``). For a server process; False where there is
         nothing to do (PostgreSQL, an in-memory database, already started)."""
-        path = sqlite_path(self.engine.url.render_as_string(hide_password=False))
+        path = sqlite_path(self._engine.url.render_as_string(hide_password=False))
         if not self._sqlite or path is None or self._checkpointer is not None:
             return False
         self._checkpointer = WalCheckpointer(path, **options)
@@ -117,15 +219,22 @@ class Database:
         self._checkpointer.start()
         return True
 
+    async def aclose(self) -> None:
+        """Close the asyncpg engine's connections, on the event loop they were made on (a
+        server's lifespan, before ``close``)."""
+        await self.engines.aclose()
+
     def close(self) -> None:
-        """Close every connection this store opened (the pool's and the threads' own)."""
+        """Close every connection this store opened (the pool's and the threads' own).
+        The asyncpg engine's pool is only dropped: its connections belong to an event loop
+        (``aclose`` closes them there)."""
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
         for conn in self._open_thread_conns():
             with suppress(Exception):
                 conn.close()
-        self.engine.dispose()
+        self.engines.close()
 
     def ping(self) -> None:
         with self._read() as conn:
@@ -148,7 +257,9 @@ class Database:
                 conn.execute("PRAGMA busy_timeout=0")  # waits are _retry_busy's
                 if self._checkpointer is not None:
                     conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
-            except (OperationalError, self._operational_error) as exc:
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
                 metrics.database_error("connect")
                 raise TemporarilyUnavailable(debug=str(exc)) from exc
             held = _Held(conn)
@@ -216,7 +327,9 @@ class Database:
                 link.conn.commit()
             finally:
                 tx.close()
-        except self._operational_error as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             # Connection lost, server shutting down: retryable, and never shown raw.
             link.conn.invalidate()  # a broken server connection must not go back to the pool
             metrics.database_error("transaction")
@@ -230,7 +343,9 @@ class Database:
     def _pg_checkout(self) -> PoolProxiedConnection:
         try:
             return self.engine.raw_connection()
-        except (OperationalError, self._operational_error) as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             metrics.database_error("connect")
             raise TemporarilyUnavailable(debug=str(exc)) from exc
 
@@ -241,13 +356,13 @@ class Database:
         is dead (closed or broken, as SQLAlchemy's own disconnect check reads psycopg), drop
         it and every connection the pool made before it (a restart of PostgreSQL ended them
         all) and return a fresh one; None for any other error (not retried)."""
-        if not isinstance(exc, self._operational_error) or not self._is_disconnect(exc, conn):
+        if not unavailable(exc) or not self._is_disconnect(exc, conn):
             return None
         self.engine.pool._invalidate(conn, exc)  # as SQLAlchemy does on a disconnect
         conn.close()
         return self._pg_checkout()
 
-    def _is_disconnect(self, exc: Exception, conn: PoolProxiedConnection) -> bool:
+    def _is_disconnect(self, exc: BaseException, conn: PoolProxiedConnection) -> bool:
         dialect: Any = self.engine.dialect  # typed for SQLAlchemy's own DBAPI errors
         return bool(dialect.is_disconnect(exc, conn.dbapi_connection, None))
 
@@ -260,8 +375,8 @@ class Database:
         try:
             dialect: Any = self.engine.dialect
             dialect.do_ping(raw.dbapi_connection)
-        except self._operational_error as exc:
-            if not self._is_disconnect(exc, raw):
+        except Exception as exc:
+            if not unavailable(exc) or not self._is_disconnect(exc, raw):
                 conn.close()
                 raise
             self.engine.pool._invalidate(raw, exc)
@@ -279,12 +394,12 @@ class Database:
                 conn = self._pg_connect()
             with conn:
                 yield conn
-        except OperationalError as exc:
+        except Exception as exc:  # SQLAlchemy's, or the ping's at driver level
+            if not unavailable(exc):
+                raise
             metrics.database_error("read")
-            raise TemporarilyUnavailable(debug=str(exc.orig)) from exc
-        except self._operational_error as exc:  # the ping's, at driver level
-            metrics.database_error("read")
-            raise TemporarilyUnavailable(debug=str(exc)) from exc
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise TemporarilyUnavailable(debug=str(cause)) from exc
 
     def _read_row(self, q: Compiled, params: dict[str, Any], *, all_rows: bool = False) -> Any:
         """One row of a hot-path read at driver level, or None (``all_rows``: every
@@ -305,13 +420,15 @@ class Database:
         try:
             try:
                 row = _pg_read(conn, q.sql, args, all_rows)
-            except self._operational_error as exc:
+            except Exception as exc:
                 fresh = self._pg_replace(conn, exc)
                 if fresh is None:
                     raise
                 conn = fresh
                 row = _pg_read(conn, q.sql, args, all_rows)
-        except (OperationalError, self._operational_error) as exc:
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
             conn.invalidate()
             metrics.database_error("read")
             raise TemporarilyUnavailable(debug=str(exc)) from exc
@@ -321,14 +438,20 @@ class Database:
 
 
 def _pg_read(conn: PoolProxiedConnection, sql: str, args: Any, all_rows: bool) -> Any:
-    cur = conn.cursor()
+    """One statement in autocommit (its own snapshot, as in a transaction of its own): one
+    round trip, where BEGIN, the statement and ROLLBACK were three."""
+    dbapi: Any = conn.dbapi_connection
+    dbapi.autocommit = True
     try:
-        cur.execute(sql, args)
-        row = cur.fetchall() if all_rows else cur.fetchone()
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, args)
+            return cur.fetchall() if all_rows else cur.fetchone()
+        finally:
+            cur.close()
     finally:
-        cur.close()
-    conn.rollback()  # end the implicit read transaction
-    return row
+        with suppress(Exception):  # a dead connection is invalidated by the caller
+            dbapi.autocommit = False
 
 
 class _PgLink:

@@ -7,7 +7,10 @@ cannot be upgraded (the failure mode of SQLite's default deferred transactions).
 
 PostgreSQL: a plain ``postgresql://`` URL gets the psycopg 3 driver. No ping at checkout (it
 was a round trip per transaction): ``connections.Database`` replaces a connection found
-dead by its first statement instead.
+dead by its first statement instead. A server also gets a second engine on the same
+database, ``create_hot_engine``: asyncpg, for the work its endpoints run on the event loop
+(``tokend.web.offload``), where every wait for PostgreSQL is an ``await`` instead of a
+thread (issue 14).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tokend.dburl import is_sqlite, normalize_url, sqlite_path
+from tokend.dburl import asyncpg_connect_args, is_sqlite, normalize_url, sqlite_path
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -38,6 +43,39 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     return create_engine(
         url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        hide_parameters=True,
+    )
+
+
+def create_hot_engine(url: str, *, pool_size: int = 10) -> AsyncEngine | None:
+    """PostgreSQL: the engine of the server's event loop, asyncpg through SQLAlchemy's
+    asyncio adapter; None for SQLite (its work is local I/O, run inline).
+
+    Its connections exist only inside ``sqlalchemy.util.greenlet_spawn`` on one event loop
+    (``tokend.store.connections.Engines`` picks it there, and the psycopg engine everywhere
+    else: threads, the CLI). asyncpg is given the libpq form of the URL
+    (``asyncpg_connect_args``), so what a psycopg URL says about the connection
+    (``sslmode``, ``sslrootcert``, a Unix socket directory as ``host``, a passfile,
+    ``connect_timeout``, ``options``) means the same here. Statements are prepared once per
+    connection and kept (SQLAlchemy's cache of 100, asyncpg's own): the hot path's few
+    statements are parsed and planned once, not on every request. A pooler in transaction
+    mode (PgBouncer) would need both caches off; tokend does not support one in front of it
+    today."""
+    if is_sqlite(url):
+        return None
+    import asyncpg  # type: ignore[import-untyped]  # (no stubs) only PostgreSQL needs it
+
+    dsn, kwargs = asyncpg_connect_args(url)
+
+    async def connect() -> Any:
+        return await asyncpg.connect(dsn, **kwargs)
+
+    return create_async_engine(
+        "postgresql+asyncpg://",
+        async_creator=connect,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,

@@ -216,7 +216,7 @@ def _lifespan(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            rt.close()
+            await rt.aclose()
             metrics.process_stopped()  # this worker's live gauges leave the shared directory
 
     return lifespan
