@@ -62,8 +62,8 @@ def create_hot_engine(url: str, *, pool_size: int = 10) -> AsyncEngine | None:
     ``connect_timeout``, ``options``) means the same here. Statements are prepared once per
     connection and kept (SQLAlchemy's cache of 100, asyncpg's own): the hot path's few
     statements are parsed and planned once, not on every request. A pooler in transaction
-    mode (PgBouncer) would need both caches off; tokend does not support one in front of it
-    today."""
+    mode in front must support protocol-level prepared statements (PgBouncer from 1.21,
+    with ``max_prepared_statements`` set; docs/operations.md)."""
     if is_sqlite(url):
         return None
     import asyncpg  # type: ignore[import-untyped]  # (no stubs) only PostgreSQL needs it
