@@ -206,6 +206,60 @@ def test_a_refresh_is_two_statements_on_postgres(
     assert sent == ["SELECT", "WITH"]
 
 
+def test_a_server_refresh_is_four_round_trips_of_prepared_statements(
+    rt: Runtime, make_client, issue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through the server's engine (asyncpg in a greenlet, as the endpoints run
+    it): BEGIN, the locked read, the rotation, COMMIT; the two statements as prepared ones
+    (parsed and planned once per connection), nothing else sent."""
+    if rt.store.engine.dialect.name != "postgresql":
+        pytest.skip("round trips: PostgreSQL")
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+    from asyncpg.prepared_stmt import PreparedStatement  # type: ignore[import-untyped]
+    from sqlalchemy.util import greenlet_spawn
+
+    rt.store.enable_client_cache()
+    reg = make_client()
+    token = issue(reg).refresh_token
+    sent: list[tuple[str, str]] = []
+    execute, fetch, prepare = (
+        asyncpg.Connection.execute,
+        PreparedStatement.fetch,
+        asyncpg.Connection.prepare,
+    )
+
+    async def counted_execute(self, query, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(("simple", query.split(None, 1)[0]))
+        return await execute(self, query, *args, **kwargs)
+
+    async def counted_fetch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(("prepared", self.get_query().split(None, 1)[0]))
+        return await fetch(self, *args, **kwargs)
+
+    async def counted_prepare(self, query, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(("prepare", query.split(None, 1)[0]))
+        return await prepare(self, query, *args, **kwargs)
+
+    with asyncio.Runner() as runner:
+        engine = runner.run(greenlet_spawn(lambda: rt.store.engine))
+        assert engine.dialect.driver == "asyncpg"
+        token = runner.run(greenlet_spawn(refresh, rt, reg, token)).refresh_token  # warm
+        monkeypatch.setattr(asyncpg.Connection, "execute", counted_execute)
+        monkeypatch.setattr(asyncpg.Connection, "prepare", counted_prepare)
+        monkeypatch.setattr(PreparedStatement, "fetch", counted_fetch)
+        assert runner.run(greenlet_spawn(refresh, rt, reg, token)).refresh_token is not None
+        monkeypatch.undo()
+        runner.run(rt.aclose())
+    assert sent == [
+        ("simple", "BEGIN;"),
+        ("prepared", "SELECT"),
+        ("prepared", "WITH"),
+        ("simple", "COMMIT;"),
+    ]
+
+
 def test_exception_rolls_back_transaction(rt: Runtime, make_client, user: User) -> None:
     reg = make_client()
     _, [token] = new_family(rt, reg.client_id, user.id)
