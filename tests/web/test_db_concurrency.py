@@ -6,10 +6,12 @@ SQLite runs inline on the event loop and needs no limit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -109,3 +111,35 @@ def test_outside_the_event_loop_the_store_uses_psycopg(settings: Settings) -> No
     with _runtime(settings) as runtime, runtime.store.engine.connect() as conn:  # type: ignore[attr-defined]
         assert conn.dialect.driver == "psycopg"
         assert conn.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_a_call_runs_to_its_end_when_its_request_is_cancelled(settings: Settings) -> None:
+    """A cancelled request (the client went away) does not abandon its transaction between
+    two statements: the call finishes, commits, and its connection serves the next call."""
+    from tokend.web.offload import offloader
+
+    with _runtime(settings) as runtime:
+        store: Any = runtime.store
+        call = offloader(inline=False, concurrency=1)  # the count waits for the write
+
+        def slow_write() -> None:
+            with store.engine.begin() as conn:
+                conn.execute(text("CREATE TABLE IF NOT EXISTS probe (n int)"))
+                conn.execute(text("SELECT pg_sleep(0.3)"))
+                conn.execute(text("INSERT INTO probe VALUES (1)"))
+
+        def count() -> int:
+            with store.engine.connect() as conn:
+                return int(conn.execute(text("SELECT count(*) FROM probe")).scalar_one())
+
+        async def scenario() -> int:
+            task = asyncio.create_task(call(slow_write))
+            await asyncio.sleep(0.1)  # inside pg_sleep
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            n = await call(count)
+            await runtime.aclose()
+            return n
+
+        assert asyncio.run(scenario()) == 1

@@ -18,6 +18,7 @@ client will not learn is the same whether or not it waited for it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, Protocol, TypeVar
@@ -40,12 +41,15 @@ def offloader(*, inline: bool, concurrency: int) -> Call:
     at once (PostgreSQL)."""
     limiter = anyio.CapacityLimiter(concurrency)
 
+    async def run(work: Callable[[], T]) -> T:
+        async with limiter:
+            result: T = await greenlet_spawn(work)
+        return result
+
     async def call(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if inline:
             return fn(*args, **kwargs)
-        with anyio.CancelScope(shield=True):
-            async with limiter:
-                result: T = await greenlet_spawn(functools.partial(fn, *args, **kwargs))
-        return result
+        # A task of its own: cancelling the request's task stops the wait, not the work.
+        return await asyncio.shield(run(functools.partial(fn, *args, **kwargs)))
 
     return call
