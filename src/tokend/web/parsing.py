@@ -236,8 +236,9 @@ def parse_basic(authorization: str | None) -> tuple[str, str] | None:
     try:
         decoded = b64decode(encoded.strip(), validate=True).decode("utf-8")
         client_id, sep, secret = decoded.partition(":")
-        client_id = unquote_plus(client_id, errors="strict")
-        secret = unquote_plus(secret, errors="strict")
+        if "%" in decoded or "+" in decoded:  # else each decodes to itself (tokend's own)
+            client_id = unquote_plus(client_id, errors="strict")
+            secret = unquote_plus(secret, errors="strict")
     except (binascii.Error, ValueError):  # incl. UnicodeDecodeError
         raise InvalidClient("The Basic authorization header is malformed.") from None
     if not sep or not client_id or not rules.is_text(client_id) or not rules.is_text(secret):
