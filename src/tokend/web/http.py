@@ -14,7 +14,12 @@ has, issue 6), with the two limits on a request's head that httptools lacks (iss
 Both cost a counter and a clock read per request, on callbacks that already run: the timer
 is armed when a head begins and none is pending, and when it fires it cuts off the head in
 progress if that head is late, else is armed again for what that head has left (issue 14: a
-timer armed and cancelled per request cost more than the rest of the bookkeeping). Passed to
+timer armed and cancelled per request cost more than the rest of the bookkeeping).
+One write per response: uvicorn writes a response's head (status line and header fields) and
+each part of its body with a write each, so a small answer left in two ``send()`` calls and
+two TCP segments. Here a response's head waits for the first part of its body and goes out
+with it (``_ResponseWrites``), or at the event loop's next turn if none follows in the same
+step (a HEAD request, a body still being made). Passed to
 uvicorn as its ``http`` protocol class (``tokend.cli serve``); the class is importable, so
 every worker process gets it, and it reads its limits from the environment there.
 """
@@ -25,7 +30,7 @@ import asyncio
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 
 class _HeadTooLarge(Exception):
@@ -56,6 +61,55 @@ def _response(status: bytes, reason: bytes) -> bytes:
 
 TOO_LARGE = _response(b"431", b"Request Header Fields Too Large")
 TIMEOUT = _response(b"408", b"Request Timeout")
+
+
+class _ResponseWrites:
+    """The transport one response cycle (uvicorn's ``RequestResponseCycle``) writes to: the
+    cycle's first write after it started its response, the head, is held and sent with the
+    next write, the first part of the body, in one ``write``. If no write follows in the
+    same step of the event loop, the head goes out at the loop's next turn
+    (``call_soon``); closing sends what is held first. Every other write (``100 Continue``
+    before the response, the body's further parts) passes straight through, in order."""
+
+    __slots__ = ("_cycle", "_head_seen", "_held", "_loop", "_transport")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        cycle: RequestResponseCycle,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._loop = loop
+        self._held: bytes | None = None
+        self._head_seen = False
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif not self._head_seen and self._cycle.response_started:
+            self._head_seen = True
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -164,4 +218,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False  # the timer, if pending, finds no head in progress
         if self._head_bytes > self._max_head:
             raise _HeadTooLarge()
+        previous = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not previous and cycle is not None:  # a new request's cycle (not an upgrade)
+            cycle.transport = _ResponseWrites(self.transport, cycle, self.loop)  # type: ignore[assignment]
