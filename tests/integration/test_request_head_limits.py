@@ -152,3 +152,25 @@ def test_keep_alive_requests_each_get_their_own_time(server: tuple[str, int]) ->
             s.sendall(head(b"\r\n"))
             assert status_of(read_response(s)) == 200
             time.sleep(HEADER_TIMEOUT * 0.6)
+
+
+def test_a_head_begun_after_the_timer_was_armed_gets_its_whole_time(
+    server: tuple[str, int],
+) -> None:
+    """The timer is armed when a head begins and none is pending (tokend.web.http): when
+    the one armed for the connection's first head fires during a later head, that head still
+    has its own HEADER_TIMEOUT from its first byte, and is cut off only past it."""
+    with connect(server) as s:
+        s.sendall(head(b"\r\n"))  # the connection's first head: the timer fires at ~2.0 s
+        assert status_of(read_response(s)) == 200
+        time.sleep(HEADER_TIMEOUT * 0.6)  # ~1.2 s
+        s.sendall(head())  # a second head begins at ~1.2 s, due by ~3.2 s
+        time.sleep(HEADER_TIMEOUT * 0.8)  # ~2.8 s: past the first timer, within its own time
+        s.sendall(b"\r\n")
+        assert status_of(read_response(s)) == 200
+        s.sendall(head())  # a third head, never finished: cut off after its own time
+        start = time.monotonic()
+        response = read_all(s)
+        elapsed = time.monotonic() - start
+    assert response.startswith(b"HTTP/1.1 408 "), response[:200]
+    assert HEADER_TIMEOUT - 0.5 < elapsed < HEADER_TIMEOUT + 2, elapsed

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from collections.abc import Iterable
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus
 
 import pytest
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from tokend.core.errors import InvalidClient, InvalidRequest
 from tokend.web.parsing import (
     MAX_AUTHORIZATION_LENGTH,
     MAX_FIELDS,
     PayloadTooLarge,
+    RequestHead,
+    _plain_pairs,
     parse_basic,
     parse_form,
     parse_json,
@@ -401,3 +404,80 @@ def test_basic_header_over_the_length_limit_is_invalid_client_before_decoding() 
     assert len(header) > MAX_AUTHORIZATION_LENGTH
     with pytest.raises(InvalidClient):
         parse_basic(header)
+
+
+def test_read_body_in_one_message_over_the_limit_is_413() -> None:
+    with pytest.raises(PayloadTooLarge):
+        _read({"content-length": b"5"}, [b"x" * 101])
+
+
+def test_read_body_is_what_request_body_answers_afterwards() -> None:
+    for chunks in ([b"abcd"], [b"ab", b"cd"]):
+        request, reads = _request({}, chunks)
+
+        async def both(request: Request = request) -> tuple[bytes, bytes]:
+            return await read_body(request, 100), await request.body()
+
+        assert asyncio.run(both()) == (b"abcd", b"abcd")
+        assert reads[0] == len(chunks)  # the server was asked once per chunk, not again
+
+
+def test_read_body_disconnected_midway_is_client_disconnect() -> None:
+    messages = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(read_body(request, 100))
+
+
+# Every string of up to 4 characters over this alphabet: blank fields, names without "=",
+# several "=", leading and trailing "&", non-ASCII text.
+_FORM_ALPHABET = "a=&\u00e9"
+
+
+@pytest.mark.parametrize("max_fields", [1, 2, 64])
+def test_plain_form_pairs_are_parse_qsl_s(max_fields: int) -> None:
+    texts = ["".join(t) for n in range(5) for t in itertools.product(_FORM_ALPHABET, repeat=n)]
+    for text in texts:
+        try:
+            expected: object = parse_qsl(
+                text, keep_blank_values=True, errors="strict", max_num_fields=max_fields
+            )
+        except ValueError:
+            expected = ValueError
+        try:
+            got: object = _plain_pairs(text, max_fields)
+        except ValueError:
+            got = ValueError
+        assert got == expected, text
+
+
+def test_a_form_with_escapes_is_still_decoded() -> None:
+    assert parse_form(b"a=x%20y&b=1+2&c=%C3%A9") == {"a": "x y", "b": "1 2", "c": "\u00e9"}
+    assert parse_form(b"grant_type=refresh_token&scope=&x") == {"grant_type": "refresh_token"}
+
+
+def test_request_head_reads_the_first_of_each_field_and_any_dpop() -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"authorization", b"Basic one"),
+        (b"content-type", b"text/plain"),
+        (b"authorization", b"Basic two"),
+        (b"content-length", b"12"),
+    ]
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+    head = RequestHead(request)
+    assert (head.content_type, head.authorization, head.content_length, head.dpop) == (
+        request.headers.get("content-type"),
+        request.headers.get("authorization"),
+        request.headers.get("content-length"),
+        False,
+    )
+    assert RequestHead(Request({**request.scope, "headers": [(b"dpop", b"")]})).dpop
+    assert RequestHead(Request({**request.scope, "headers": []})).content_type is None

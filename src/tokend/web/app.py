@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from time import perf_counter
 from typing import Any, Protocol
 
 import orjson
@@ -261,21 +262,54 @@ class _TokendApp(Starlette):
             # send wrapper that times and counts the answer.
             rid = bind_request(scope["headers"])
             headers = [HSTS, rid] if self._hsts else [rid]
+            endpoint = self.direct_routes.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                await self._direct(endpoint, scope, receive, send, headers)
+                return
             if self._observer is not None:  # timed from here to the answer's last part
                 send = self._observer.wrap(scope, send, headers)
             else:
                 send = _with_headers(send, headers)
-            endpoint = self.direct_routes.get((scope["method"], scope["path"]))
-            if endpoint is not None:
-                scope["app"] = self
-                request = Request(scope, receive, send)
-                try:
-                    response = await endpoint(request)
-                except Exception as exc:
-                    response = await handle_error(request, exc)
-                await response(scope, receive, send)
-                return
         await super().__call__(scope, receive, send)
+
+    async def _direct(
+        self,
+        endpoint: Endpoint,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """The direct route: the endpoint's answer (or the dispatcher's), with ``headers``
+        added to it, observed as ``RequestObserver.wrap`` would. A plain ``Response`` (every
+        answer of the token endpoint) is written here in its two messages, without a send
+        wrapper in between; anything else goes through the wrapper."""
+        observer = self._observer
+        started = perf_counter()
+        scope["app"] = self
+        request = Request(scope, receive, send)
+        try:
+            response = await endpoint(request)
+        except Exception as exc:
+            response = await handle_error(request, exc)
+        if type(response).__call__ is not Response.__call__ or response.background is not None:
+            if observer is not None:
+                send = observer.wrap(scope, send, headers, started=started)
+            else:
+                send = _with_headers(send, headers)
+            await response(scope, receive, send)
+            return
+        status = response.status_code
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": response.raw_headers + headers,
+            }
+        )
+        if observer is not None:  # counted before the last part goes out, as wrap does
+            observer.endpoint(scope["path"]).done(status, perf_counter() - started)
+        await send({"type": "http.response.body", "body": response.body})
 
 
 def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:

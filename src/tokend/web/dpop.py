@@ -85,9 +85,14 @@ class DPoPHeaders:
             return {}
         return {NONCE_HEADER: self._nonces.current(self._clock.now())}
 
-    def with_nonce(self, request: Request, response: Response) -> Response:
+    def with_nonce(
+        self, request: Request, response: Response, *, used_dpop: bool | None = None
+    ) -> Response:
         """RFC 9449 §8.2, §9: the current nonce on the answer (success or error) to a request
-        that used DPoP, when these routes send nonces."""
-        if self._nonces is not None and "dpop" in request.headers:
+        that used DPoP (sent a ``DPoP`` header: ``used_dpop`` if the caller knows), when
+        these routes send nonces."""
+        if used_dpop is None:
+            used_dpop = "dpop" in request.headers
+        if self._nonces is not None and used_dpop:
             response.headers[NONCE_HEADER] = self._nonces.current(self._clock.now())
         return response

@@ -82,11 +82,19 @@ class RequestObserver:
                 return endpoint
         return self._other
 
-    def wrap(self, scope: Scope, send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    def wrap(
+        self,
+        scope: Scope,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        started: float | None = None,
+    ) -> Send:
         """``send``, adding ``headers`` to the answer's start and observing the request of
         ``scope`` when its answer is complete: one wrapper, so each message the app sends
-        passes through one extra coroutine, not one per concern."""
-        start = perf_counter()
+        passes through one extra coroutine, not one per concern. ``started``: when the
+        request reached the app (``perf_counter``), if not now."""
+        start = perf_counter() if started is None else started
         endpoint = self.endpoint(scope["path"])
         status = 0
 

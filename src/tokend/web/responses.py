@@ -49,9 +49,38 @@ BASIC_CHALLENGE = 'Basic realm="tokend", charset="UTF-8"'
 _NOT_DESCRIPTION_CHAR = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
+# The no-store answer's header fields as Starlette's Response would encode them (lower-case
+# names, in this order, then content-length and content-type), encoded once.
+_NO_STORE_FIELDS = tuple(
+    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in NO_STORE.items()
+)
+_JSON_TYPE = (b"content-type", JSON.encode("latin-1"))
+
+
+class _JsonAnswer(Response):
+    """A JSON answer whose header fields are made from ``_NO_STORE_FIELDS`` rather than
+    encoded from a dict per request: the same status, fields (in the same order) and body
+    as ``Response(body, status, NO_STORE, JSON)``, and the same object to the rest of the
+    app (``headers`` can still be added, ``tokend.web.dpop``)."""
+
+    media_type = JSON
+
+    def __init__(self, body: bytes, status: int) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            *_NO_STORE_FIELDS,
+            (b"content-length", str(len(body)).encode("latin-1")),
+            _JSON_TYPE,
+        ]
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """``body`` as JSON, never stored by a cache; ``headers`` are added to the no-store ones."""
-    return Response(orjson.dumps(body), status, {**NO_STORE, **(headers or {})}, JSON)
+    if headers or status < 200 or status in (204, 304):
+        return Response(orjson.dumps(body), status, {**NO_STORE, **(headers or {})}, JSON)
+    return _JsonAnswer(orjson.dumps(body), status)
 
 
 # -- RFC 6749 §5.2: the token, revocation and introspection endpoints ---------------------------

@@ -50,7 +50,8 @@ def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, nets: Sequence[N
 
 def source_address(request: Request, trusted: Sequence[Network]) -> str:
     """The address a request comes from (see the module's docstring)."""
-    peer = request.client.host if request.client is not None else ""
+    client = request.scope.get("client")  # Request.client's (host, port), unwrapped
+    peer: str = client[0] if client is not None else ""
     if not trusted:
         return peer
     ip = _ip(peer)

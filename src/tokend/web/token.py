@@ -20,7 +20,7 @@ from tokend.core.service import TokenService
 from tokend.metrics import TokenRequests
 from tokend.web.dpop import DPoPHeaders
 from tokend.web.offload import Call
-from tokend.web.parsing import parse_basic, parse_params, read_body
+from tokend.web.parsing import RequestHead, parse_basic, parse_params, read_body
 from tokend.web.responses import error_response, json_response
 from tokend.web.throttling import ClientAuthGuard
 
@@ -54,16 +54,18 @@ class TokenEndpoint:
     async def __call__(self, request: Request) -> Response:
         dpop = self._dpop
         grant_type = None
+        head = RequestHead(request)
         try:
-            body = await read_body(request, self._max_body)
-            params = parse_params(request.headers.get("content-type"), body)
+            body = await read_body(request, self._max_body, head)
+            params = parse_params(head.content_type, body)
             grant_type = params.get("grant_type")
 
             def credentials() -> ClientCredentials:
-                return credentials_from(parse_basic(request.headers.get("authorization")), params)
+                return credentials_from(parse_basic(head.authorization), params)
 
             async def work(creds: ClientCredentials, address: str) -> TokenResponse:
-                proof = dpop.proof(request)  # RFC 9449 §5; None without a DPoP header
+                # RFC 9449 §5; None without a DPoP header
+                proof = dpop.proof(request) if head.dpop else None
                 return await self._call(
                     self._service.token, TokenRequest(params, creds, proof, address)
                 )
@@ -71,9 +73,9 @@ class TokenEndpoint:
             result = await self._guard.run(request, credentials, work)
         except OAuthError as exc:
             self._count(grant_type, exc.error)
-            return dpop.with_nonce(request, error_response(exc))
+            return dpop.with_nonce(request, error_response(exc), used_dpop=head.dpop)
         except Exception:  # answered as server_error by the app's dispatcher
             self._count(grant_type, "server_error")
             raise
         self._count(grant_type, "success")
-        return dpop.with_nonce(request, json_response(result.to_dict()))
+        return dpop.with_nonce(request, json_response(result.to_dict()), used_dpop=head.dpop)
