@@ -13,7 +13,7 @@ on the fresh one, once (``_pg_replace``); nothing was sent on the dead one that 
 committed. Either way a database that cannot answer (busy past the timeout, disk full,
 server gone) is ``TemporarilyUnavailable``, never an error shown raw.
 
-A PostgreSQL server process has two engines on one database (``pick``): asyncpg
+A PostgreSQL server process has two engines on one database (``Engines``): asyncpg
 (``engine.create_hot_engine``) for what runs inside ``sqlalchemy.util.greenlet_spawn`` (the
 endpoints' work, ``tokend.web.offload``: the code is the same synchronous code, and each
 wait for PostgreSQL is an ``await`` on the event loop), and psycopg everywhere else (threads,
@@ -184,7 +184,6 @@ class Database:
 
     def __init__(self, engine: Engine, *, hot: AsyncEngine | None = None) -> None:
         self.engines = Engines(engine, hot)
-        self._engine = engine
         self._q_sync = Statements(engine.dialect)
         hot_engine = self.engines.hot
         self._q_hot = None if hot_engine is None else Statements(hot_engine.dialect)
@@ -210,7 +209,7 @@ class Database:
         """SQLite: move WAL checkpoints from the hot path's commits to a background
         thread (``tokend.store.checkpoint``). For a server process; False where there is
         nothing to do (PostgreSQL, an in-memory database, already started)."""
-        path = sqlite_path(self._engine.url.render_as_string(hide_password=False))
+        path = sqlite_path(self.engines.sync.url.render_as_string(hide_password=False))
         if not self._sqlite or path is None or self._checkpointer is not None:
             return False
         self._checkpointer = WalCheckpointer(path, **options)
